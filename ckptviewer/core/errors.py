@@ -1,0 +1,86 @@
+"""The one exception family users see.
+
+Every error a user can act on is a :class:`CheckpointError`. Its message says what happened, in which
+file, and what the user can do about it, in the style of torch's ``weights_only`` message. Code that
+reads untrusted bytes raises these and nothing else; anything else escaping the reader is a bug.
+"""
+from __future__ import annotations
+
+import os
+
+
+class CheckpointError(Exception):
+    """Base class: something about a checkpoint file (or a request about one) cannot be done.
+
+    ``path`` names the file when known; ``hint`` says what to do. ``str(err)`` is one readable line
+    (plus the hint) suitable for a status bar, a dialog or stderr.
+    """
+
+    default_hint = ""
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, hint: str | None = None):
+        self.message = message
+        self.path = os.fspath(path) if path is not None else None
+        self.hint = self.default_hint if hint is None else hint
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        text = self.message
+        if self.path:
+            text = f"{os.path.basename(self.path)}: {text}"
+        if self.hint:
+            text = f"{text} {self.hint}"
+        return text
+
+    def with_path(self, path: str | os.PathLike) -> "CheckpointError":
+        """Return the same error naming ``path`` (used when a low layer did not know the file)."""
+        if self.path is None:
+            self.path = os.fspath(path)
+            self.args = (self._format(),)
+        return self
+
+
+class NotACheckpointError(CheckpointError):
+    """The bytes are not any checkpoint format we know (an image, a text file, random bytes...)."""
+
+    default_hint = ("ckptviewer reads torch.save files (zip or legacy), TorchScript archives and .safetensors "
+                    "files; check that this is the file you meant.")
+
+
+class TruncatedFileError(CheckpointError):
+    """The container ends before a structure it declares (a download that stopped early)."""
+
+    default_hint = "The file is incomplete; download or copy it again."
+
+
+class CorruptFileError(CheckpointError):
+    """The container or its pickle is malformed in a way that stops reading."""
+
+    default_hint = "The file is damaged or was not written by torch/safetensors."
+
+
+class UnsupportedFormatError(CheckpointError):
+    """A known container with a feature we cannot read (an encrypted zip, an unknown storage type...)."""
+
+
+class StorageError(CheckpointError):
+    """A tensor's bytes are missing, short, or outside the file."""
+
+    default_hint = "This tensor's values cannot be read; the rest of the file can."
+
+
+class LimitExceededError(CheckpointError):
+    """A file asks for more work or memory than the reader allows (possibly a hostile file)."""
+
+    default_hint = "The file may be hostile or corrupt; ckptviewer stopped reading it to stay safe."
+
+
+class OperationError(CheckpointError):
+    """A requested edit or export cannot be carried out (bad key path, collision, unsafe destination)."""
+
+
+class CancelledError(CheckpointError):
+    """Long work was cancelled by the user. Not a failure; callers usually swallow it."""
+
+    def __init__(self, message: str = "cancelled", **kw):
+        super().__init__(message, **kw)

@@ -1,0 +1,92 @@
+"""torch.save's zip format (torch >= 1.6) and TorchScript archives.
+
+Layout: ``<archive>/data.pkl`` (the object pickle), ``<archive>/data/<key>`` (one record per storage,
+stored uncompressed and aligned), ``byteorder``, ``version``, ``.format_version``,
+``.storage_alignment``, ``.data/serialization_id``. The archive folder name is whatever the file
+was called when saved, so we find it from ``data.pkl`` rather than from our file name. TorchScript
+archives add ``code/``, ``constants.pkl`` (tensors in ``constants/``) and ``.data/version``.
+"""
+from __future__ import annotations
+
+from ..checkpoint import Checkpoint, PickleGlobals
+from ..errors import CheckpointError, CorruptFileError, NotACheckpointError
+from ..tensor import BytesRegion, ByteSource, DeferredRegion, MappedRegion
+from .common import StorageTable, unpickle
+from .zipreader import ZipArchive, inflate
+
+_SMALL_RECORDS = ("byteorder", "version", ".format_version", ".storage_alignment", ".data/version",
+                  ".data/serialization_id")
+
+
+def _find_prefix(archive: ZipArchive) -> str:
+    candidates = [n[: -len("data.pkl")] for n in archive.order
+                  if n.endswith("data.pkl") and n.count("/") <= 1 and (n == "data.pkl" or n.endswith("/data.pkl"))]
+    if not candidates:
+        hint = "numpy .npz archive" if any(n.endswith(".npy") for n in archive.order) else "zip archive"
+        raise NotACheckpointError(f"this is a {hint} without data.pkl, not a torch checkpoint")
+    if len(candidates) > 1:
+        raise CorruptFileError(f"the archive holds {len(candidates)} data.pkl files ({', '.join(candidates)})")
+    return candidates[0]
+
+
+def _source(archive: ZipArchive, name: str) -> ByteSource | None:
+    m = archive.members.get(name)
+    if m is None:
+        return None
+    start = archive.data_offset(m)
+    if m.method == 0:
+        return MappedRegion(archive.buf, start, m.compressed_size)
+    raw = archive.raw(name)
+    return DeferredRegion(m.size, lambda: inflate(raw, m.size, name), f"compressed zip member {name}")
+
+
+def read_torch_zip(buf, path: str, *, resources: list | None = None) -> Checkpoint:
+    warnings: list[str] = []
+    pickles: list[PickleGlobals] = []
+    archive = ZipArchive(buf, name=path)
+    warnings.extend(archive.warnings)
+    prefix = _find_prefix(archive)
+    meta: dict = {"archive": prefix.rstrip("/") or "(none)"}
+    for rec in _SMALL_RECORDS:
+        if prefix + rec in archive:
+            try:
+                text = archive.read(prefix + rec, limit=4096).decode("utf-8", "replace").strip()
+            except CheckpointError as e:
+                warnings.append(f"record {rec}: {e.message}")
+                continue
+            meta[rec.lstrip(".").replace("/", "_")] = text[:200]
+    byteorder = meta.get("byteorder", "little")
+    if byteorder not in ("little", "big"):
+        warnings.append(f"unknown byteorder {byteorder!r}; assuming little-endian")
+        byteorder = "little"
+    is_script = any(n.startswith(prefix + "code/") for n in archive.order) or prefix + "constants.pkl" in archive
+    fmt = "torchscript" if is_script else "torch-zip"
+
+    table = StorageTable(lambda key: _source(archive, f"{prefix}data/{key}"), warnings, byteorder,
+                         what="storage")
+    data = archive.read(prefix + "data.pkl", check_crc=True)
+    root, end = unpickle(data, name="data.pkl", warnings=warnings, pickles=pickles,
+                         persistent_load=table.load)
+    if end != len(data):
+        warnings.append(f"data.pkl has {len(data) - end} bytes after its STOP opcode")
+    storages = dict(table.storages)
+    if is_script:
+        meta["code_files"] = [n[len(prefix):] for n in archive.order if n.startswith(prefix + "code/")][:200]
+        if prefix + "constants.pkl" in archive:
+            ctable = StorageTable(lambda key: _source(archive, f"{prefix}constants/{key}"), warnings, byteorder,
+                                  what="constant")
+            constants, _ = unpickle(archive.read(prefix + "constants.pkl", check_crc=True), name="constants.pkl",
+                                    warnings=warnings, pickles=pickles, persistent_load=ctable.load)
+            storages.update({f"constants/{k}": v for k, v in ctable.storages.items()})
+            meta["constants"] = constants
+    used = {f"{prefix}data/{k}" for k in table.storages}
+    unused = [n for n in archive.order if n.startswith(prefix + "data/") and n not in used]
+    if unused:
+        warnings.append(f"{len(unused)} storage record(s) in the archive are not used by data.pkl")
+    return Checkpoint(path, fmt, root, storages=storages, warnings=warnings, meta=meta, pickles=pickles,
+                      file_size=len(buf), resources=resources)
+
+
+def read_torch_zip_bytes(data: bytes, name: str) -> Checkpoint:
+    """Read a torch.save archive held in memory (nested payloads, DCP chunks)."""
+    return read_torch_zip(BytesRegion(data).mm, name)

@@ -1,0 +1,318 @@
+"""Lazy tensors: handles that know their layout and where their bytes are, and read them on demand.
+
+A :class:`StorageRef` is one storage record of a file (``data/3`` in a zip, the fourth storage of a
+legacy file, a safetensors byte range): its element type, declared size, saved location and a
+:class:`ByteSource` that can hand out its bytes. A :class:`TensorRef` is a view of a storage (offset,
+shape, stride), exactly what ``torch._utils._rebuild_tensor_v2`` would build, without building it.
+
+Opening a file creates these objects only; no tensor byte is read until ``read()``, ``iter_raw()``
+or ``sha256()`` is called.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import mmap
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .dtypes import DType, to_numbers
+from .errors import LimitExceededError, StorageError
+
+# A view may declare more elements than it stores (stride 0). Past this many we refuse to read values:
+# hashing or plotting 10**15 repeats of one number is a denial of service, not information.
+MAX_VIEW_ELEMENTS = 1 << 36
+# Reads and hashes go in pieces of about this many bytes, so memory stays bounded for huge tensors.
+CHUNK_BYTES = 16 << 20
+
+
+class ByteSource:
+    """Where a storage's bytes live. ``size`` is how many bytes are really there."""
+
+    size: int = 0
+
+    def view(self, offset: int, length: int) -> memoryview:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class MappedRegion(ByteSource):
+    """A byte range of a memory-mapped file (a stored zip member, a legacy storage, safetensors data)."""
+
+    __slots__ = ("mm", "start", "size")
+
+    def __init__(self, mm: mmap.mmap | memoryview | bytes, start: int, size: int):
+        self.mm = mm
+        self.start = start
+        self.size = size
+
+    def view(self, offset: int, length: int) -> memoryview:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise StorageError(f"read of bytes {offset}..{offset + length} outside a record of {self.size} bytes")
+        return memoryview(self.mm)[self.start + offset:self.start + offset + length]
+
+    def describe(self) -> str:
+        return f"file bytes {self.start}..{self.start + self.size}"
+
+
+class BytesRegion(MappedRegion):
+    """Bytes held in memory (a numpy array's data from the pickle, an inflated zip member)."""
+
+    def __init__(self, data: bytes | bytearray | memoryview):
+        super().__init__(data, 0, len(data))
+
+    def describe(self) -> str:
+        return f"{self.size} bytes in memory"
+
+
+class DeferredRegion(ByteSource):
+    """Bytes produced on first use by ``loader`` (e.g. a compressed zip member inflated under a cap)."""
+
+    def __init__(self, size: int, loader: Callable[[], bytes], what: str):
+        self.size = size
+        self._loader = loader
+        self._data: bytes | None = None
+        self._what = what
+
+    def view(self, offset: int, length: int) -> memoryview:
+        if self._data is None:
+            self._data = self._loader()
+            self.size = len(self._data)
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise StorageError(f"read of bytes {offset}..{offset + length} outside a record of {self.size} bytes")
+        return memoryview(self._data)[offset:offset + length]
+
+    def describe(self) -> str:
+        return self._what
+
+
+class StorageRef:
+    """One storage record. ``nbytes`` is what the pickle declares; ``source`` what the file holds."""
+
+    __slots__ = ("key", "dtype", "nbytes", "location", "source", "byteorder", "typed", "problem", "users")
+
+    def __init__(self, key: str, dtype: DType | None, nbytes: int, location: str, *, typed: bool,
+                 source: ByteSource | None = None, byteorder: str = "little"):
+        self.key = key
+        self.dtype = dtype          # None for an untyped storage until a tensor says what it holds
+        self.nbytes = nbytes
+        self.location = location
+        self.source = source
+        self.byteorder = byteorder
+        self.typed = typed
+        self.problem: str | None = None
+        self.users: list[TensorRef] = []
+
+    def __repr__(self) -> str:
+        return f"<storage {self.key} {self.dtype} {self.nbytes} bytes on {self.location}>"
+
+
+def _span(shape: tuple[int, ...], stride: tuple[int, ...]) -> int:
+    """Elements from the first to one past the last element a view touches (0 for an empty view)."""
+    if any(s == 0 for s in shape):
+        return 0
+    return 1 + sum((n - 1) * st for n, st in zip(shape, stride))
+
+
+def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= max(n, 1)
+    return tuple(reversed(strides))
+
+
+class TensorRef:
+    """A tensor as a file describes it. ``problem`` is set when its values cannot be read."""
+
+    __slots__ = ("storage", "offset", "shape", "stride", "dtype", "requires_grad", "kind", "subclass",
+                 "extra", "device_override", "problem", "__weakref__")
+
+    def __init__(self, storage: StorageRef | None, offset: int, shape: tuple[int, ...], stride: tuple[int, ...],
+                 dtype: DType, *, requires_grad: bool = False, kind: str = "tensor"):
+        self.storage = storage
+        self.offset = offset
+        self.shape = shape
+        self.stride = stride
+        self.dtype = dtype
+        self.requires_grad = requires_grad
+        self.kind = kind            # "tensor", "parameter", "quantized", "sparse", "meta", ...
+        self.subclass: str | None = None    # a tensor subclass the file names (rebuilt as a plain tensor)
+        self.extra: dict | None = None      # quantizer parameters, sparse components, ...
+        self.device_override: str | None = None
+        self.problem: str | None = None
+        if storage is not None:
+            storage.users.append(self)
+
+    # -- layout ---------------------------------------------------------------------------------
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    @property
+    def device(self) -> str:
+        if self.device_override:
+            return self.device_override
+        return self.storage.location if self.storage is not None else "meta"
+
+    @property
+    def is_contiguous(self) -> bool:
+        expected = 1
+        for n, st in zip(reversed(self.shape), reversed(self.stride)):
+            if n != 1 and st != expected:
+                return False
+            expected *= n
+        return True
+
+    @property
+    def has_zero_stride(self) -> bool:
+        return any(st == 0 and n > 1 for n, st in zip(self.shape, self.stride))
+
+    @property
+    def storage_key(self) -> str | None:
+        return self.storage.key if self.storage is not None else None
+
+    def validate(self) -> None:
+        """Check the view against its storage; sets ``problem`` instead of raising."""
+        if self.problem:
+            return
+        if self.storage is None:
+            if self.kind not in ("meta",):
+                self.problem = "the file holds no storage for this tensor"
+            return
+        if len(self.shape) != len(self.stride):
+            self.problem = f"shape {list(self.shape)} and stride {list(self.stride)} differ in length"
+        elif self.offset < 0 or any(n < 0 for n in self.shape) or any(st < 0 for st in self.stride):
+            self.problem = (f"negative offset, size or stride (offset {self.offset}, shape {list(self.shape)}, "
+                            f"stride {list(self.stride)})")
+        elif self.numel > MAX_VIEW_ELEMENTS:
+            self.problem = f"declares {self.numel:,} elements; values not read"
+        elif self.storage.problem:
+            self.problem = self.storage.problem
+        else:
+            itemsize = self.dtype.itemsize
+            span = _span(self.shape, self.stride)
+            if span:
+                have = self.storage.nbytes // itemsize
+                if self.offset + span > have:
+                    self.problem = (f"needs elements {self.offset}..{self.offset + span} of storage "
+                                    f"{self.storage.key}, which holds {have}")
+                elif self.storage.source is None:
+                    self.problem = f"storage record {self.storage.key} is missing from the file"
+                elif self.storage.source.size < (self.offset + span) * itemsize:
+                    self.problem = (f"storage record {self.storage.key} has {self.storage.source.size} bytes, "
+                                    f"the tensor needs {(self.offset + span) * itemsize}")
+
+    @property
+    def readable(self) -> bool:
+        self.validate()
+        return self.problem is None and (self.storage is not None or self.numel == 0)
+
+    # -- values ---------------------------------------------------------------------------------
+    def _check_readable(self) -> None:
+        self.validate()
+        if self.problem:
+            raise StorageError(self.problem)
+        if self.storage is None and self.numel:
+            raise StorageError(f"a {self.kind} tensor has no stored values")
+
+    def _raw_view(self, first: int = 0, count: int | None = None) -> np.ndarray:
+        """Raw elements of rows ``first:first+count`` along dim 0, as a (possibly strided) numpy view."""
+        shape = list(self.shape)
+        offset = self.offset
+        if shape:
+            count = shape[0] - first if count is None else count
+            offset += first * self.stride[0]
+            shape[0] = count
+        span = _span(tuple(shape), self.stride)
+        raw = self.dtype.numpy
+        if span == 0:
+            return np.empty(shape, dtype=raw)
+        isz = self.dtype.itemsize
+        buf = self.storage.source.view(offset * isz, span * isz)
+        base = np.frombuffer(buf, dtype=raw, count=span)
+        if self.storage.byteorder == "big" and isz > 1:
+            base = base.view(base.dtype.newbyteorder(">"))
+        return np.lib.stride_tricks.as_strided(base, shape=shape, strides=[st * isz for st in self.stride],
+                                               writeable=False)
+
+    def _row_chunks(self, max_bytes: int) -> Iterator[tuple[int, int]]:
+        if not self.shape:
+            yield 0, 1
+            return
+        rows = self.shape[0]
+        row_bytes = max(1, self.nbytes // max(rows, 1))
+        step = max(1, max_bytes // row_bytes)
+        for first in range(0, rows, step):
+            yield first, min(step, rows - first)
+
+    def iter_raw(self, max_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+        """C-ordered, little-endian raw elements in pieces along dim 0 (bounded memory)."""
+        self._check_readable()
+        if self.numel == 0:
+            return
+        if not self.shape:
+            yield self._little(np.ascontiguousarray(self._raw_view()).reshape(1))
+            return
+        for first, count in self._row_chunks(max_bytes):
+            yield self._little(np.ascontiguousarray(self._raw_view(first, count)))
+
+    def _little(self, arr: np.ndarray) -> np.ndarray:
+        if arr.dtype.byteorder == ">":
+            return arr.astype(arr.dtype.newbyteorder("<"))
+        return arr
+
+    def iter_values(self, max_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+        """Like ``iter_raw`` but as numbers numpy can do math on (bf16/fp8 widened to float32)."""
+        for chunk in self.iter_raw(max_bytes):
+            yield to_numbers(chunk, self.dtype)
+
+    def read_raw(self) -> np.ndarray:
+        """All raw elements, C-contiguous, little-endian, in this tensor's shape."""
+        self._check_readable()
+        return self._little(np.ascontiguousarray(self._raw_view())).reshape(self.shape)
+
+    def read(self) -> np.ndarray:
+        """All values as a numpy array (bf16/fp8 as float32, complex32 as complex64)."""
+        return to_numbers(self.read_raw().reshape(-1), self.dtype).reshape(self.shape)
+
+    def iter_bytes(self, max_bytes: int = CHUNK_BYTES) -> Iterator[memoryview | bytes]:
+        """The C-contiguous little-endian bytes, in pieces, without copying when the layout allows."""
+        self._check_readable()
+        if self.numel == 0:
+            return
+        isz = self.dtype.itemsize
+        if self.is_contiguous and (self.storage.byteorder == "little" or isz == 1):
+            start, total = self.offset * isz, self.nbytes
+            for pos in range(0, total, max_bytes):
+                yield self.storage.source.view(start + pos, min(max_bytes, total - pos))
+            return
+        for chunk in self.iter_raw(max_bytes):
+            yield chunk.view(np.uint8).reshape(-1).data
+
+    def sha256(self, progress: Callable[[int], None] | None = None) -> str:
+        """Hex sha256 of the values laid out C-contiguous, little-endian (the conformance contract)."""
+        h = hashlib.sha256()
+        for piece in self.iter_bytes():
+            h.update(piece)
+            if progress:
+                progress(len(piece))
+        return h.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"<tensor {self.dtype} {list(self.shape)} on {self.device}>"
+
+
+def guard_declared_bytes(nbytes: int, available: int, what: str) -> None:
+    """Refuse a declared size that cannot be backed by the bytes left in the file."""
+    if nbytes < 0:
+        raise LimitExceededError(f"{what} declares a negative size ({nbytes})")
+    if nbytes > available:
+        raise LimitExceededError(f"{what} declares {nbytes:,} bytes but only {available:,} remain in the file")
