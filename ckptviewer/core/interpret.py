@@ -31,7 +31,8 @@ MAX_ROLE_DEPTH = 6
 class StateDictInfo:
     path: tuple
     entries: list[tuple[str, TensorRef]]
-    kind: str = "state_dict"            # "state_dict" (a mapping) or "module" (a pickled nn.Module)
+    kind: str = "state_dict"            # "state_dict" (a mapping), "module" (a pickled nn.Module),
+                                        # or "script" (a TorchScript module's attributes)
     class_name: str | None = None       # for modules
     prefix: tuple[str, str] | None = None   # (prefix, what adds it), when every key starts with it
     shared_prefix: str | None = None    # another first component all keys share (e.g. "model.")
@@ -239,6 +240,13 @@ def analyze(root: Any) -> Analysis:
             an.state_dicts.append(info)
             an.roles[path] = "module"
             continue
+        if isinstance(value, StandIn) and value.qualname.startswith("__torch__.") and value.attributes is not None:
+            from .walk import iter_tensors
+            entries = [(".".join(str(k) for k in p), t) for p, t in iter_tensors(value)]
+            info = StateDictInfo(path, entries, kind="script", class_name=value.qualname)
+            an.state_dicts.append(info)
+            an.roles[path] = "script"
+            continue
         if is_scheduler_state(value):
             an.schedulers.append((path, "learning-rate scheduler"))
             an.roles[path] = "scheduler"
@@ -376,6 +384,9 @@ def summarize(an: Analysis, root: Any) -> str:
         sd = models[0]
         if sd.kind == "module":
             parts.append(f"pickled module {sd.class_name} with {sd.n_parameters:,} parameters")
+        elif sd.kind == "script":
+            parts.append(f"TorchScript module {sd.class_name.removeprefix('__torch__.')} with "
+                         f"{sd.n_parameters:,} parameters")
         elif not parts and not an.optimizers:
             parts.append(f"state_dict: {sd.n_tensors:,} tensors, {sd.n_parameters:,} parameters")
         else:

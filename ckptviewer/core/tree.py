@@ -244,10 +244,13 @@ def value_text(v: Any, limit: int = 120) -> str:
     if isinstance(v, StandIn):
         return safe_text(f"<{v.qualname}>", limit)
     if isinstance(v, (list, tuple)):
-        if len(v) <= 8 and all(isinstance(x, (int, float, str, bool, type(None))) for x in v):
-            inner = ", ".join(value_text(x, 30) for x in v)
+        if is_plain_values(v):
+            shown = [value_text(x, 30) for x in v[:12]]
+            if len(v) > 12:
+                shown.append(f"… {len(v):,} items")
+            inner = ", ".join(shown)
             text = f"[{inner}]" if isinstance(v, list) else f"({inner}{',' if len(v) == 1 else ''})"
-            return safe_text(text, limit) if len(text) > limit else text
+            return text
         return f"{type(v).__name__} of {len(v):,}"
     if isinstance(v, dict):
         return f"{len(v):,} entries"
@@ -256,6 +259,13 @@ def value_text(v: Any, limit: int = 120) -> str:
     if isinstance(v, (complex, range, slice)):
         return repr(v)
     return type(v).__name__
+
+
+def is_plain_values(v: Any) -> bool:
+    """A list/tuple of plain scalars: shown inline as one value rather than as a subtree."""
+    return (isinstance(v, (list, tuple)) and not isinstance(v, TorchSize)
+            and all(x is None or type(x) in (int, float, bool, str) and (type(x) is not str or len(x) < 40)
+                    for x in v))
 
 
 # -- node construction --------------------------------------------------------------------------------
@@ -278,6 +288,8 @@ def classify_value(value: Any, an: Analysis | None, path: tuple) -> tuple[str, s
         if role == "module":
             return "module", _short_class(value.qualname), info
         return "state_dict", "state_dict" if any("." in k for k, _ in info.entries) else "tensors", info
+    if role == "script":
+        return "object", value.qualname, an.state_dict_at(path)
     if role == "scheduler":
         return "scheduler", "scheduler state", None
     if isinstance(value, dict):
@@ -286,6 +298,8 @@ def classify_value(value: Any, an: Analysis | None, path: tuple) -> tuple[str, s
                                                                    if isinstance(v, TensorRef)])
         name = value.type_name.rsplit(".", 1)[-1] if isinstance(value, PickledDict) else "dict"
         return "mapping", name, None
+    if is_plain_values(value) and value:
+        return "values", type(value).__name__, None
     if isinstance(value, list):
         return "sequence", "list", None
     if isinstance(value, tuple) and not isinstance(value, TorchSize):
