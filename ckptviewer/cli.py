@@ -62,6 +62,10 @@ def cmd_info(argv: list[str]) -> int:
         except CheckpointError as e:
             _err(_single_line(str(e)))
             status = 1
+        except Exception as e:  # a reader bug: say so in one line, keep going with the other files
+            _err(_single_line(f"{os.path.basename(path)}: internal error ({type(e).__name__}: {e}); "
+                              f"please report this file's problem"))
+            status = 2
     if args.json and reports:
         out = reports[0] if len(args.files) == 1 else reports
         json.dump(out, sys.stdout, default=repr)

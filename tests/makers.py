@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import hashlib
 import subprocess
 import sys
@@ -90,7 +91,7 @@ def build_all(folder: Path) -> Made:
         with ctx:
             torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
         made[name] = path
-        made.objects[name] = obj
+        made.objects[name] = copy.deepcopy(obj)   # training later changes the live tensors
         return path
 
     torch.manual_seed(0)

@@ -40,6 +40,9 @@ class Checkpoint:
         self.file_size = file_size if file_size is not None else (os.path.getsize(path) if path else 0)
         self._resources = resources or []
         self._entries = None
+        for st in self.storages.values():       # set each tensor's ``problem`` now, so views can show it
+            for t in st.users:
+                t.validate()
 
     @property
     def name(self) -> str:
@@ -68,12 +71,7 @@ class Checkpoint:
         return total
 
     def close(self) -> None:
-        for res in self._resources:
-            try:
-                res.close()
-            except (BufferError, ValueError, OSError):
-                # A numpy view of the map is still alive somewhere; the map closes when it is collected.
-                pass
+        close_quietly(self._resources)
         self._resources = []
 
     def __enter__(self) -> "Checkpoint":
@@ -94,3 +92,13 @@ def map_file(path: str) -> tuple[mmap.mmap | bytes, list[Any]]:
             return b"", []
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     return mm, [mm]
+
+
+def close_quietly(resources: list[Any]) -> None:
+    for res in resources:
+        try:
+            res.close()
+        except (BufferError, ValueError, OSError):
+            # A view of the map is still alive somewhere (a numpy array, a traceback frame);
+            # the map is unmapped when that view is collected.
+            pass

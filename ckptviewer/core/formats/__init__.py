@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from ..checkpoint import Checkpoint, map_file
+from ..checkpoint import Checkpoint, close_quietly, map_file
 from ..errors import CheckpointError, NotACheckpointError
 from .safetensors_format import looks_safetensors, read_safetensors
 from .torch_legacy import MAGIC_PREFIX, read_torch_legacy
@@ -81,12 +81,10 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         return read_buffer(buf, path, resources=resources)
     except CheckpointError as e:
-        for r in resources:
-            r.close()
-        raise e.with_path(path)
+        close_quietly(resources)
+        raise e.with_path(path) from None
     except BaseException:
-        for r in resources:
-            r.close()
+        close_quietly(resources)
         raise
 
 
