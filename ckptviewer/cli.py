@@ -5,6 +5,7 @@ Headless commands import neither Qt nor torch unless they need them (writing a t
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 
@@ -68,8 +69,8 @@ def cmd_info(argv: list[str]) -> int:
             status = 2
     if args.json and reports:
         out = reports[0] if len(args.files) == 1 else reports
-        json.dump(out, sys.stdout, default=repr)
-        sys.stdout.write("\n")
+        # dumps (one shot, the C encoder) is several times faster than dump's incremental writes.
+        sys.stdout.write(json.dumps(out, default=repr) + "\n")
     return status
 
 
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
         fn, _ = COMMANDS[argv[0]]
+        # A headless command is one short pass over data that has almost no reference cycles; the
+        # cyclic collector would rescan millions of live objects (it tripled `info` on 100k keys).
+        gc.disable()
         try:
             return fn(argv[1:])
         except KeyboardInterrupt:
@@ -111,5 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     return run(args)
 
 
+def entry() -> None:
+    """The console script. After a headless command, exit without tearing down every object the
+    command built (freeing a 100,000-tensor tree one object at a time costs a tenth of its run)."""
+    argv = sys.argv[1:]
+    rc = main(argv)
+    if argv and argv[0] in COMMANDS:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BrokenPipeError:
+            pass
+        os._exit(rc)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -54,6 +54,8 @@ def collect_warnings(ckpt: Checkpoint, entries: list[tuple[list, TensorRef]]) ->
 
 
 def _json_key(k: Any) -> Any:
+    if type(k) is str or type(k) is int:
+        return k
     if isinstance(k, (str, int, float, bool)) or k is None:
         return k
     if isinstance(k, tuple):
@@ -92,7 +94,7 @@ def build_report(ckpt: Checkpoint, *, checksums: bool = False,
     an = analyze(ckpt.root)
     shared: dict[str, list] = {}
     for key, t in entries:
-        if t.storage is not None:
+        if t.storage is not None and len(t.storage.users) > 1:
             shared.setdefault(t.storage.key, []).append([_json_key(k) for k in key])
     tensors = [tensor_record(key, t, shared) for key, t in entries]
     warnings = collect_warnings(ckpt, entries)

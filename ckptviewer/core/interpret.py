@@ -40,6 +40,11 @@ class StateDictInfo:
     @property
     def parameter_entries(self) -> list[tuple[str, TensorRef]]:
         """What ``model.parameters()`` would yield, in order, tied tensors once (inferred for mappings)."""
+        if self._params is None:
+            self._params = self._parameter_entries()
+        return self._params
+
+    def _parameter_entries(self) -> list[tuple[str, TensorRef]]:
         if self.kind == "module":
             return _module_parameters(self.module)
         seen, out = set(), []
@@ -54,6 +59,7 @@ class StateDictInfo:
         return out
 
     module: Any = None
+    _params: list | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_parameters(self) -> int:

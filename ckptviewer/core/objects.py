@@ -87,10 +87,15 @@ class PickledDict(OrderedDict):
     name, never set with ``setattr`` under names the file chooses.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.pickle_attrs: dict = {}
-        self.type_name = "collections.OrderedDict"
+    type_name = "collections.OrderedDict"   # instances override it for defaultdict, Counter, ...
+
+    @property
+    def pickle_attrs(self) -> dict:
+        # Made on first use: a state_dict pickle builds one of these per tensor (its backward hooks).
+        attrs = self.__dict__.get("_pickle_attrs")
+        if attrs is None:
+            attrs = self.__dict__["_pickle_attrs"] = {}
+        return attrs
 
 
 class TorchSize(tuple):

@@ -56,6 +56,12 @@ def _int(x: Any, what: str) -> int:
 
 
 def _ints(x: Any, what: str) -> tuple[int, ...]:
+    if type(x) is tuple and len(x) <= 64:
+        for v in x:
+            if type(v) is not int:
+                break
+        else:
+            return x                       # the common case: a tuple of plain ints
     if not isinstance(x, (tuple, list)):
         raise TypeError(f"{what} is a {type(x).__name__}, not a tuple of ints")
     if len(x) > 64:
@@ -86,7 +92,7 @@ def _bool(x: Any) -> bool:
 # -- tensors --------------------------------------------------------------------------------------
 def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: dtypes.DType | None,
             requires_grad: Any = False) -> TensorRef:
-    st = _storage_arg(storage)
+    st = storage if type(storage) is StorageRef else _storage_arg(storage)
     dt = dtype or st.dtype
     if dt is None:
         raise ValueError("an untyped storage without a dtype")
@@ -94,7 +100,8 @@ def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: dtypes.DTy
         st.dtype = dt
     shape = _ints(size, "size")
     strides = _ints(stride, "stride") if stride is not None else contiguous_strides(shape)
-    return TensorRef(st, _int(offset, "storage offset"), shape, strides, dt, requires_grad=_bool(requires_grad))
+    return TensorRef(st, offset if type(offset) is int else _int(offset, "storage offset"), shape, strides, dt,
+                     requires_grad=requires_grad is True or _bool(requires_grad))
 
 
 def rebuild_tensor(args, ctx):            # torch._utils._rebuild_tensor (torch 0.3/0.4 files)

@@ -129,7 +129,7 @@ class TensorRef:
     """A tensor as a file describes it. ``problem`` is set when its values cannot be read."""
 
     __slots__ = ("storage", "offset", "shape", "stride", "dtype", "requires_grad", "kind", "subclass",
-                 "extra", "device_override", "problem", "__weakref__")
+                 "extra", "device_override", "problem", "_checked", "numel", "__weakref__")
 
     def __init__(self, storage: StorageRef | None, offset: int, shape: tuple[int, ...], stride: tuple[int, ...],
                  dtype: DType, *, requires_grad: bool = False, kind: str = "tensor"):
@@ -137,6 +137,7 @@ class TensorRef:
         self.offset = offset
         self.shape = shape
         self.stride = stride
+        self.numel = math.prod(shape)   # shapes never change after construction
         self.dtype = dtype
         self.requires_grad = requires_grad
         self.kind = kind            # "tensor", "parameter", "quantized", "sparse", "meta", ...
@@ -144,14 +145,11 @@ class TensorRef:
         self.extra: dict | None = None      # quantizer parameters, sparse components, ...
         self.device_override: str | None = None
         self.problem: str | None = None
+        self._checked = False
         if storage is not None:
             storage.users.append(self)
 
     # -- layout ---------------------------------------------------------------------------------
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
     @property
     def nbytes(self) -> int:
         return self.numel * self.dtype.itemsize
@@ -180,9 +178,10 @@ class TensorRef:
         return self.storage.key if self.storage is not None else None
 
     def validate(self) -> None:
-        """Check the view against its storage; sets ``problem`` instead of raising."""
-        if self.problem:
+        """Check the view against its storage; sets ``problem`` instead of raising. Runs once."""
+        if self.problem or self._checked:
             return
+        self._checked = True
         if self.storage is None:
             if self.kind not in ("meta",):
                 self.problem = "the file holds no storage for this tensor"

@@ -149,10 +149,10 @@ class SafeUnpickler:
         return self.persistent_load_fn(pid)
 
     def _call(self, func: Any, args: Any, pos: int, via: str = "REDUCE", kwargs: dict | None = None) -> Any:
-        if not isinstance(args, tuple):
+        if type(args) is not tuple and not isinstance(args, tuple):
             raise self._corrupt(f"{via} arguments are a {type(args).__name__}, not a tuple", pos)
-        if isinstance(func, Reconstructor):
-            impl = func.new if via.startswith("NEWOBJ") and func.new is not None else func.fn
+        if type(func) is Reconstructor:
+            impl = func.fn if via == "REDUCE" or func.new is None or not via.startswith("NEWOBJ") else func.new
             if impl is None:
                 self.warn(f"{func.qualname} is called in an unsupported way ({via}); shown as a stand-in")
                 return StandIn(GlobalRef(func.module, func.name), args, kwargs, via)
@@ -188,7 +188,15 @@ class SafeUnpickler:
             self.warn(f"{self.name}: BUILD on a {type(inst).__name__} was ignored")
 
     # ------------------------------------------------------------------------------------------
+    def _readline(self, data, pos: int, end: int) -> tuple[bytes, int]:
+        nl = data.find(b"\n", pos, end)
+        if nl < 0:
+            raise self._truncated(end)
+        return bytes(data[pos:nl]), nl + 1
+
     def load(self) -> Any:
+        """Interpret the stream. Hot opcodes are inline (this loop is the reader's hot path); the rest
+        go to :meth:`_rare`. Every length is checked against ``end`` before it is used."""
         data = self.data
         pos = self.start
         end = self.end_limit
@@ -196,38 +204,22 @@ class SafeUnpickler:
         metastack: list = []
         memo: dict = {}
         push = stack.append
-        OP = _OP
-
-        def need(n: int) -> None:
-            if pos + n > end:
-                raise self._truncated(end)
-
-        def pop_mark() -> list:
-            nonlocal stack, push
-            if not metastack:
-                raise self._corrupt("MARK expected", pos)
-            items = stack
-            stack = metastack.pop()
-            push = stack.append
-            return items
-
-        def readline() -> bytes:
-            nonlocal pos
-            nl = data.find(b"\n", pos, end) if hasattr(data, "find") else bytes(data[pos:end]).find(b"\n")
-            if nl < 0:
-                raise self._truncated(end)
-            line = data[pos:nl]
-            pos = nl + 1
-            return bytes(line)
-
+        unpack_I, unpack_i, unpack_H = _unpack_I, _unpack_i, _unpack_H
+        call = self._call
         try:
             while True:
                 if pos >= end:
                     raise self._truncated(end)
                 op = data[pos]
                 pos += 1
-                # The most frequent opcodes of torch pickles first, inline.
-                if op == 0x71:  # BINPUT
+                if op == 0x72:  # LONG_BINPUT
+                    if pos + 4 > end:
+                        raise self._truncated(end)
+                    if not stack:
+                        raise self._corrupt("LONG_BINPUT on an empty stack", pos)
+                    memo[unpack_I(data, pos)[0]] = stack[-1]
+                    pos += 4
+                elif op == 0x71:  # BINPUT
                     if pos >= end:
                         raise self._truncated(end)
                     if not stack:
@@ -242,32 +234,36 @@ class SafeUnpickler:
                     except KeyError:
                         raise self._corrupt(f"memo entry {data[pos]} read before it was written", pos) from None
                     pos += 1
-                elif op == 0x58:  # BINUNICODE
-                    if pos + 4 > end:
-                        raise self._truncated(end)
-                    (n,) = _unpack_I(data, pos)
-                    pos += 4
-                    if pos + n > end:
-                        raise self._truncated(end)
-                    push(_decode(data[pos:pos + n]))
-                    pos += n
-                elif op == 0x28:  # MARK
-                    metastack.append(stack)
-                    stack = []
-                    push = stack.append
                 elif op == 0x4B:  # BININT1
                     if pos >= end:
                         raise self._truncated(end)
                     push(data[pos])
                     pos += 1
+                elif op == 0x28:  # MARK
+                    metastack.append(stack)
+                    stack = []
+                    push = stack.append
+                elif op == 0x58:  # BINUNICODE
+                    if pos + 4 > end:
+                        raise self._truncated(end)
+                    n = unpack_I(data, pos)[0]
+                    pos += 4
+                    if pos + n > end:
+                        raise self._truncated(end)
+                    push(_decode(data[pos:pos + n]))
+                    pos += n
                 elif op == 0x74:  # TUPLE
-                    items = pop_mark()
-                    push(tuple(items))
+                    if not metastack:
+                        raise self._corrupt("TUPLE without MARK", pos)
+                    items = tuple(stack)
+                    stack = metastack.pop()
+                    push = stack.append
+                    push(items)
                 elif op == 0x52:  # REDUCE
                     if len(stack) < 2:
                         raise self._corrupt("REDUCE needs a callable and its arguments", pos)
                     args = stack.pop()
-                    stack[-1] = self._call(stack[-1], args, pos)
+                    stack[-1] = call(stack[-1], args, pos)
                 elif op == 0x85:  # TUPLE1
                     if not stack:
                         raise self._corrupt("TUPLE1 on an empty stack", pos)
@@ -294,22 +290,19 @@ class SafeUnpickler:
                         raise self._corrupt("BINPERSID on an empty stack", pos)
                     stack[-1] = self._persistent(stack[-1])
                 elif op == 0x4A:  # BININT
-                    need(4)
-                    push(_unpack_i(data, pos)[0])
+                    if pos + 4 > end:
+                        raise self._truncated(end)
+                    push(unpack_i(data, pos)[0])
                     pos += 4
                 elif op == 0x4D:  # BININT2
-                    need(2)
-                    push(_unpack_H(data, pos)[0])
+                    if pos + 2 > end:
+                        raise self._truncated(end)
+                    push(unpack_H(data, pos)[0])
                     pos += 2
-                elif op == 0x72:  # LONG_BINPUT
-                    need(4)
-                    if not stack:
-                        raise self._corrupt("LONG_BINPUT on an empty stack", pos)
-                    memo[_unpack_I(data, pos)[0]] = stack[-1]
-                    pos += 4
                 elif op == 0x6A:  # LONG_BINGET
-                    need(4)
-                    idx = _unpack_I(data, pos)[0]
+                    if pos + 4 > end:
+                        raise self._truncated(end)
+                    idx = unpack_I(data, pos)[0]
                     try:
                         push(memo[idx])
                     except KeyError:
@@ -320,10 +313,12 @@ class SafeUnpickler:
                         raise self._corrupt("MEMOIZE on an empty stack", pos)
                     memo[len(memo)] = stack[-1]
                 elif op == 0x8C:  # SHORT_BINUNICODE
-                    need(1)
+                    if pos >= end:
+                        raise self._truncated(end)
                     n = data[pos]
                     pos += 1
-                    need(n)
+                    if pos + n > end:
+                        raise self._truncated(end)
                     push(_decode(data[pos:pos + n]))
                     pos += n
                 elif op == 0x7D:  # EMPTY_DICT
@@ -333,7 +328,11 @@ class SafeUnpickler:
                 elif op == 0x4E:  # NONE
                     push(None)
                 elif op == 0x75:  # SETITEMS
-                    items = pop_mark()
+                    if not metastack:
+                        raise self._corrupt("SETITEMS without MARK", pos)
+                    items = stack
+                    stack = metastack.pop()
+                    push = stack.append
                     if not stack:
                         raise self._corrupt("SETITEMS without a dict", pos)
                     if len(items) % 2:
@@ -346,9 +345,9 @@ class SafeUnpickler:
                     k = stack.pop()
                     self._setitems(stack[-1], [k, v], pos)
                 elif op == 0x63:  # GLOBAL
-                    module = readline().decode("utf-8", "replace")
-                    name = readline().decode("utf-8", "replace")
-                    push(self._global(module, name))
+                    module, pos = self._readline(data, pos, end)
+                    name, pos = self._readline(data, pos, end)
+                    push(self._global(module.decode("utf-8", "replace"), name.decode("utf-8", "replace")))
                 elif op == 0x93:  # STACK_GLOBAL
                     if len(stack) < 2:
                         raise self._corrupt("STACK_GLOBAL on a short stack", pos)
@@ -362,42 +361,6 @@ class SafeUnpickler:
                         raise self._corrupt("BUILD on a short stack", pos)
                     state = stack.pop()
                     self._build(stack[-1], state)
-                elif op == 0x61:  # APPEND
-                    if len(stack) < 2:
-                        raise self._corrupt("APPEND on a short stack", pos)
-                    v = stack.pop()
-                    self._appends(stack[-1], [v], pos)
-                elif op == 0x65:  # APPENDS
-                    items = pop_mark()
-                    if not stack:
-                        raise self._corrupt("APPENDS without a list", pos)
-                    self._appends(stack[-1], items, pos)
-                elif op == 0x47:  # BINFLOAT
-                    need(8)
-                    push(_unpack_d(data, pos)[0])
-                    pos += 8
-                elif op == 0x81:  # NEWOBJ
-                    if len(stack) < 2:
-                        raise self._corrupt("NEWOBJ on a short stack", pos)
-                    args = stack.pop()
-                    stack[-1] = self._call(stack[-1], args, pos, via="NEWOBJ")
-                elif op == 0x92:  # NEWOBJ_EX
-                    if len(stack) < 3:
-                        raise self._corrupt("NEWOBJ_EX on a short stack", pos)
-                    kwargs = stack.pop()
-                    args = stack.pop()
-                    if not isinstance(kwargs, dict):
-                        raise self._corrupt("NEWOBJ_EX keyword arguments are not a dict", pos)
-                    stack[-1] = self._call(stack[-1], args, pos, via="NEWOBJ_EX", kwargs=_str_keys(kwargs))
-                elif op == 0x80:  # PROTO
-                    need(1)
-                    self.proto = data[pos]
-                    pos += 1
-                    if self.proto > 5:
-                        raise self._corrupt(f"unsupported pickle protocol {self.proto}", pos)
-                elif op == 0x95:  # FRAME
-                    need(8)
-                    pos += 8  # frames only group bytes; lengths are checked per opcode anyway
                 elif op == 0x2E:  # STOP
                     if len(stack) != 1 or metastack:
                         if not stack:
@@ -405,162 +368,222 @@ class SafeUnpickler:
                         self.warn(f"{self.name}: the pickle stops with {len(stack)} values on its stack")
                     self.end = pos
                     return stack[-1]
-                elif op == 0x8A:  # LONG1
-                    need(1)
-                    n = data[pos]
-                    pos += 1
-                    need(n)
-                    push(int.from_bytes(data[pos:pos + n], "little", signed=True))
-                    pos += n
-                elif op == 0x8B:  # LONG4
-                    need(4)
-                    (n,) = _unpack_i(data, pos)
-                    pos += 4
-                    if n < 0:
-                        raise self._corrupt("LONG4 with a negative length", pos)
-                    if n > 1 << 16:
-                        raise LimitExceededError(f"{self.name}: an integer of {n:,} bytes")
-                    need(n)
-                    push(int.from_bytes(data[pos:pos + n], "little", signed=True))
-                    pos += n
-                elif op == 0x42:  # BINBYTES
-                    need(4)
-                    (n,) = _unpack_I(data, pos)
-                    pos += 4
-                    need(n)
-                    push(bytes(data[pos:pos + n]))
-                    pos += n
-                elif op == 0x43:  # SHORT_BINBYTES
-                    need(1)
-                    n = data[pos]
-                    pos += 1
-                    need(n)
-                    push(bytes(data[pos:pos + n]))
-                    pos += n
-                elif op in (0x8D, 0x8E, 0x96):  # BINUNICODE8, BINBYTES8, BYTEARRAY8
-                    need(8)
-                    (n,) = _unpack_Q(data, pos)
-                    pos += 8
-                    need(n)
-                    chunk = data[pos:pos + n]
-                    pos += n
-                    push(_decode(chunk) if op == 0x8D else bytes(chunk) if op == 0x8E else bytearray(chunk))
-                elif op == 0x54:  # BINSTRING (Python 2 str)
-                    need(4)
-                    (n,) = _unpack_i(data, pos)
-                    pos += 4
-                    if n < 0:
-                        raise self._corrupt("BINSTRING with a negative length", pos)
-                    need(n)
-                    push(_decode_py2(data[pos:pos + n]))
-                    pos += n
-                elif op == 0x55:  # SHORT_BINSTRING
-                    need(1)
-                    n = data[pos]
-                    pos += 1
-                    need(n)
-                    push(_decode_py2(data[pos:pos + n]))
-                    pos += n
-                elif op == 0x8F:  # EMPTY_SET
-                    push(set())
-                elif op == 0x90:  # ADDITEMS
-                    items = pop_mark()
-                    if not stack or not isinstance(stack[-1], set):
-                        raise self._corrupt("ADDITEMS without a set", pos)
-                    stack[-1].update(_check_key(x) for x in items)
-                elif op == 0x91:  # FROZENSET
-                    items = pop_mark()
-                    push(frozenset(_check_key(x) for x in items))
-                elif op == 0x64:  # DICT
-                    items = pop_mark()
-                    if len(items) % 2:
-                        raise self._corrupt("DICT with an odd number of items", pos)
-                    d = {}
-                    self._setitems(d, items, pos)
-                    push(d)
-                elif op == 0x6C:  # LIST
-                    push(pop_mark())
-                elif op == 0x30:  # POP
-                    if stack:
-                        stack.pop()
-                    elif metastack:
-                        pop_mark()
-                    else:
-                        raise self._corrupt("POP on an empty stack", pos)
-                elif op == 0x31:  # POP_MARK
-                    pop_mark()
-                elif op == 0x32:  # DUP
-                    if not stack:
-                        raise self._corrupt("DUP on an empty stack", pos)
-                    push(stack[-1])
-                elif op == 0x70:  # PUT
-                    line = readline()
-                    if not stack:
-                        raise self._corrupt("PUT on an empty stack", pos)
-                    memo[_int_line(line, self, pos)] = stack[-1]
-                elif op == 0x67:  # GET
-                    idx = _int_line(readline(), self, pos)
-                    try:
-                        push(memo[idx])
-                    except KeyError:
-                        raise self._corrupt(f"memo entry {idx} read before it was written", pos) from None
-                elif op == 0x49:  # INT (also True/False in protocol 0)
-                    line = readline()
-                    if line == b"00":
-                        push(False)
-                    elif line == b"01":
-                        push(True)
-                    else:
-                        push(_int_line(line, self, pos))
-                elif op == 0x4C:  # LONG (protocol 0: decimal digits, optional L)
-                    line = readline()
-                    push(_int_line(line[:-1] if line.endswith(b"L") else line, self, pos))
-                elif op == 0x46:  # FLOAT
-                    line = readline()
-                    try:
-                        push(float(line))
-                    except ValueError:
-                        raise self._corrupt("FLOAT is not a number", pos) from None
-                elif op == 0x53:  # STRING (protocol 0, quoted repr)
-                    push(_unquote(readline(), self, pos))
-                elif op == 0x56:  # UNICODE (raw-unicode-escape)
-                    line = readline()
-                    try:
-                        push(line.decode("raw-unicode-escape"))
-                    except UnicodeDecodeError:
-                        raise self._corrupt("UNICODE is not decodable", pos) from None
-                elif op == 0x50:  # PERSID
-                    pid = readline().decode("ascii", "replace")
-                    push(self._persistent(pid))
-                elif op == 0x69:  # INST
-                    module = readline().decode("utf-8", "replace")
-                    name = readline().decode("utf-8", "replace")
-                    cls = self._global(module, name)
-                    args = tuple(pop_mark())
-                    push(self._call(cls, args, pos, via="INST"))
-                elif op == 0x6F:  # OBJ
-                    items = pop_mark()
-                    if not items:
-                        raise self._corrupt("OBJ without a class", pos)
-                    push(self._call(items[0], tuple(items[1:]), pos, via="OBJ"))
-                elif op in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
-                    width = {0x82: 1, 0x83: 2, 0x84: 4}[op]
-                    need(width)
-                    code = int.from_bytes(data[pos:pos + width], "little")
-                    pos += width
-                    # copyreg's extension registry is process state, not file content: never consult it.
-                    push(self._global("copyreg", f"extension_code_{code}"))
-                elif op == 0x97:  # NEXT_BUFFER
-                    raise self._corrupt("the pickle needs out-of-band buffers (protocol 5), which files cannot carry",
-                                        pos)
-                elif op == 0x98:  # READONLY_BUFFER
-                    pass
                 else:
-                    raise self._corrupt(f"unknown opcode 0x{op:02x}", pos)
+                    pos, stack = self._rare(op, data, pos, end, stack, metastack, memo)
+                    push = stack.append
         except RecursionError:
             raise LimitExceededError(f"{self.name}: structure nested too deeply") from None
         except MemoryError:
             raise LimitExceededError(f"{self.name}: out of memory while reading the pickle") from None
+
+    def _rare(self, op: int, data, pos: int, end: int, stack: list, metastack: list,
+              memo: dict) -> tuple[int, list]:
+        """The less frequent opcodes. Returns the new position and the (possibly new) current stack."""
+        push = stack.append
+
+        def need(n: int) -> None:
+            if pos + n > end:
+                raise self._truncated(end)
+
+        def pop_mark() -> list:
+            nonlocal stack
+            if not metastack:
+                raise self._corrupt("MARK expected", pos)
+            items = stack
+            stack = metastack.pop()
+            return items
+
+        if op == 0x61:  # APPEND
+            if len(stack) < 2:
+                raise self._corrupt("APPEND on a short stack", pos)
+            v = stack.pop()
+            self._appends(stack[-1], [v], pos)
+        elif op == 0x65:  # APPENDS
+            items = pop_mark()
+            if not stack:
+                raise self._corrupt("APPENDS without a list", pos)
+            self._appends(stack[-1], items, pos)
+        elif op == 0x47:  # BINFLOAT
+            need(8)
+            push(_unpack_d(data, pos)[0])
+            pos += 8
+        elif op == 0x81:  # NEWOBJ
+            if len(stack) < 2:
+                raise self._corrupt("NEWOBJ on a short stack", pos)
+            args = stack.pop()
+            stack[-1] = self._call(stack[-1], args, pos, via="NEWOBJ")
+        elif op == 0x92:  # NEWOBJ_EX
+            if len(stack) < 3:
+                raise self._corrupt("NEWOBJ_EX on a short stack", pos)
+            kwargs = stack.pop()
+            args = stack.pop()
+            if not isinstance(kwargs, dict):
+                raise self._corrupt("NEWOBJ_EX keyword arguments are not a dict", pos)
+            stack[-1] = self._call(stack[-1], args, pos, via="NEWOBJ_EX", kwargs=_str_keys(kwargs))
+        elif op == 0x80:  # PROTO
+            need(1)
+            self.proto = data[pos]
+            pos += 1
+            if self.proto > 5:
+                raise self._corrupt(f"unsupported pickle protocol {self.proto}", pos)
+        elif op == 0x95:  # FRAME
+            need(8)
+            pos += 8  # frames only group bytes; lengths are checked per opcode anyway
+        elif op == 0x8A:  # LONG1
+            need(1)
+            n = data[pos]
+            pos += 1
+            need(n)
+            push(int.from_bytes(data[pos:pos + n], "little", signed=True))
+            pos += n
+        elif op == 0x8B:  # LONG4
+            need(4)
+            (n,) = _unpack_i(data, pos)
+            pos += 4
+            if n < 0:
+                raise self._corrupt("LONG4 with a negative length", pos)
+            if n > 1 << 16:
+                raise LimitExceededError(f"{self.name}: an integer of {n:,} bytes")
+            need(n)
+            push(int.from_bytes(data[pos:pos + n], "little", signed=True))
+            pos += n
+        elif op == 0x42:  # BINBYTES
+            need(4)
+            (n,) = _unpack_I(data, pos)
+            pos += 4
+            need(n)
+            push(bytes(data[pos:pos + n]))
+            pos += n
+        elif op == 0x43:  # SHORT_BINBYTES
+            need(1)
+            n = data[pos]
+            pos += 1
+            need(n)
+            push(bytes(data[pos:pos + n]))
+            pos += n
+        elif op in (0x8D, 0x8E, 0x96):  # BINUNICODE8, BINBYTES8, BYTEARRAY8
+            need(8)
+            (n,) = _unpack_Q(data, pos)
+            pos += 8
+            need(n)
+            chunk = data[pos:pos + n]
+            pos += n
+            push(_decode(chunk) if op == 0x8D else bytes(chunk) if op == 0x8E else bytearray(chunk))
+        elif op == 0x54:  # BINSTRING (Python 2 str)
+            need(4)
+            (n,) = _unpack_i(data, pos)
+            pos += 4
+            if n < 0:
+                raise self._corrupt("BINSTRING with a negative length", pos)
+            need(n)
+            push(_decode_py2(data[pos:pos + n]))
+            pos += n
+        elif op == 0x55:  # SHORT_BINSTRING
+            need(1)
+            n = data[pos]
+            pos += 1
+            need(n)
+            push(_decode_py2(data[pos:pos + n]))
+            pos += n
+        elif op == 0x8F:  # EMPTY_SET
+            push(set())
+        elif op == 0x90:  # ADDITEMS
+            items = pop_mark()
+            if not stack or not isinstance(stack[-1], set):
+                raise self._corrupt("ADDITEMS without a set", pos)
+            stack[-1].update(_check_key(x) for x in items)
+        elif op == 0x91:  # FROZENSET
+            items = pop_mark()
+            stack.append(frozenset(_check_key(x) for x in items))
+        elif op == 0x64:  # DICT
+            items = pop_mark()
+            if len(items) % 2:
+                raise self._corrupt("DICT with an odd number of items", pos)
+            d: dict = {}
+            self._setitems(d, items, pos)
+            stack.append(d)
+        elif op == 0x6C:  # LIST
+            items = pop_mark()
+            stack.append(items)
+        elif op == 0x30:  # POP
+            if stack:
+                stack.pop()
+            elif metastack:
+                pop_mark()
+            else:
+                raise self._corrupt("POP on an empty stack", pos)
+        elif op == 0x31:  # POP_MARK
+            pop_mark()
+        elif op == 0x32:  # DUP
+            if not stack:
+                raise self._corrupt("DUP on an empty stack", pos)
+            push(stack[-1])
+        elif op == 0x70:  # PUT
+            line, pos = self._readline(data, pos, end)
+            if not stack:
+                raise self._corrupt("PUT on an empty stack", pos)
+            memo[_int_line(line, self, pos)] = stack[-1]
+        elif op == 0x67:  # GET
+            line, pos = self._readline(data, pos, end)
+            idx = _int_line(line, self, pos)
+            try:
+                push(memo[idx])
+            except KeyError:
+                raise self._corrupt(f"memo entry {idx} read before it was written", pos) from None
+        elif op == 0x49:  # INT (also True/False in protocol 0)
+            line, pos = self._readline(data, pos, end)
+            if line == b"00":
+                push(False)
+            elif line == b"01":
+                push(True)
+            else:
+                push(_int_line(line, self, pos))
+        elif op == 0x4C:  # LONG (protocol 0: decimal digits, optional L)
+            line, pos = self._readline(data, pos, end)
+            push(_int_line(line[:-1] if line.endswith(b"L") else line, self, pos))
+        elif op == 0x46:  # FLOAT
+            line, pos = self._readline(data, pos, end)
+            try:
+                push(float(line))
+            except ValueError:
+                raise self._corrupt("FLOAT is not a number", pos) from None
+        elif op == 0x53:  # STRING (protocol 0, quoted repr)
+            line, pos = self._readline(data, pos, end)
+            push(_unquote(line, self, pos))
+        elif op == 0x56:  # UNICODE (raw-unicode-escape)
+            line, pos = self._readline(data, pos, end)
+            try:
+                push(line.decode("raw-unicode-escape"))
+            except UnicodeDecodeError:
+                raise self._corrupt("UNICODE is not decodable", pos) from None
+        elif op == 0x50:  # PERSID
+            line, pos = self._readline(data, pos, end)
+            push(self._persistent(line.decode("ascii", "replace")))
+        elif op == 0x69:  # INST
+            module, pos = self._readline(data, pos, end)
+            name, pos = self._readline(data, pos, end)
+            cls = self._global(module.decode("utf-8", "replace"), name.decode("utf-8", "replace"))
+            args = tuple(pop_mark())
+            stack.append(self._call(cls, args, pos, via="INST"))
+        elif op == 0x6F:  # OBJ
+            items = pop_mark()
+            if not items:
+                raise self._corrupt("OBJ without a class", pos)
+            stack.append(self._call(items[0], tuple(items[1:]), pos, via="OBJ"))
+        elif op in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
+            width = {0x82: 1, 0x83: 2, 0x84: 4}[op]
+            need(width)
+            code = int.from_bytes(data[pos:pos + width], "little")
+            pos += width
+            # copyreg's extension registry is process state, not file content: never consult it.
+            push(self._global("copyreg", f"extension_code_{code}"))
+        elif op == 0x97:  # NEXT_BUFFER
+            raise self._corrupt("the pickle needs out-of-band buffers (protocol 5), which files cannot carry", pos)
+        elif op == 0x98:  # READONLY_BUFFER
+            pass
+        else:
+            raise self._corrupt(f"unknown opcode 0x{op:02x}", pos)
+        return pos, stack
 
     # ------------------------------------------------------------------------------------------
     def _setitems(self, target: Any, items: list, pos: int) -> None:

@@ -1,0 +1,47 @@
+"""Every menu action in one table: id, menu, text, shortcut and the window method it calls.
+
+The main window builds its menus from :data:`ACTIONS`; tests trigger actions by id. Shortcuts are
+standard keys where Qt has one, so they follow each platform's conventions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtGui import QKeySequence
+
+SK = QKeySequence.StandardKey
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    id: str
+    menu: str
+    text: str
+    handler: str                          # name of a MainWindow method
+    shortcut: QKeySequence.StandardKey | str | None = None
+    tip: str = ""
+    needs_tab: bool = False               # disabled while no checkpoint tab is open
+    separator_before: bool = False
+
+
+ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec("file.open", "&File", "&Open…", "open_dialog", SK.Open, "Open one or more checkpoints"),
+    ActionSpec("file.demo", "&File", "Open &Demo Checkpoint", "open_demo", None,
+               "Write the tutorial's training checkpoint to a temporary folder and open it"),
+    ActionSpec("file.close_tab", "&File", "&Close Tab", "close_current_tab", SK.Close, needs_tab=True,
+               separator_before=True),
+    ActionSpec("file.quit", "&File", "&Quit", "close", SK.Quit, separator_before=True),
+    ActionSpec("edit.copy_path", "&Edit", "Copy &Key Path", "copy_key_path", "Ctrl+Shift+C",
+               "Copy the selected entry's key path as Python subscripts", needs_tab=True),
+    ActionSpec("edit.copy_snippet", "&Edit", "Copy Load &Snippet", "copy_snippet", "Ctrl+Shift+S",
+               "Copy Python code that loads the selected entry safely", needs_tab=True),
+    ActionSpec("edit.find", "&Edit", "&Find…", "focus_search", SK.Find, "Filter the tree by key", needs_tab=True,
+               separator_before=True),
+    ActionSpec("view.expand_all", "&View", "&Expand All", "expand_all", "Ctrl+E", needs_tab=True),
+    ActionSpec("view.collapse_all", "&View", "&Collapse All", "collapse_all", "Ctrl+Shift+E", needs_tab=True),
+    ActionSpec("view.cancel", "&View", "Cancel &Running Work", "cancel_work", "Ctrl+.", needs_tab=True,
+               separator_before=True),
+    ActionSpec("help.about", "&Help", "&About ckptviewer", "show_about"),
+)
+
+MENUS = ("&File", "&Edit", "&View", "&Help")

@@ -1,0 +1,97 @@
+"""Non-blocking error messages at the top of the window, each with details on demand.
+
+A file that cannot be opened must not stop the others or the app: its message appears here (what
+happened and what to do), the technical details stay folded until asked for, and a close button
+dismisses it. No modal dialog, so drag-and-drop of many files never stacks pop-ups.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QToolButton, QVBoxLayout, QWidget
+
+from ..core.textsafe import safe_text
+
+
+class MessageItem(QFrame):
+    def __init__(self, text: str, details: str = "", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("message-item")
+        self.setStyleSheet("#message-item { background: rgba(217, 83, 79, 0.16); border: 1px solid "
+                           "rgba(217, 83, 79, 0.6); border-radius: 4px; }")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(8, 4, 4, 4)
+        row = QHBoxLayout()
+        self.text = QLabel(self)
+        self.text.setTextFormat(Qt.TextFormat.PlainText)
+        self.text.setText(text)
+        self.text.setWordWrap(True)
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        row.addWidget(self.text, 1)
+        self.details_button = QToolButton(self)
+        self.details_button.setText("Details")
+        self.details_button.setCheckable(True)
+        self.details_button.setVisible(bool(details))
+        row.addWidget(self.details_button)
+        close = QToolButton(self)
+        close.setText("✕")
+        close.setAutoRaise(True)
+        close.setToolTip("Dismiss")
+        close.clicked.connect(self._on_close_clicked)
+        row.addWidget(close)
+        lay.addLayout(row)
+        self.details = QPlainTextEdit(self)
+        self.details.setReadOnly(True)
+        self.details.setPlainText(details)
+        self.details.setMaximumHeight(160)
+        self.details.hide()
+        self.details_button.toggled.connect(self.details.setVisible)
+        lay.addWidget(self.details)
+
+    def _on_close_clicked(self) -> None:
+        self.dismissed()
+
+    def dismissed(self) -> None:
+        """Replaced by the bar that holds this item."""
+        self.hide()
+        self.deleteLater()
+
+
+class MessageBar(QWidget):
+    MAX_SHOWN = 6
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._lay = QVBoxLayout(self)
+        self._lay.setContentsMargins(6, 4, 6, 0)
+        self._lay.setSpacing(4)
+        self._items: list[MessageItem] = []
+        self.hide()
+
+    def add_error(self, text: str, details: str = "") -> MessageItem:
+        item = MessageItem(safe_text(text, 600), details, self)
+        item.dismissed = lambda it=item: self._remove(it)
+        self._items.append(item)
+        self._lay.addWidget(item)
+        while len(self._items) > self.MAX_SHOWN:
+            self._remove(self._items[0])
+        self.show()
+        return item
+
+    def items(self) -> list[MessageItem]:
+        return list(self._items)
+
+    def texts(self) -> list[str]:
+        return [w.text.text() for w in self._items]
+
+    def clear(self) -> None:
+        for w in list(self._items):
+            self._remove(w)
+
+    def _remove(self, item: MessageItem) -> None:
+        if item in self._items:
+            self._items.remove(item)
+            self._lay.removeWidget(item)
+            item.hide()
+            item.deleteLater()
+        if not self._items:
+            self.hide()

@@ -1,0 +1,514 @@
+"""One tab: a checkpoint's summary, tree (with search), details and histogram.
+
+The tab owns a :class:`TaskRunner` for its workers (loading, totals, statistics), so closing the tab
+cancels exactly its own work. Statistics run in the "stats" channel: selecting another node cancels
+the old computation and drops its late results.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, Signal
+from PySide6.QtGui import QAction, QGuiApplication
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QMenu, QProgressBar, QSplitter,
+                               QStackedWidget, QTreeView, QVBoxLayout, QWidget)
+
+from ..core.errors import CheckpointError
+from ..core.snippet import key_path_text, load_snippet
+from ..core.stats import Histogram, Progress, TensorStats, tensor_steps
+from ..core.tensor import TensorRef
+from ..core.textsafe import path_text, safe_text
+from ..core.tree import Node
+from .details import DetailsPanel
+from .histogram import HistogramPanel
+from .loading import LoadedFile, load_steps, totals_steps
+from .search import FindBar, SearchResult, SliceRunner, search_steps
+from .settings import Settings
+from .summary import SummaryStrip
+from .tree_model import CheckpointTreeModel, KeyFilterProxy, compile_matcher
+from .workers import TaskRunner, WorkerError
+
+EXPAND_ALL_LIMIT = 20_000
+AUTO_EXPAND_TOP = 12
+AUTO_EXPAND_CHILDREN = 300
+
+
+def error_text(error: BaseException) -> str:
+    """One readable line for an error from opening or reading a file."""
+    if isinstance(error, CheckpointError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def _could_contain(c: Node, target: tuple) -> bool:
+    cp = c.path
+    if len(cp) > len(target):
+        return False
+    if tuple(target[:len(cp)]) == tuple(cp):
+        return True
+    if cp and tuple(cp[:-1]) == tuple(target[:len(cp) - 1]):
+        a, b = cp[-1], target[len(cp) - 1]
+        return isinstance(a, str) and isinstance(b, str) and b.startswith(a + ".")
+    return False
+
+
+def find_node(start: Node, target: tuple, kind: str | None = None) -> Node | None:
+    """The node at key path ``target`` under ``start`` (descending through groups and submodules)."""
+    target = tuple(target)
+    stack = [start]
+    while stack:
+        n = stack.pop()
+        if tuple(n.path) == target and n.kind != "group" and (kind is None or n.kind == kind):
+            return n
+        if n.has_children:
+            stack.extend(c for c in reversed(n.children()) if _could_contain(c, target))
+    return None
+
+
+class CheckpointTab(QWidget):
+    loaded = Signal(object)              # the tab
+    failed = Signal(object, object)      # the tab, the WorkerError
+    status_message = Signal(str)
+    work_progressed = Signal(object)     # a Progress, or None when idle
+    selection_changed = Signal(object)   # the selected Node or None
+
+    def __init__(self, path: str, settings: Settings, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.path = os.path.abspath(path)
+        self.settings = settings
+        self.file: LoadedFile | None = None
+        self.error: WorkerError | None = None
+        self.runner = TaskRunner(self)
+        self.runner.busy_changed.connect(self._on_busy_changed)
+        self.model: CheckpointTreeModel | None = None
+        self.proxy: KeyFilterProxy | None = None
+        self.search_result: SearchResult | None = None
+        self._search = SliceRunner(self)
+        self._search.finished.connect(self._on_search_finished)
+        self._totals_batches = 0
+        self._shared_index: dict[int, list[tuple]] | None = None
+        self._stats_for: Node | None = None
+        self.last_stats: TensorStats | None = None
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.stack = QStackedWidget(self)
+        lay.addWidget(self.stack)
+        loading = QWidget(self)
+        ll = QVBoxLayout(loading)
+        ll.addStretch(1)
+        self.loading_label = QLabel(f"Opening {safe_text(os.path.basename(self.path))}…", loading)
+        self.loading_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.loading_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.loading_bar = QProgressBar(loading)
+        self.loading_bar.setRange(0, 0)
+        self.loading_bar.setMaximumWidth(360)
+        ll.addWidget(self.loading_label)
+        ll.addWidget(self.loading_bar, 0, Qt.AlignmentFlag.AlignHCenter)
+        ll.addStretch(2)
+        self.stack.addWidget(loading)
+
+    # -- loading --------------------------------------------------------------------------------
+    @property
+    def title(self) -> str:
+        return os.path.basename(self.path)
+
+    @property
+    def is_loaded(self) -> bool:
+        return self.file is not None
+
+    def start_loading(self) -> None:
+        self.runner.submit("load", load_steps, self.path, on_progress=self._on_load_progress,
+                           on_result=self._on_load_result, on_error=self._on_load_error)
+
+    def _on_load_progress(self, p: Progress) -> None:
+        self.loading_label.setText(safe_text(p.what, 300) + "…")
+        self.work_progressed.emit(p)
+
+    def _on_load_error(self, err: WorkerError) -> None:
+        self.error = err
+        self.failed.emit(self, err)
+
+    def _on_load_result(self, f: LoadedFile | None) -> None:
+        if f is None:
+            return
+        self.file = f
+        self._build_content(f)
+        self.loaded.emit(self)
+
+    def _build_content(self, f: LoadedFile) -> None:
+        page = QWidget(self)
+        lay = QVBoxLayout(page)
+        lay.setContentsMargins(4, 4, 4, 4)
+        self.summary = SummaryStrip(page)
+        self.summary.set_file(f)
+        lay.addWidget(self.summary)
+
+        self.h_split = QSplitter(Qt.Orientation.Horizontal, page)
+        left = QWidget(self.h_split)
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        self.find_bar = FindBar(left)
+        self.find_bar.query_changed.connect(self._on_query_changed)
+        ll.addWidget(self.find_bar)
+        self.view = QTreeView(left)
+        self.view.setUniformRowHeights(True)
+        self.view.setAlternatingRowColors(True)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._on_context_menu)
+        self.view.setExpandsOnDoubleClick(True)
+        ll.addWidget(self.view)
+
+        self.model = CheckpointTreeModel(f.root, f.warmed, self)
+        self.model.totals_wanted.connect(self._on_totals_wanted)
+        self.proxy = KeyFilterProxy(self)
+        self.proxy.setSourceModel(self.model)
+        self.view.setModel(self.proxy)
+        header = self.view.header()
+        header.setStretchLastSection(True)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        for col, width in enumerate((300, 110, 110, 80, 95, 80, 70, 160)):
+            self.view.setColumnWidth(col, width)
+        self.view.selectionModel().currentChanged.connect(self._on_current_changed)
+
+        self.v_split = QSplitter(Qt.Orientation.Vertical, self.h_split)
+        self.details = DetailsPanel(self.v_split)
+        self.details.set_helpers(self.resolve_parameter, self.shared_with)
+        self.details.navigate_requested.connect(self._on_navigate_requested)
+        self.histogram = HistogramPanel(self.v_split, log_counts=self.settings.log_counts())
+        self.histogram.log_toggled.connect(self._on_log_toggled)
+        self.h_split.setStretchFactor(0, 3)
+        self.h_split.setStretchFactor(1, 2)
+        self.v_split.setStretchFactor(0, 3)
+        self.v_split.setStretchFactor(1, 2)
+        lay.addWidget(self.h_split, 1)
+        for name, splitter in (("tab-h", self.h_split), ("tab-v", self.v_split)):
+            state = self.settings.splitter_state(name)
+            if state is not None:
+                splitter.restoreState(state)
+            else:
+                splitter.setSizes([720, 480] if splitter is self.h_split else [330, 250])
+        self.stack.addWidget(page)
+        self.stack.setCurrentWidget(page)
+        self._auto_expand()
+
+    def _auto_expand(self) -> None:
+        model, proxy = self.model, self.proxy
+        top = model.top_nodes()
+        if len(top) > AUTO_EXPAND_TOP:
+            return
+        for row, node in enumerate(top):
+            if node.has_children and len(node.children()) <= AUTO_EXPAND_CHILDREN and node.kind != "object":
+                self.view.expand(proxy.index(row, 0))
+
+    def save_state(self) -> None:
+        if self.file is not None:
+            self.settings.set_splitter_state("tab-h", self.h_split.saveState())
+            self.settings.set_splitter_state("tab-v", self.v_split.saveState())
+
+    # -- work and shutdown ----------------------------------------------------------------------
+    def has_pending_work(self) -> bool:
+        return self.runner.is_busy() or self._search.running
+
+    def _on_busy_changed(self, busy: bool) -> None:
+        if not busy:
+            self.work_progressed.emit(None)
+
+    def cancel_work(self) -> None:
+        self.runner.cancel()
+        self._search.cancel()
+        if self.model is not None:
+            self.model.forget_wanted()
+        self.work_progressed.emit(None)
+
+    def shutdown(self) -> None:
+        """Stop every worker of this tab and release the file."""
+        self._search.cancel()
+        self.runner.shutdown()
+        if self.file is not None:
+            self.file.close()
+
+    def _on_totals_wanted(self, nodes: list[Node]) -> None:
+        self._totals_batches += 1
+        self.runner.submit(f"totals-{self._totals_batches}", totals_steps, nodes,
+                           on_result=self._on_totals_done)
+
+    def _on_totals_done(self, nodes: list[Node] | None) -> None:
+        if nodes and self.model is not None:
+            self.model.mark_totals_ready(nodes)
+
+    # -- selection ------------------------------------------------------------------------------
+    def current_node(self) -> Node | None:
+        if self.proxy is None:
+            return None
+        return self.proxy.node_from_index(self.view.currentIndex())
+
+    def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        node = self.proxy.node_from_index(current)
+        self.runner.cancel("stats")
+        self.last_stats = None
+        if node is None:
+            self.details.show_message("Select an entry in the tree to see its details.")
+            self.histogram.clear()
+            self.selection_changed.emit(None)
+            return
+        self.details.show_node(node)
+        self.selection_changed.emit(node)
+        if node.kind == "tensor":
+            self._start_stats(node)
+        else:
+            self.histogram.clear("Histograms are drawn for tensors.")
+
+    def _start_stats(self, node: Node) -> None:
+        t: TensorRef = node.value
+        self.histogram.clear()
+        if not t.readable:
+            self.details.set_stats_error(f"Values cannot be read: {safe_text(t.problem or 'no stored values', 300)}")
+            self.histogram.clear("No values to plot.")
+            return
+        if t.numel == 0:
+            self.details.set_stats_error("The tensor is empty.")
+            self.histogram.clear("The tensor is empty.")
+            return
+        self._stats_for = node
+        self.runner.submit("stats", tensor_steps, t, on_progress=self._on_stats_step,
+                           on_result=self._on_stats_done, on_error=self._on_stats_error)
+
+    def _on_stats_step(self, step: Any) -> None:
+        what = path_text(self._stats_for.path) if self._stats_for is not None else ""
+        if isinstance(step, Progress):
+            self.details.set_stats_progress(step)
+            self.work_progressed.emit(Progress(step.done, step.total, f"{step.what} of {what}"))
+        elif isinstance(step, TensorStats):
+            self.last_stats = step
+            self.details.set_stats(step)
+        elif isinstance(step, Histogram):
+            self.histogram.set_histogram(step, self._stats_for.name if self._stats_for else "")
+
+    def _on_stats_done(self, _result: Any) -> None:
+        self.work_progressed.emit(None)
+
+    def _on_stats_error(self, err: WorkerError) -> None:
+        msg = error_text(err.exc)
+        self.details.set_stats_error(f"Could not read the values: {msg}")
+        self.histogram.clear("No histogram: the values could not be read.")
+        self.status_message.emit(msg)
+
+    # -- navigation -----------------------------------------------------------------------------
+    def select_node(self, node: Node) -> bool:
+        """Select ``node`` in the tree (clearing a filter that hides it). Returns False if not found."""
+        if self.model is None:
+            return False
+        src = self.model.index_for_node(node)
+        if not src.isValid():
+            return False
+        idx = self.proxy.mapFromSource(src)
+        if not idx.isValid():
+            self.find_bar.edit.clear()
+            self.find_bar.flush()
+            self._apply_filter(None)
+            idx = self.proxy.mapFromSource(src)
+        parent = idx.parent()
+        while parent.isValid():
+            self.view.expand(parent)
+            parent = parent.parent()
+        self.view.selectionModel().setCurrentIndex(
+            idx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.view.scrollTo(idx, QAbstractItemView.ScrollHint.PositionAtCenter)
+        return True
+
+    def select_path(self, path: tuple, kind: str | None = None) -> bool:
+        node = find_node(self.file.root, tuple(path), kind) if self.file is not None else None
+        return node is not None and self.select_node(node)
+
+    def first_tensor(self, limit: int = 20_000) -> Node | None:
+        if self.model is None:
+            return None
+        stack = list(reversed(self.model.top_nodes()))
+        seen = 0
+        while stack and seen < limit:
+            n = stack.pop()
+            seen += 1
+            if n.kind == "tensor" and n.value.readable and n.value.numel > 1:
+                return n
+            if n.has_children and n.kind not in ("object",):
+                stack.extend(reversed(n.children()[:500]))
+        return None
+
+    def resolve_parameter(self, opt_node: Node, name: str) -> Node | None:
+        """The tensor node of parameter ``name`` that optimizer ``opt_node``'s ids refer to."""
+        if self.file is None or not name:
+            return None
+        opt = opt_node.info
+        paths = []
+        if getattr(opt, "names_from", None) is not None:
+            paths.append(tuple(opt.names_from))
+        paths += [sd.path for sd in self.file.analysis.state_dicts
+                  if any(k == name for k, _ in sd.entries) and sd.path not in paths]
+        for base in paths:
+            node = find_node(self.file.root, tuple(base) + (name,), "tensor")
+            if node is not None:
+                return node
+        return None
+
+    def shared_with(self, t: TensorRef) -> list[tuple]:
+        """Key paths of the other tensors that use ``t``'s storage."""
+        if self.file is None or t.storage is None or len(t.storage.users) < 2:
+            return []
+        if self._shared_index is None:
+            index: dict[int, list[tuple]] = {}
+            for key, ref in self.file.checkpoint.tensor_entries():
+                index.setdefault(id(ref), []).append(tuple(key))
+            self._shared_index = index
+        out = []
+        for user in t.storage.users:
+            out.extend(self._shared_index.get(id(user), []))
+        return list(dict.fromkeys(out))
+
+    def _on_navigate_requested(self, node: Node) -> None:
+        if node is not None and not self.select_node(node):
+            self.status_message.emit("That entry is not in the tree.")
+
+    # -- search ---------------------------------------------------------------------------------
+    def focus_search(self) -> None:
+        if self.file is not None:
+            self.find_bar.edit.setFocus(Qt.FocusReason.ShortcutFocusReason)
+            self.find_bar.edit.selectAll()
+
+    def _on_query_changed(self, text: str, regex: bool) -> None:
+        self._search.cancel()
+        if not text:
+            self._apply_filter(None)
+            self.find_bar.set_count_text("")
+            return
+        try:
+            matcher = compile_matcher(text, regex)
+        except Exception as e:  # noqa: BLE001 - re.error and friends: say so, keep the old filter
+            self.find_bar.set_count_text(f"bad pattern: {e}", error=True)
+            return
+        self.find_bar.set_count_text("searching…")
+        self._search.start(search_steps(self.model.top_nodes(), matcher, text))
+
+    def finish_search(self) -> None:
+        """Run the pending search to its end now (tests, screenshots)."""
+        if self.file is not None:
+            self.find_bar.flush()
+            self._search.run_to_end()
+
+    def _on_search_finished(self, res: SearchResult) -> None:
+        self.search_result = res
+        n = res.n_matches
+        text = f"{n:,} match{'es' if n != 1 else ''}" + (" (search stopped early)" if res.truncated else "")
+        self.find_bar.set_count_text(text)
+        self._apply_filter(res)
+
+    def _apply_filter(self, res: SearchResult | None) -> None:
+        if self.proxy is None:
+            return
+        if res is None:
+            if self.proxy.filtering:
+                current = self.current_node()
+                self.proxy.set_keep(None)
+                if current is not None:
+                    self.select_node(current)
+            return
+        keep = res.keep
+        # The proxy sees only rows the source has fetched: fetch every kept row first.
+        model = self.model
+        for node in self._kept_in_order(keep):
+            if node.has_children:
+                idx = model.index_for_node(node)
+                if idx.isValid():
+                    model.fetch_all(idx)
+        self.proxy.set_keep(keep)
+        if len(keep) <= EXPAND_ALL_LIMIT:
+            self.view.expandAll()
+        else:
+            self.view.expandToDepth(1)
+        if res.matches:
+            first = self.proxy.mapFromSource(model.index_for_node(res.matches[0]))
+            if first.isValid():
+                self.view.scrollTo(first)
+
+    def _kept_in_order(self, keep: set[int]) -> list[Node]:
+        out = []
+        stack = [n for n in reversed(self.model.top_nodes()) if id(n) in keep]
+        while stack:
+            n = stack.pop()
+            out.append(n)
+            if n.has_children:
+                stack.extend(c for c in reversed(n.children()) if id(c) in keep)
+        return out
+
+    # -- tree actions ---------------------------------------------------------------------------
+    def expand_all(self) -> bool:
+        """Expand everything when the tree is small enough; otherwise two levels. True if complete."""
+        if self.model is None:
+            return False
+        count = 0
+        stack = list(self.model.top_nodes())
+        while stack and count <= EXPAND_ALL_LIMIT:
+            n = stack.pop()
+            count += 1
+            if n.has_children:
+                stack.extend(n.children())
+        if count > EXPAND_ALL_LIMIT:
+            self.view.expandToDepth(1)
+            self.status_message.emit(f"More than {EXPAND_ALL_LIMIT:,} entries: expanded two levels only.")
+            return False
+        for node in self._all_containers():
+            idx = self.model.index_for_node(node)
+            if idx.isValid():
+                self.model.fetch_all(idx)
+        self.view.expandAll()
+        return True
+
+    def _all_containers(self) -> list[Node]:
+        out, stack = [], list(reversed(self.model.top_nodes()))
+        while stack:
+            n = stack.pop()
+            if n.has_children:
+                out.append(n)
+                stack.extend(reversed(n.children()))
+        return out
+
+    def collapse_all(self) -> None:
+        if self.file is not None:
+            self.view.collapseAll()
+
+    def copy_key_path(self) -> str | None:
+        node = self.current_node()
+        if node is None:
+            return None
+        text = key_path_text(node)
+        QGuiApplication.clipboard().setText(text)
+        self.status_message.emit(f"Copied {text}")
+        return text
+
+    def copy_snippet(self) -> str | None:
+        node = self.current_node()
+        if node is None:
+            return None
+        text = load_snippet(node)
+        QGuiApplication.clipboard().setText(text)
+        self.status_message.emit("Copied a Python snippet that loads this entry")
+        return text
+
+    def _on_context_menu(self, pos: QPoint) -> None:
+        idx = self.view.indexAt(pos)
+        if not idx.isValid():
+            return
+        menu = QMenu(self)
+        a1 = QAction("Copy Key Path", menu)
+        a1.triggered.connect(self.copy_key_path)
+        a2 = QAction("Copy Load Snippet", menu)
+        a2.triggered.connect(self.copy_snippet)
+        menu.addAction(a1)
+        menu.addAction(a2)
+        menu.popup(self.view.viewport().mapToGlobal(pos))
+
+    def _on_log_toggled(self, on: bool) -> None:
+        self.settings.set_log_counts(on)
+

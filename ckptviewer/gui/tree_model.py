@@ -1,0 +1,344 @@
+"""A lazy QAbstractItemModel over the core display tree, and the filter proxy that search drives.
+
+Rows are core :class:`~ckptviewer.core.tree.Node` objects; an index's ``internalPointer()`` is the
+node itself. Children are exposed in batches through ``canFetchMore``/``fetchMore``, so a state_dict
+with 100,000 keys costs the view only the rows it has been scrolled to. The columns that sum over a
+container's tensors (DType, Parameters, Size, Device) are "heavy": until a container's totals are
+known the cell shows an ellipsis, the totals are computed in a worker, and ``dataChanged`` repaints.
+
+Hazard: ``createIndex(row, col, node)`` stores a bare pointer to the Python object without a
+reference. The nodes stay alive because the tree (``self._root`` and every node's children list)
+holds them for as long as the model exists; never pass a temporary object.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from PySide6.QtCore import (QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex,
+                            QSortFilterProxyModel, Qt, QTimer, Signal)
+from PySide6.QtGui import QColor, QFont
+
+from ..core.textsafe import safe_text
+from ..core.tree import CONTAINER_KINDS, Node
+from .theme import kind_color, kind_icon, kind_label
+
+BATCH = 1000
+COLUMNS = ("Name", "Kind", "Shape", "DType", "Parameters", "Size", "Device", "Value")
+COL_NAME, COL_KIND, COL_SHAPE, COL_DTYPE, COL_NUMEL, COL_SIZE, COL_DEVICE, COL_VALUE = range(len(COLUMNS))
+HEAVY = (COL_DTYPE, COL_NUMEL, COL_SIZE, COL_DEVICE)
+PENDING = "…"
+LEAF_VALUE_KINDS = {"scalar", "string", "none", "values", "ndarray", "unreadable", "cycle", "truncated"}
+
+AnyIndex = QModelIndex | QPersistentModelIndex
+
+
+class CheckpointTreeModel(QAbstractItemModel):
+    """The tree of one checkpoint. ``totals_wanted(list[Node])`` asks for heavy columns to be computed."""
+
+    totals_wanted = Signal(list)
+
+    def __init__(self, root: Node, warmed: set[int] | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self._root = root
+        self._top: list[Node] = root.children() if root.has_children else [root]
+        self._top_is_children = root.has_children
+        self._fetched: dict[int, int] = {}
+        self._ready: set[int] = set(warmed or ())
+        self._wanted: dict[int, Node] = {}
+        self._asked: set[int] = set()
+        self._want_timer = QTimer(self)
+        self._want_timer.setSingleShot(True)
+        self._want_timer.setInterval(0)
+        self._want_timer.timeout.connect(self._on_want_timer)
+        self._bold = QFont()
+        self._bold.setBold(True)
+
+    # -- navigation -----------------------------------------------------------------------------
+    @property
+    def root(self) -> Node:
+        return self._root
+
+    def top_nodes(self) -> list[Node]:
+        return self._top
+
+    def node_from_index(self, index: AnyIndex) -> Node | None:
+        if not index.isValid():
+            return None
+        return index.internalPointer()
+
+    def _is_top(self, node: Node) -> bool:
+        if self._top_is_children:
+            return node.parent is self._root
+        return node is self._root
+
+    def index_for_node(self, node: Node, column: int = 0) -> QModelIndex:
+        """The index of ``node``, fetching rows along the way so it exists (invalid if not in this tree)."""
+        chain = [node]
+        while not self._is_top(chain[-1]):
+            if chain[-1].parent is None:
+                return QModelIndex()
+            chain.append(chain[-1].parent)
+        chain.reverse()
+        parent = QModelIndex()
+        for n in chain:
+            if parent.isValid():
+                self.fetch_until(parent, n.row + 1)
+            row = n.row if (parent.isValid() or self._top_is_children) else 0
+            if not parent.isValid() and (row >= len(self._top) or self._top[row] is not n):
+                return QModelIndex()
+            parent = self.createIndex(row, 0, n)
+        return parent if column == 0 else self.createIndex(parent.row(), column, node)
+
+    def fetch_until(self, parent: AnyIndex, rows: int) -> None:
+        node = self.node_from_index(parent)
+        if node is None:
+            return
+        while self._fetched.get(id(node), 0) < min(rows, len(node.children())):
+            self.fetchMore(parent)
+
+    def fetch_all(self, parent: AnyIndex) -> None:
+        node = self.node_from_index(parent)
+        if node is None:
+            return
+        total = len(node.children())
+        have = self._fetched.get(id(node), 0)
+        if have < total:
+            self.beginInsertRows(parent if isinstance(parent, QModelIndex) else QModelIndex(parent), have, total - 1)
+            self._fetched[id(node)] = total
+            self.endInsertRows()
+
+    # -- structure ------------------------------------------------------------------------------
+    def index(self, row: int, column: int, parent: AnyIndex = QModelIndex()) -> QModelIndex:
+        if not self.hasIndex(row, column, parent):
+            return QModelIndex()
+        pnode = self.node_from_index(parent)
+        node = self._top[row] if pnode is None else pnode.children()[row]
+        return self.createIndex(row, column, node)
+
+    def parent(self, index: AnyIndex = QModelIndex()) -> QModelIndex:  # type: ignore[override]
+        node = self.node_from_index(index)
+        if node is None or self._is_top(node):
+            return QModelIndex()
+        p = node.parent
+        row = p.row if not self._is_top(p) or self._top_is_children else 0
+        return self.createIndex(row, 0, p)
+
+    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:
+        if parent.column() > 0:
+            return 0
+        node = self.node_from_index(parent)
+        if node is None:
+            return len(self._top)
+        return self._fetched.get(id(node), 0)
+
+    def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:
+        return len(COLUMNS)
+
+    def hasChildren(self, parent: AnyIndex = QModelIndex()) -> bool:
+        if parent.column() > 0:
+            return False
+        node = self.node_from_index(parent)
+        if node is None:
+            return bool(self._top)
+        return node.has_children
+
+    def canFetchMore(self, parent: AnyIndex) -> bool:
+        node = self.node_from_index(parent)
+        if node is None or parent.column() > 0 or not node.has_children:
+            return False
+        return self._fetched.get(id(node), 0) < len(node.children())
+
+    def fetchMore(self, parent: AnyIndex) -> None:
+        node = self.node_from_index(parent)
+        if node is None or parent.column() > 0:
+            return
+        total = len(node.children())
+        have = self._fetched.get(id(node), 0)
+        add = min(BATCH, total - have)
+        if add <= 0:
+            return
+        self.beginInsertRows(parent if isinstance(parent, QModelIndex) else QModelIndex(parent), have, have + add - 1)
+        self._fetched[id(node)] = have + add
+        self.endInsertRows()
+
+    def flags(self, index: AnyIndex) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(COLUMNS):
+            return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.TextAlignmentRole \
+                and section in (COL_NUMEL, COL_SIZE):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    # -- data -----------------------------------------------------------------------------------
+    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        node = self.node_from_index(index)
+        if node is None:
+            return None
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self.cell_text(node, col)
+        if role == Qt.ItemDataRole.DecorationRole and col == COL_NAME:
+            return kind_icon(node.kind)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(node, col)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if col == COL_KIND:
+                return kind_color(node.kind)
+            if node.kind == "tensor" and node.value.problem:
+                return QColor("#d9534f")
+            return None
+        if role == Qt.ItemDataRole.FontRole and col == COL_NAME and node.kind in ("state_dict", "module", "optimizer"):
+            return self._bold
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_NUMEL, COL_SIZE):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def cell_text(self, node: Node, col: int) -> str:
+        if col == COL_NAME:
+            return node.name
+        if col == COL_KIND:
+            if node.kind == "param_state" and node.info:
+                return safe_text(f"state of {node.info}")
+            return safe_text(node.type_text, 60)
+        if col == COL_SHAPE:
+            return node.shape_text()
+        if col in HEAVY:
+            if node.kind in CONTAINER_KINDS and id(node) not in self._ready:
+                self._want(node)
+                return PENDING
+            if col == COL_DTYPE:
+                return node.dtype_text()
+            if col == COL_NUMEL:
+                return node.numel_text()
+            if col == COL_SIZE:
+                return node.size_text()
+            return safe_text(node.device_text(), 40)
+        if col == COL_VALUE:
+            return self._value_text(node)
+        return ""
+
+    def _value_text(self, node: Node) -> str:
+        if node.kind == "tensor":
+            t = node.value
+            return safe_text(f"unreadable: {t.problem}", 80) if t.problem else ""
+        if node.kind in LEAF_VALUE_KINDS:
+            return safe_text(node.value_text(), 120)
+        if node.kind == "object":
+            return safe_text(f"<{node.type_text}> (stand-in)", 80)
+        if node.kind in ("mapping", "sequence", "set"):
+            try:
+                n = node.child_count_hint()
+            except Exception:  # noqa: BLE001 - a label must never break painting
+                return ""
+            return f"{n:,} entr{'y' if n == 1 else 'ies'}"
+        return ""
+
+    def _tooltip(self, node: Node, col: int) -> str | None:
+        if col == COL_NAME:
+            from ..core.textsafe import path_text
+            text = path_text(node.path) if node.path else node.name
+            if node.note:
+                text += "\n" + safe_text(node.note)
+            return text
+        if col == COL_KIND:
+            return kind_label(node.kind)
+        if col == COL_VALUE and node.kind in LEAF_VALUE_KINDS:
+            return safe_text(node.value_text(), 1000)
+        return None
+
+    # -- heavy columns --------------------------------------------------------------------------
+    def totals_ready(self, node: Node) -> bool:
+        return node.kind not in CONTAINER_KINDS or id(node) in self._ready
+
+    def _want(self, node: Node) -> None:
+        if id(node) in self._asked:
+            return
+        self._asked.add(id(node))
+        self._wanted[id(node)] = node
+        if not self._want_timer.isActive():
+            self._want_timer.start()
+
+    def _on_want_timer(self) -> None:
+        nodes = list(self._wanted.values())
+        self._wanted.clear()
+        if nodes:
+            self.totals_wanted.emit(nodes)
+
+    def mark_totals_ready(self, nodes: list[Node]) -> None:
+        """Totals of ``nodes`` were computed (in a worker): repaint their heavy cells."""
+        for node in nodes:
+            self._ready.add(id(node))
+            self._asked.discard(id(node))
+            if node is self._root and self._top_is_children:
+                continue
+            idx = self._existing_index(node)
+            if idx is not None:
+                self.dataChanged.emit(self.createIndex(idx, HEAVY[0], node), self.createIndex(idx, HEAVY[-1], node),
+                                      [Qt.ItemDataRole.DisplayRole])
+
+    def forget_wanted(self) -> None:
+        """Totals requests were cancelled: ask again when the cells are painted next."""
+        self._asked -= {k for k in self._asked if k not in self._ready}
+
+    def _existing_index(self, node: Node) -> int | None:
+        """The row of ``node`` if it is already exposed to views (without fetching anything)."""
+        if self._is_top(node):
+            return node.row if self._top_is_children else 0
+        p = node.parent
+        if p is None or node.row >= self._fetched.get(id(p), 0):
+            return None
+        return node.row
+
+
+class KeyFilterProxy(QSortFilterProxyModel):
+    """Shows only the nodes in ``keep`` (matches and their ancestors) while a search is active."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._keep: set[int] | None = None
+        self.setDynamicSortFilter(False)
+
+    def source(self) -> CheckpointTreeModel:
+        return self.sourceModel()  # type: ignore[return-value]
+
+    def set_keep(self, keep: set[int] | None) -> None:
+        if hasattr(self, "beginFilterChange"):        # Qt >= 6.9
+            self.beginFilterChange()
+            self._keep = keep
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self._keep = keep
+            self.invalidateFilter()
+
+    @property
+    def filtering(self) -> bool:
+        return self._keep is not None
+
+    def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:
+        if self._keep is None:
+            return True
+        idx = self.sourceModel().index(source_row, 0, source_parent)
+        node = idx.internalPointer() if idx.isValid() else None
+        return node is not None and id(node) in self._keep
+
+    def node_from_index(self, index: AnyIndex) -> Node | None:
+        if not index.isValid():
+            return None
+        return self.source().node_from_index(self.mapToSource(index))
+
+
+def compile_matcher(text: str, regex: bool, case_sensitive: bool = False) -> Callable[[str], bool]:
+    """A predicate for search text; raises ``re.error`` for a bad regular expression."""
+    if regex:
+        rx = re.compile(text, 0 if case_sensitive else re.IGNORECASE)
+        return lambda s: rx.search(s) is not None
+    if case_sensitive:
+        return lambda s: text in s
+    low = text.casefold()
+    return lambda s: low in s.casefold()

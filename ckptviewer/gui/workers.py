@@ -1,0 +1,213 @@
+"""Generator workers on a thread pool, with cancel and stale-result dropping.
+
+A task is a function returning a generator. The worker runs it on a pool thread; every ``yield`` is
+a cancel point and its value is delivered to the GUI thread as progress (a :class:`Progress`, or a
+partial result such as a sampled histogram); the generator's return value is the result.
+
+:class:`TaskRunner` owns the tasks of one view. ``submit(channel, ...)`` cancels the task running
+in the same channel ("stats", "load", ...) and bumps the channel's generation; deliveries from an
+older generation are dropped, so a result that arrives after the selection moved on never paints.
+
+Hazard: Qt signals emitted on a pool thread reach GUI-thread slots as queued events. Each worker's
+``WorkerSignals`` object is created on the GUI thread and kept alive by the runner until the worker
+has reported its end, otherwise a queued event could reach a deleted object.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Generator
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from ..core.errors import CancelledError
+
+
+class WorkerSignals(QObject):
+    started = Signal(int)
+    progressed = Signal(int, object)
+    finished = Signal(int, object)
+    errored = Signal(int, object)
+
+
+@dataclass
+class WorkerError:
+    """What a failed task raised: the exception and its formatted traceback (for 'Details')."""
+
+    exc: BaseException
+    details: str
+
+
+class GeneratorWorker(QRunnable):
+    """Runs ``fn(*args)`` (a generator function, or a plain function) on a pool thread."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, fn: Callable[..., Generator[Any, None, Any] | Any], *args: Any):
+        super().__init__()
+        self.setAutoDelete(False)
+        self.id = next(self._ids)
+        self.signals = WorkerSignals()
+        self._fn = fn
+        self._args = args
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker has ended (only for shutdown paths; returns False on timeout)."""
+        return self._done.wait(timeout)
+
+    def mark_done_without_running(self) -> None:
+        """The pool dropped this worker before it started (QThreadPool.tryTake)."""
+        self._done.set()
+
+    def run(self) -> None:  # noqa: D401 - Qt override
+        sig = self.signals
+        try:
+            if self._cancel.is_set():
+                sig.finished.emit(self.id, None)
+                return
+            sig.started.emit(self.id)
+            result = self._fn(*self._args)
+            if isinstance(result, Generator):
+                gen = result
+                result = None
+                while True:
+                    if self._cancel.is_set():
+                        gen.close()
+                        break
+                    try:
+                        step = next(gen)
+                    except StopIteration as stop:
+                        result = stop.value
+                        break
+                    sig.progressed.emit(self.id, step)
+            sig.finished.emit(self.id, None if self._cancel.is_set() else result)
+        except CancelledError:
+            sig.finished.emit(self.id, None)
+        except BaseException as exc:  # noqa: BLE001 - everything is reported, nothing escapes a pool thread
+            sig.errored.emit(self.id, WorkerError(exc, traceback.format_exc()))
+        finally:
+            self._done.set()
+
+
+@dataclass
+class _Task:
+    worker: GeneratorWorker
+    channel: str
+    generation: int
+    on_progress: Callable[[Any], None] | None
+    on_result: Callable[[Any], None] | None
+    on_error: Callable[[WorkerError], None] | None
+
+
+class TaskRunner(QObject):
+    """Submits workers per channel; delivers only the newest generation's events, on the GUI thread.
+
+    ``busy_changed(bool)`` tells whether any task runs; ``task_progressed(channel, step)`` relays
+    progress of current tasks (for a status bar).
+    """
+
+    busy_changed = Signal(bool)
+    task_progressed = Signal(str, object)
+
+    def __init__(self, parent: QObject | None = None, pool: QThreadPool | None = None):
+        super().__init__(parent)
+        self._pool = pool or QThreadPool.globalInstance()
+        self._tasks: dict[int, _Task] = {}
+        self._generation: dict[str, int] = {}
+        self._shut = False
+
+    # -- submitting -----------------------------------------------------------------------------
+    def submit(self, channel: str, fn: Callable[..., Any], *args: Any,
+               on_progress: Callable[[Any], None] | None = None,
+               on_result: Callable[[Any], None] | None = None,
+               on_error: Callable[[WorkerError], None] | None = None) -> GeneratorWorker | None:
+        if self._shut:
+            return None
+        self.cancel(channel)
+        gen = self._generation.get(channel, 0) + 1
+        self._generation[channel] = gen
+        worker = GeneratorWorker(fn, *args)
+        task = _Task(worker, channel, gen, on_progress, on_result, on_error)
+        was_idle = not self._tasks
+        self._tasks[worker.id] = task
+        s = worker.signals
+        s.progressed.connect(self._on_worker_progressed)
+        s.finished.connect(self._on_worker_finished)
+        s.errored.connect(self._on_worker_errored)
+        self._pool.start(worker)
+        if was_idle:
+            self.busy_changed.emit(True)
+        return worker
+
+    def cancel(self, channel: str | None = None) -> None:
+        """Cancel the tasks of ``channel`` (all when None); their late events are dropped."""
+        for task in list(self._tasks.values()):
+            if channel is None or task.channel == channel:
+                task.worker.cancel()
+                if self._pool.tryTake(task.worker):
+                    task.worker.mark_done_without_running()
+                    self._forget(task.worker.id)
+        if channel is None:
+            for ch in self._generation:
+                self._generation[ch] += 1
+        elif channel in self._generation:
+            self._generation[channel] += 1
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Cancel everything and wait for running workers to end (they stop at their next yield)."""
+        self._shut = True
+        self.cancel()
+        for task in list(self._tasks.values()):
+            task.worker.wait(timeout)
+        self._tasks.clear()
+
+    def is_busy(self, channel: str | None = None) -> bool:
+        return any(channel is None or t.channel == channel for t in self._tasks.values())
+
+    def is_current(self, channel: str, generation: int) -> bool:
+        return self._generation.get(channel) == generation
+
+    # -- deliveries (GUI thread) ----------------------------------------------------------------
+    def _current(self, worker_id: int) -> _Task | None:
+        task = self._tasks.get(worker_id)
+        if task is None or task.worker.is_cancelled or not self.is_current(task.channel, task.generation):
+            return None
+        return task
+
+    def _on_worker_progressed(self, worker_id: int, step: Any) -> None:
+        task = self._current(worker_id)
+        if task is None:
+            return
+        self.task_progressed.emit(task.channel, step)
+        if task.on_progress is not None:
+            task.on_progress(step)
+
+    def _on_worker_finished(self, worker_id: int, result: Any) -> None:
+        task = self._current(worker_id)
+        self._forget(worker_id)
+        if task is not None and task.on_result is not None:
+            task.on_result(result)
+
+    def _on_worker_errored(self, worker_id: int, error: WorkerError) -> None:
+        task = self._current(worker_id)
+        self._forget(worker_id)
+        if task is not None and task.on_error is not None:
+            task.on_error(error)
+
+    def _forget(self, worker_id: int) -> None:
+        task = self._tasks.pop(worker_id, None)
+        if task is not None:
+            task.worker.signals.deleteLater()
+            if not self._tasks:
+                self.busy_changed.emit(False)
