@@ -334,7 +334,12 @@ class TensorSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def tensor_steps(t: TensorRef, bins: int = DEFAULT_BINS, chunk_bytes: int = CHUNK_BYTES,
+def auto_bins(n: int) -> int:
+    """A bin count for ``n`` values: about 2*sqrt(n), between 8 and DEFAULT_BINS."""
+    return int(min(DEFAULT_BINS, max(8, 2 * math.sqrt(max(n, 1)))))
+
+
+def tensor_steps(t: TensorRef, bins: int | None = None, chunk_bytes: int = CHUNK_BYTES,
                  sample_threshold: int = SAMPLE_THRESHOLD) -> Generator[Step, None, TensorSummary]:
     """Everything the details panel shows, in the order it becomes available.
 
@@ -343,6 +348,7 @@ def tensor_steps(t: TensorRef, bins: int = DEFAULT_BINS, chunk_bytes: int = CHUN
     :class:`Histogram`; returns both in a :class:`TensorSummary`.
     """
     _check(t)
+    bins = bins or auto_bins(t.numel)
     if t.numel >= sample_threshold:
         yield sampled_histogram(t, bins)
     stats = yield from stats_steps(t, chunk_bytes)

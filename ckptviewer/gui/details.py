@@ -117,7 +117,8 @@ class DetailsPanel(QScrollArea):
         f.setPointSizeF(f.pointSizeF() * 1.1)
         title.setFont(f)
         self._lay.addWidget(title)
-        sub = f"{safe_text(node.type_text, 120)} — {kind_label(node.kind)}"
+        label = kind_label(node.kind)
+        sub = label if node.type_text == node.kind else f"{safe_text(node.type_text, 120)} — {label}"
         if node.note:
             sub += f" ({safe_text(node.note, 200)})"
         self._lay.addWidget(plain_label(sub, self._body))
@@ -169,7 +170,7 @@ class DetailsPanel(QScrollArea):
         self._lay.addLayout(form)
 
     def set_stats_progress(self, p: Progress) -> None:
-        if self.stats_status is not None:
+        if self.stats_status is not None and "stat:min" not in self.facts:
             self.stats_status.setText(f"Computing {p.what}… {100 * p.fraction:.0f}%")
 
     def set_stats_error(self, message: str) -> None:

@@ -169,7 +169,7 @@ class CheckpointTab(QWidget):
         header = self.view.header()
         header.setStretchLastSection(True)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in enumerate((300, 110, 110, 80, 95, 80, 70, 160)):
+        for col, width in enumerate((250, 120, 100, 72, 88, 78, 62, 120)):
             self.view.setColumnWidth(col, width)
         self.view.selectionModel().currentChanged.connect(self._on_current_changed)
 

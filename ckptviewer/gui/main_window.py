@@ -1,0 +1,416 @@
+"""The main window: composition only. Menus come from the actions table, each file from ``open_paths``.
+
+Every way a file arrives (command line, File > Open, Open Recent, drag-and-drop, the single-instance
+server, the OS's file-open event) ends in :meth:`MainWindow.open_paths`, which opens one tab per file
+(or switches to the tab already showing it) and reports failures in the message bar without stopping
+the other files or the app.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from PySide6.QtCore import QUrl, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QPaintEvent
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow,
+                               QMenu, QProgressBar, QPushButton, QStackedWidget, QTabWidget, QToolButton,
+                               QVBoxLayout, QWidget)
+
+from ..core.stats import Progress
+from ..core.textsafe import safe_text
+from .about import AboutDialog
+from .actions import ACTIONS, MENUS, ActionSpec
+from .loading import demo_steps
+from .messages import MessageBar
+from .settings import Settings
+from .tab import CheckpointTab, error_text
+from .workers import TaskRunner, WorkerError
+
+FILE_FILTER = ("Checkpoints (*.pt *.pth *.tar *.bin *.ckpt *.safetensors *.pkl *.pth.tar);;"
+               "All files (*)")
+
+
+def paths_from_urls(urls: Iterable[QUrl]) -> list[str]:
+    return [u.toLocalFile() for u in urls if u.isLocalFile() and u.toLocalFile()]
+
+
+class WelcomePage(QWidget):
+    def __init__(self, window: "MainWindow"):
+        super().__init__(window)
+        lay = QVBoxLayout(self)
+        lay.addStretch(1)
+        title = QLabel("ckptviewer", self)
+        f = title.font()
+        f.setPointSizeF(f.pointSizeF() * 2)
+        f.setBold(True)
+        title.setFont(f)
+        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        lay.addWidget(title)
+        text = QLabel("Drop checkpoints here, or open one with File > Open (Ctrl+O).\n"
+                      "Nothing in a file is ever run: classes are shown, never imported.", self)
+        text.setTextFormat(Qt.TextFormat.PlainText)
+        text.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        lay.addWidget(text)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        open_button = QPushButton("Open…", self)
+        open_button.clicked.connect(window.open_dialog)
+        demo_button = QPushButton("Open the demo checkpoint", self)
+        demo_button.clicked.connect(window.open_demo)
+        row.addWidget(open_button)
+        row.addWidget(demo_button)
+        row.addStretch(1)
+        lay.addLayout(row)
+        self.recent_label = QLabel("Recent files", self)
+        self.recent_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        lay.addWidget(self.recent_label)
+        self.recent = QListWidget(self)
+        self.recent.setMaximumWidth(640)
+        self.recent.setMaximumHeight(200)
+        self.recent.itemActivated.connect(lambda item: window.open_paths([item.data(Qt.ItemDataRole.UserRole)]))
+        lay.addWidget(self.recent, 0, Qt.AlignmentFlag.AlignHCenter)
+        lay.addStretch(2)
+
+    def set_recent(self, files: list[str]) -> None:
+        self.recent.clear()
+        for p in files:
+            item = QListWidgetItem(safe_text(p, 300))
+            item.setData(Qt.ItemDataRole.UserRole, p)
+            self.recent.addItem(item)
+        self.recent.setVisible(bool(files))
+        self.recent_label.setVisible(bool(files))
+
+
+class MainWindow(QMainWindow):
+    first_painted = Signal()
+    tab_opened = Signal(object)           # a CheckpointTab that finished loading
+    open_failed = Signal(str, str)        # path, message
+
+    def __init__(self, settings: Settings | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.settings = settings or Settings()
+        self.setWindowTitle("ckptviewer")
+        self.setAcceptDrops(True)
+        self._painted = False
+        self._demo_dirs: list[str] = []
+        self._closing = False
+        self.runner = TaskRunner(self)
+        self.actions_by_id: dict[str, QAction] = {}
+        self._about: AboutDialog | None = None
+        self._last_message = ""
+
+        central = QWidget(self)
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        self.messages = MessageBar(central)
+        lay.addWidget(self.messages)
+        self.stack = QStackedWidget(central)
+        self.welcome = WelcomePage(self)
+        self.tabs = QTabWidget(central)
+        self.tabs.setTabsClosable(True)
+        self.tabs.setMovable(True)
+        self.tabs.setDocumentMode(True)
+        self.tabs.tabCloseRequested.connect(self._on_tab_close_requested)
+        self.tabs.currentChanged.connect(self._on_current_tab_changed)
+        self.stack.addWidget(self.welcome)
+        self.stack.addWidget(self.tabs)
+        lay.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        self.status_text = QLabel("", self)
+        self.status_text.setTextFormat(Qt.TextFormat.PlainText)
+        self.progress = QProgressBar(self)
+        self.progress.setMaximumWidth(200)
+        self.progress.setMaximumHeight(16)
+        self.progress.hide()
+        self.cancel_button = QToolButton(self)
+        self.cancel_button.setText("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_work)
+        self.cancel_button.hide()
+        self.statusBar().addWidget(self.status_text, 1)
+        self.statusBar().addPermanentWidget(self.progress)
+        self.statusBar().addPermanentWidget(self.cancel_button)
+
+        self._build_menus()
+        self._refresh_recent()
+        self._update_actions()
+        geometry = self.settings.window_geometry()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 800)
+
+    # -- menus ----------------------------------------------------------------------------------
+    def _build_menus(self) -> None:
+        menus = {name: self.menuBar().addMenu(name) for name in MENUS}
+        for spec in ACTIONS:
+            menu = menus[spec.menu]
+            if spec.separator_before:
+                menu.addSeparator()
+            action = self._make_action(spec)
+            menu.addAction(action)
+            if spec.id == "file.open":
+                self.recent_menu = QMenu("Open &Recent", self)
+                self.recent_menu.aboutToShow.connect(self._refresh_recent)
+                menu.addMenu(self.recent_menu)
+
+    def _make_action(self, spec: ActionSpec) -> QAction:
+        action = QAction(spec.text, self)
+        action.setObjectName(spec.id)
+        if spec.shortcut is not None:
+            action.setShortcut(QKeySequence(spec.shortcut))
+        if spec.tip:
+            action.setStatusTip(spec.tip)
+        action.triggered.connect(getattr(self, spec.handler))
+        self.actions_by_id[spec.id] = action
+        return action
+
+    def _update_actions(self) -> None:
+        has_tab = self.current_tab() is not None
+        for spec in ACTIONS:
+            if spec.needs_tab:
+                self.actions_by_id[spec.id].setEnabled(has_tab)
+
+    def _refresh_recent(self) -> None:
+        files = self.settings.recent_files()
+        self.recent_menu.clear()
+        for path in files:
+            action = self.recent_menu.addAction(safe_text(path, 200))
+            action.setData(path)
+            action.triggered.connect(lambda _checked=False, p=path: self.open_paths([p]))
+        if not files:
+            empty = self.recent_menu.addAction("No recent files")
+            empty.setEnabled(False)
+        else:
+            self.recent_menu.addSeparator()
+            clear = self.recent_menu.addAction("Clear Recent Files")
+            clear.triggered.connect(self._on_clear_recent)
+        self.welcome.set_recent(files)
+
+    def _on_clear_recent(self) -> None:
+        self.settings.clear_recent_files()
+        self._refresh_recent()
+
+    # -- the one way in -------------------------------------------------------------------------
+    def open_paths(self, paths: Iterable[str | os.PathLike]) -> list[CheckpointTab]:
+        """Open each path in a tab (or show the tab that has it). Failures go to the message bar."""
+        tabs = []
+        for raw in paths:
+            path = os.path.abspath(os.fspath(raw))
+            existing = self.tab_for_path(path)
+            if existing is not None:
+                self.tabs.setCurrentWidget(existing)
+                tabs.append(existing)
+                continue
+            if os.path.isdir(path):
+                self._report_failure(path, f"{safe_text(os.path.basename(path) or path)}: this is a folder, "
+                                           "not a checkpoint file.", "")
+                continue
+            tab = CheckpointTab(path, self.settings, self.tabs)
+            tab.loaded.connect(self._on_tab_loaded)
+            tab.failed.connect(self._on_tab_failed)
+            tab.status_message.connect(self.show_status)
+            tab.work_progressed.connect(self._on_work_progressed)
+            index = self.tabs.addTab(tab, safe_text(tab.title, 60))
+            self.tabs.setTabToolTip(index, safe_text(path, 400))
+            self.tabs.setCurrentIndex(index)
+            tab.start_loading()
+            tabs.append(tab)
+        self._sync_stack()
+        self.raise_and_activate()
+        return tabs
+
+    def tab_for_path(self, path: str) -> CheckpointTab | None:
+        for tab in self.checkpoint_tabs():
+            if tab.path == path or (os.path.exists(path) and os.path.exists(tab.path)
+                                    and os.path.samefile(tab.path, path)):
+                return tab
+        return None
+
+    def checkpoint_tabs(self) -> list[CheckpointTab]:
+        return [self.tabs.widget(i) for i in range(self.tabs.count())]
+
+    def current_tab(self) -> CheckpointTab | None:
+        w = self.tabs.currentWidget()
+        return w if isinstance(w, CheckpointTab) else None
+
+    def _on_tab_loaded(self, tab: CheckpointTab) -> None:
+        self.settings.add_recent_file(tab.path)
+        self._refresh_recent()
+        f = tab.file
+        self.show_status(f"Opened {safe_text(tab.title)} in {f.seconds:.2f} s: {safe_text(f.analysis.summary, 200)}")
+        self._update_actions()
+        self.tab_opened.emit(tab)
+
+    def _on_tab_failed(self, tab: CheckpointTab, err: WorkerError) -> None:
+        self._remove_tab(tab)
+        self._report_failure(tab.path, f"Could not open {error_text(err.exc)}", err.details)
+
+    def _report_failure(self, path: str, message: str, details: str) -> None:
+        full = f"File: {path}\n\n{message}\n\n{details}".strip()
+        self.messages.add_error(message, full)
+        self.show_status(message)
+        self.open_failed.emit(path, message)
+
+    # -- other ways in --------------------------------------------------------------------------
+    def open_dialog(self) -> None:
+        start = os.path.dirname(self.settings.recent_files()[0]) if self.settings.recent_files() else str(Path.home())
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open checkpoints", start, FILE_FILTER)
+        if paths:
+            self.open_paths(paths)
+
+    def open_demo(self) -> None:
+        folder = tempfile.mkdtemp(prefix="ckptviewer-demo-")
+        self._demo_dirs.append(folder)
+        self.show_status("Writing the demo checkpoint…")
+        self.runner.submit(f"demo-{len(self._demo_dirs)}", demo_steps, folder,
+                           on_progress=self._on_work_progressed,
+                           on_result=lambda path: path and self.open_paths([path]),
+                           on_error=lambda err: self._report_failure(
+                               "demo", f"Could not write the demo checkpoint: {error_text(err.exc)}", err.details))
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
+        if paths_from_urls(event.mimeData().urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
+        paths = paths_from_urls(event.mimeData().urls())
+        if not paths:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.open_paths(paths)
+
+    def on_files_forwarded(self, paths: list[str], demo: bool) -> None:
+        """Files another launch handed over (single instance)."""
+        if paths:
+            self.open_paths(paths)
+        if demo:
+            self.open_demo()
+        self.raise_and_activate()
+
+    def raise_and_activate(self) -> None:
+        if self.isMinimized():
+            self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    # -- actions ------------------------------------------------------------------------------
+    def close_current_tab(self) -> None:
+        tab = self.current_tab()
+        if tab is not None:
+            self._remove_tab(tab)
+
+    def _on_tab_close_requested(self, index: int) -> None:
+        tab = self.tabs.widget(index)
+        if isinstance(tab, CheckpointTab):
+            self._remove_tab(tab)
+
+    def _remove_tab(self, tab: CheckpointTab) -> None:
+        tab.save_state()
+        tab.shutdown()
+        index = self.tabs.indexOf(tab)
+        if index >= 0:
+            self.tabs.removeTab(index)
+        tab.deleteLater()
+        self._sync_stack()
+        self._update_actions()
+
+    def _sync_stack(self) -> None:
+        self.stack.setCurrentWidget(self.tabs if self.tabs.count() else self.welcome)
+
+    def _on_current_tab_changed(self, _index: int) -> None:
+        tab = self.current_tab()
+        self.setWindowTitle(f"{safe_text(tab.title, 80)} — ckptviewer" if tab else "ckptviewer")
+        self._update_actions()
+
+    def _call_tab(self, name: str):
+        tab = self.current_tab()
+        return getattr(tab, name)() if tab is not None else None
+
+    def copy_key_path(self) -> str | None:
+        return self._call_tab("copy_key_path")
+
+    def copy_snippet(self) -> str | None:
+        return self._call_tab("copy_snippet")
+
+    def focus_search(self) -> None:
+        self._call_tab("focus_search")
+
+    def expand_all(self) -> None:
+        self._call_tab("expand_all")
+
+    def collapse_all(self) -> None:
+        self._call_tab("collapse_all")
+
+    def cancel_work(self) -> None:
+        self._call_tab("cancel_work")
+        self.show_status("Cancelled")
+
+    def show_about(self) -> None:
+        if self._about is None:
+            self._about = AboutDialog(self)
+        self._about.show()
+        self._about.raise_()
+
+    # -- status ---------------------------------------------------------------------------------
+    def show_status(self, text: str) -> None:
+        self._last_message = safe_text(text, 300)
+        self.status_text.setText(self._last_message)
+
+    def _on_work_progressed(self, p: Progress | None) -> None:
+        if p is None or not isinstance(p, Progress):
+            if not self.has_pending_work():
+                self.progress.hide()
+                self.cancel_button.hide()
+                self.status_text.setText(self._last_message)
+            return
+        self.progress.show()
+        self.cancel_button.show()
+        if p.total:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(1000 * p.fraction))
+        else:
+            self.progress.setRange(0, 0)
+        self.progress.setFormat(f"{100 * p.fraction:.0f}%")
+        self.status_text.setText(safe_text(p.what, 200) + "…")
+
+    def has_pending_work(self) -> bool:
+        return self.runner.is_busy() or any(t.has_pending_work() for t in self.checkpoint_tabs())
+
+    # -- painting and closing -------------------------------------------------------------------
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt override
+        super().paintEvent(event)
+        if not self._painted:
+            self._painted = True
+            self.first_painted.emit()
+
+    def shutdown(self) -> None:
+        """Stop all workers, close all files, remember the window (idempotent)."""
+        if self._closing:
+            return
+        self._closing = True
+        self.settings.set_window_geometry(self.saveGeometry())
+        current = self.current_tab()
+        if current is not None:
+            current.save_state()
+        self.runner.shutdown()
+        for tab in self.checkpoint_tabs():
+            tab.shutdown()
+        self.settings.sync()
+        for folder in self._demo_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        self.shutdown()
+        super().closeEvent(event)
