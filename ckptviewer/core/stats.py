@@ -241,8 +241,9 @@ def stats_steps(t: TensorRef, chunk_bytes: int = CHUNK_BYTES) -> Generator[Progr
 
 # -- histograms ---------------------------------------------------------------------------------------
 def histogram_edges(lo: float, hi: float, bins: int = DEFAULT_BINS, integer: bool = False) -> tuple[np.ndarray, bool]:
-    """Edges spanning ``[lo, hi]`` exactly. Integer data over a small range gets one bin per integer."""
-    if integer and hi - lo + 1 <= bins:
+    """Edges spanning ``[lo, hi]`` exactly. Integer data over a small range (up to DEFAULT_BINS values)
+    gets one bin per integer, whatever ``bins`` asks for."""
+    if integer and hi - lo + 1 <= max(bins, DEFAULT_BINS):
         return np.arange(lo - 0.5, hi + 1.0, 1.0, dtype=np.float64), True
     if lo == hi:
         pad = 0.5 if lo == 0 else abs(lo) * 1e-6
