@@ -74,6 +74,183 @@ def cmd_info(argv: list[str]) -> int:
     return status
 
 
+# -- convert ------------------------------------------------------------------------------------------
+def _pair(text: str, what: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise SystemExit(f"ckptviewer: {what} takes OLD=NEW, got {text!r}")
+    a, _, b = text.partition("=")
+    return a, b
+
+
+def _convert_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ckptviewer convert",
+        description="Write a cleaned copy of a checkpoint. Steps run in this order: select, drop, strip prefix, "
+                    "rename (add/remove prefix, find/replace, regex), map location, dtype. The output is written "
+                    "to a temporary file, read back and checked tensor by tensor, then renamed into place.",
+        epilog="examples:\n"
+               "  ckptviewer convert ckpt.tar -o model.pt --select model_state_dict --strip-prefix\n"
+               "  ckptviewer convert gpu.pt -o cpu.pt --map-location cuda=cpu\n"
+               "  ckptviewer convert model.bin -o model.safetensors --dtype bfloat16\n"
+               "  ckptviewer convert old.pt -o new.pt --rename encoder.=backbone. --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", metavar="IN")
+    p.add_argument("-o", "--output", metavar="OUT", help="where to write (required unless --dry-run)")
+    p.add_argument("--select", metavar="PATH", help="keep only this entry, e.g. model_state_dict (a/b/0 for nested)")
+    p.add_argument("--drop", metavar="PATH", nargs="+", action="extend", default=[],
+                   help="remove entries, e.g. optimizer_state_dict or '*.num_batches_tracked'")
+    p.add_argument("--strip-prefix", metavar="PREFIX", nargs="?", const="", default=None,
+                   help="strip a prefix all keys share (without PREFIX: detect module. / _orig_mod.)")
+    p.add_argument("--add-prefix", metavar="PREFIX", help="put PREFIX in front of every key")
+    p.add_argument("--remove-prefix", metavar="PREFIX", help="remove PREFIX where a key starts with it")
+    p.add_argument("--rename", metavar="OLD=NEW", nargs="+", action="extend", default=[],
+                   help="replace the text OLD with NEW in every key")
+    p.add_argument("--rename-regex", metavar="PATTERN=REPL", nargs="+", action="extend", default=[],
+                   help="re.sub(PATTERN, REPL, key) on every key (groups as \\1)")
+    p.add_argument("--map-location", metavar="SRC=DST", nargs="+", action="extend", default=[],
+                   help="rewrite saved devices like map_location: cuda:1=cuda:0, cuda=cpu, '*=cpu'")
+    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32", "float64"],
+                   help="cast floating-point tensors (counters and integers stay)")
+    p.add_argument("--format", choices=["pt", "pt-legacy", "safetensors"],
+                   help="output format (default: from OUT's suffix; .safetensors or the torch zip format)")
+    p.add_argument("--non-tensors", choices=["error", "drop", "metadata"], default="error",
+                   help="safetensors only: what to do with entries that are not tensors")
+    p.add_argument("--check-against", metavar="TARGET",
+                   help="report how the result would load into TARGET's state_dict (load_state_dict(strict=False))")
+    p.add_argument("--target-select", metavar="PATH", help="the state_dict inside TARGET (e.g. model_state_dict)")
+    p.add_argument("-f", "--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("-n", "--dry-run", action="store_true", help="show what would change and be written; write nothing")
+    return p
+
+
+def steps_from_args(args) -> list:
+    from .core import ops
+    steps = []
+    if args.select:
+        steps.append(ops.Select(args.select))
+    if args.drop:
+        steps.append(ops.Drop(tuple(args.drop)))
+    if args.strip_prefix is not None:
+        steps.append(ops.StripPrefix(args.strip_prefix or None))
+    rules = []
+    if args.add_prefix:
+        rules.append(("add_prefix", args.add_prefix))
+    if args.remove_prefix:
+        rules.append(("remove_prefix", args.remove_prefix))
+    rules += [("replace", *_pair(r, "--rename")) for r in args.rename]
+    rules += [("regex", *_pair(r, "--rename-regex")) for r in args.rename_regex]
+    if rules:
+        steps.append(ops.Rename(tuple(rules)))
+    if args.map_location:
+        steps.append(ops.RemapDevice(tuple(_pair(m, "--map-location") for m in args.map_location)))
+    if args.dtype:
+        steps.append(ops.Cast(args.dtype))
+    return steps
+
+
+def _key_changes(source_root, edited_root) -> list[str]:
+    """old -> new lines for state_dict keys that a rename or strip changed (by tensor identity)."""
+    from .core.ops import find_state_dicts
+    before = {}
+    for path, sd in find_state_dicts(source_root):
+        for k, v in sd.items():
+            before.setdefault(id(getattr(v, "origin", None) or v), f"{'/'.join(map(str, path + (k,)))}")
+    lines = []
+    for path, sd in find_state_dicts(edited_root):
+        for k, v in sd.items():
+            old = before.get(id(getattr(v, "origin", None) or v))
+            new = "/".join(map(str, path + (k,)))
+            if old is not None and old != new:
+                lines.append(f"  {old} -> {new}")
+    return lines
+
+
+@command("convert", "write a cleaned copy: select, drop, strip prefix, rename, remap devices, cast")
+def cmd_convert(argv: list[str]) -> int:
+    from .core.errors import CheckpointError
+    from .core.export import ExportOptions, export_iter, format_for_path, plan_export
+    from .core.formats import open_checkpoint
+
+    args = _convert_parser().parse_args(argv)
+    if not args.output and not args.dry_run:
+        _err("convert needs -o OUT (or --dry-run)")
+        return 2
+    try:
+        with open_checkpoint(args.input) as ckpt:
+            steps = steps_from_args(args)
+            from .core.ops import apply_steps
+            root, log = apply_steps(ckpt.root, steps)
+            fmt = args.format or format_for_path(args.output or "")
+            options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force)
+            for line in log.lines:
+                print(f"- {line}")
+            if args.check_against:
+                _print_warm_start(root, args.check_against, args.target_select)
+            if args.dry_run:
+                changes = _key_changes(ckpt.root, root)
+                if changes:
+                    print(f"key changes ({len(changes)}):")
+                    print("\n".join(changes[:200]))
+                    if len(changes) > 200:
+                        print(f"  ... and {len(changes) - 200} more")
+                plan = plan_export(root, options)
+                print("\n".join(plan.describe()))
+                print("dry run: nothing written")
+                return 1 if plan.problems else 0
+            show = sys.stderr.isatty()
+            last = -1
+            gen = export_iter(root, args.output, options, sources=[ckpt.path])
+            try:
+                while True:
+                    p = next(gen)
+                    pct = int(100 * p.done / p.total) if p.total else 100
+                    if show and pct != last:
+                        sys.stderr.write(f"\r{p.stage} {pct:3d}%")
+                        last = pct
+            except StopIteration as stop:
+                result = stop.value
+            if show:
+                sys.stderr.write("\r" + " " * 20 + "\r")
+            for note in result.notes:
+                print(f"note: {note}")
+            print(f"wrote {result.path} ({result.size:,} bytes, {result.tensors} tensors, {result.fmt}; "
+                  f"verified) in {result.seconds:.2f} s")
+            return 0
+    except CheckpointError as e:
+        _err(_single_line(str(e)))
+        return 1
+
+
+def _print_warm_start(root, target_path: str, target_select: str | None) -> None:
+    from .core import keypath
+    from .core.formats import open_checkpoint
+    from .core.ops import find_state_dicts
+    from .core.walk import module_attrs, module_state_dict
+    from .core.warmstart import compare, suggest
+
+    sds = find_state_dicts(root)
+    if len(sds) != 1:
+        from .core.errors import OperationError
+        raise OperationError(f"--check-against needs exactly one state_dict in the result, found {len(sds)}; "
+                             f"use --select")
+    with open_checkpoint(target_path) as target:
+        if target_select:
+            _, value = keypath.resolve(target.root, target_select)
+        else:
+            found = find_state_dicts(target.root)
+            value = found[0][1] if len(found) == 1 else target.root
+        if module_attrs(value) is not None:
+            value = dict(module_state_dict(value))
+        rep = compare(sds[0][1], value)
+        print(f"warm start against {target_path}: {rep.summary()}")
+        for title, items in (("missing_keys", rep.missing_keys), ("unexpected_keys", rep.unexpected_keys)):
+            print(f"  {title} ({len(items)}): {', '.join(items[:20])}{' ...' if len(items) > 20 else ''}")
+        for k, a, b in rep.shape_mismatches[:20]:
+            print(f"  shape mismatch: {k}: {list(a)} here, {list(b)} in the target")
+        for s in suggest(rep):
+            print(f"  suggestion: {s.reason}")
+
+
 # -- the window ---------------------------------------------------------------------------------------
 def _gui_parser() -> argparse.ArgumentParser:
     lines = "\n".join(f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items())

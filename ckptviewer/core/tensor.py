@@ -129,7 +129,7 @@ class TensorRef:
     """A tensor as a file describes it. ``problem`` is set when its values cannot be read."""
 
     __slots__ = ("storage", "offset", "shape", "stride", "dtype", "requires_grad", "kind", "subclass",
-                 "extra", "device_override", "problem", "_checked", "numel", "__weakref__")
+                 "extra", "device_override", "problem", "_checked", "numel", "cast_from", "origin", "__weakref__")
 
     def __init__(self, storage: StorageRef | None, offset: int, shape: tuple[int, ...], stride: tuple[int, ...],
                  dtype: DType, *, requires_grad: bool = False, kind: str = "tensor"):
@@ -146,8 +146,36 @@ class TensorRef:
         self.device_override: str | None = None
         self.problem: str | None = None
         self._checked = False
+        self.cast_from: DType | None = None     # set on edited views: the stored type, read then converted
+        self.origin: TensorRef | None = None    # the file's tensor an edited view derives from
         if storage is not None:
             storage.users.append(self)
+
+    def derive(self, *, device: str | None = None, dtype: DType | None = None) -> "TensorRef":
+        """An edited view of this tensor: same bytes, another recorded device and/or a cast dtype.
+
+        Not registered as a user of the storage (it is not in the file); ``origin`` points back.
+        """
+        t = TensorRef(None, self.offset, self.shape, self.stride, self.dtype, requires_grad=self.requires_grad,
+                      kind=self.kind)
+        t.storage = self.storage
+        t.subclass, t.extra, t.problem, t._checked = self.subclass, self.extra, self.problem, self._checked
+        t.device_override = self.device_override
+        t.cast_from = self.cast_from
+        t.origin = self.origin or self
+        if device is not None:
+            t.device_override = device
+        if dtype is not None and dtype.name != self.dtype.name:
+            t.cast_from = self.stored_dtype
+            t.dtype = dtype
+            if t.cast_from.name == dtype.name:
+                t.cast_from = None
+        return t
+
+    @property
+    def stored_dtype(self) -> DType:
+        """The element type of the bytes in the storage (differs from ``dtype`` for a cast view)."""
+        return self.cast_from or self.dtype
 
     # -- layout ---------------------------------------------------------------------------------
     @property
@@ -196,7 +224,7 @@ class TensorRef:
         elif self.storage.problem:
             self.problem = self.storage.problem
         else:
-            itemsize = self.dtype.itemsize
+            itemsize = self.stored_dtype.itemsize
             span = _span(self.shape, self.stride)
             if span:
                 have = self.storage.nbytes // itemsize
@@ -231,10 +259,11 @@ class TensorRef:
             offset += first * self.stride[0]
             shape[0] = count
         span = _span(tuple(shape), self.stride)
-        raw = self.dtype.numpy
+        stored = self.stored_dtype
+        raw = stored.numpy
         if span == 0:
             return np.empty(shape, dtype=raw)
-        isz = self.dtype.itemsize
+        isz = stored.itemsize
         buf = self.storage.source.view(offset * isz, span * isz)
         base = np.frombuffer(buf, dtype=raw, count=span)
         if self.storage.byteorder == "big" and isz > 1:
@@ -247,7 +276,7 @@ class TensorRef:
             yield 0, 1
             return
         rows = self.shape[0]
-        row_bytes = max(1, self.nbytes // max(rows, 1))
+        row_bytes = max(1, self.numel * max(self.dtype.itemsize, self.stored_dtype.itemsize) // max(rows, 1))
         step = max(1, max_bytes // row_bytes)
         for first in range(0, rows, step):
             yield first, min(step, rows - first)
@@ -265,7 +294,10 @@ class TensorRef:
 
     def _little(self, arr: np.ndarray) -> np.ndarray:
         if arr.dtype.byteorder == ">":
-            return arr.astype(arr.dtype.newbyteorder("<"))
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
+        if self.cast_from is not None:
+            from .cast import cast_raw
+            arr = cast_raw(arr, self.cast_from, self.dtype)
         return arr
 
     def iter_values(self, max_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
@@ -288,7 +320,7 @@ class TensorRef:
         if self.numel == 0:
             return
         isz = self.dtype.itemsize
-        if self.is_contiguous and (self.storage.byteorder == "little" or isz == 1):
+        if self.is_contiguous and self.cast_from is None and (self.storage.byteorder == "little" or isz == 1):
             start, total = self.offset * isz, self.nbytes
             for pos in range(0, total, max_bytes):
                 yield self.storage.source.view(start + pos, min(max_bytes, total - pos))

@@ -35,6 +35,7 @@ class ZipMember:
     size: int
     header_offset: int
     data_offset: int = -1
+    directory_offset: int = -1     # where its central directory entry starts (for patching a CRC)
 
 
 class ZipArchive:
@@ -96,6 +97,7 @@ class ZipArchive:
         pos = cd_offset + shift
         end = pos + cd_size
         for i in range(n_total):
+            entry_pos = pos
             if pos + _CDH.size > end:
                 raise CorruptFileError(f"the zip central directory ends inside entry {i}")
             (sig, _vmade, _vneed, flags, method, _t, _d, crc, csize, usize, nlen, xlen, clen, disk_start,
@@ -117,7 +119,7 @@ class ZipArchive:
             hoff += shift
             if hoff + _LFH.size > size or hoff + csize > size:
                 raise CorruptFileError(f"zip member {name!r} lies outside the file")
-            self.members[name] = ZipMember(name, method, flags, crc, csize, usize, hoff)
+            self.members[name] = ZipMember(name, method, flags, crc, csize, usize, hoff, -1, entry_pos)
             self.order.append(name)
         if pos != end:
             self.warnings.append("the zip central directory has bytes after its last entry")
