@@ -269,3 +269,31 @@ def test_every_case_opens_and_first_tensor_has_statistics(qtbot, window, ckpts, 
         wait_idle(qtbot, tab)
         assert tab.last_stats is not None and tab.last_stats.numel == node.value.numel
     assert tab.summary.labels["roles"].text()
+
+
+def test_binding_refcount_defects_are_guarded():
+    """Many emits and None-returning data() calls must not abort the interpreter (see gui/qtcompat)."""
+    code = """
+import sys
+import ckptviewer.gui
+from ckptviewer.gui.qtcompat import leaks, top_up
+from PySide6.QtCore import QAbstractListModel, QCoreApplication, QModelIndex, QObject, Qt, Signal
+app = QCoreApplication([])
+class S(QObject):
+    s = Signal(object)
+class M(QAbstractListModel):
+    def rowCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else 1
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        return None
+s, m = S(), M()
+idx = m.index(0, 0)
+for i in range(60_000):
+    s.s.emit(i)
+    idx.data(Qt.ItemDataRole.ToolTipRole)
+    if i % 4096 == 0:
+        top_up()
+print(leaks())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,0 +1,4 @@
+"""The Qt face of ckptviewer. Importing it checks the Qt binding for known defects (see qtcompat)."""
+from .qtcompat import guard
+
+guard()

@@ -21,6 +21,7 @@ from PySide6.QtGui import QFileOpenEvent, QIcon  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from .main_window import MainWindow  # noqa: E402
+from .qtcompat import top_up  # noqa: E402
 from .settings import Settings  # noqa: E402
 from .single_instance import InstanceServer, forward_to_running  # noqa: E402
 from .theme import ThemeWatcher  # noqa: E402
@@ -154,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
     if screenshot:
         window.resize(1440, 900)
         driver = ScreenshotDriver(window, os.path.abspath(screenshot), app)
+    reserve_timer = QTimer(window)       # see qtcompat: keeps a defective binding from aborting
+    reserve_timer.timeout.connect(top_up)
+    reserve_timer.start(2000)
     window.show()
     if files:
         window.open_paths(files)

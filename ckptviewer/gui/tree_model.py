@@ -21,6 +21,7 @@ from PySide6.QtGui import QColor, QFont
 
 from ..core.textsafe import safe_text
 from ..core.tree import CONTAINER_KINDS, Node
+from .qtcompat import top_up
 from .theme import kind_color, kind_icon, kind_label
 
 BATCH = 1000
@@ -51,6 +52,7 @@ class CheckpointTreeModel(QAbstractItemModel):
         self._want_timer.setSingleShot(True)
         self._want_timer.setInterval(0)
         self._want_timer.timeout.connect(self._on_want_timer)
+        self._calls = 0
         self._bold = QFont()
         self._bold.setBold(True)
 
@@ -177,6 +179,9 @@ class CheckpointTreeModel(QAbstractItemModel):
 
     # -- data -----------------------------------------------------------------------------------
     def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        self._calls += 1
+        if self._calls & 0x1FFF == 0:     # see qtcompat: some bindings lose a None per None returned
+            top_up()
         node = self.node_from_index(index)
         if node is None:
             return None

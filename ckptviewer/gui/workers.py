@@ -23,6 +23,7 @@ from typing import Any, Callable, Generator
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from ..core.errors import CancelledError
+from .qtcompat import top_up
 
 
 class WorkerSignals(QObject):
@@ -186,6 +187,7 @@ class TaskRunner(QObject):
         return task
 
     def _on_worker_progressed(self, worker_id: int, step: Any) -> None:
+        top_up()
         task = self._current(worker_id)
         if task is None:
             return
@@ -194,6 +196,7 @@ class TaskRunner(QObject):
             task.on_progress(step)
 
     def _on_worker_finished(self, worker_id: int, result: Any) -> None:
+        top_up()
         task = self._current(worker_id)
         self._forget(worker_id)
         if task is not None and task.on_result is not None:
