@@ -71,12 +71,13 @@ def load_now(path):
     return run_steps(load_steps(os.fspath(path)))
 
 
-def visible_nodes(view, proxy):
-    """Every node the view's model exposes (fetched rows), depth first."""
+def visible_nodes(tab):
+    """Every node the tab's view exposes (fetched rows, through the filter when one is active)."""
+    model = tab.view.model()
     out = []
-    stack = [proxy.index(r, 0) for r in reversed(range(proxy.rowCount()))]
+    stack = [model.index(r, 0) for r in reversed(range(model.rowCount()))]
     while stack:
         idx = stack.pop()
-        out.append(proxy.node_from_index(idx))
-        stack.extend(proxy.index(r, 0, idx) for r in reversed(range(proxy.rowCount(idx))))
+        out.append(tab.node_at(idx))
+        stack.extend(model.index(r, 0, idx) for r in reversed(range(model.rowCount(idx))))
     return out

@@ -39,19 +39,32 @@ def test_tree_model_passes_qtmodeltester(qtmodeltester, qtbot, ckpts, name, no_w
         proxy.setSourceModel(model)
         proxy.set_keep({id(n) for n in model.top_nodes()[:1]})
         qtmodeltester.check(proxy)
+        proxy.set_keep(None)
+        qtmodeltester.check(proxy)
     finally:
         f.close()
 
 
 def test_model_is_lazy_and_fills_heavy_columns_later(qtbot, tmp_path, no_workers_left):
+    from PySide6.QtCore import QModelIndex
+
     from ckptviewer.gui.tree_model import BATCH, COL_NUMEL, PENDING, CheckpointTreeModel
 
     sd = {f"p{i}": torch.zeros(2) for i in range(2500)}
     sd_nested = {"outer": {"inner": sd}}
     path = tmp_path / "many.pt"
     torch.save(sd_nested, path)
+    flat = tmp_path / "flat.pt"
+    torch.save(sd, flat)
     f = load_now(path)
+    g = load_now(flat)
     try:
+        top = CheckpointTreeModel(g.root, g.warmed)
+        assert top.rowCount() == BATCH and top.canFetchMore(QModelIndex())
+        top.fetchMore(QModelIndex())
+        assert top.rowCount() == 2 * BATCH
+        last = g.root.children()[-1]
+        assert top.index_for_node(last).row() == 2499 and top.rowCount() == 2500
         model = CheckpointTreeModel(f.root, set())
         outer = model.index(0, 0)
         assert model.rowCount(outer) == 0 and model.canFetchMore(outer)
@@ -74,6 +87,7 @@ def test_model_is_lazy_and_fills_heavy_columns_later(qtbot, tmp_path, no_workers
         assert model.index(0, COL_NUMEL, outer).data() == "5,000"
     finally:
         f.close()
+        g.close()
 
 
 def test_selecting_a_tensor_fills_details_and_an_exact_histogram(qtbot, window, ckpts):
@@ -137,20 +151,20 @@ def test_search_filters_keeps_ancestors_and_counts(qtbot, window, ckpts):
     window.actions_by_id["edit.find"].trigger()
     tab.find_bar.edit.setText("conv1")
     tab.finish_search()
-    nodes = visible_nodes(tab.view, tab.proxy)
+    nodes = visible_nodes(tab)
     names = [n.name for n in nodes]
     assert "model_state_dict" in names and "optimizer_state_dict" in names
     assert "fc1" not in names and "epoch" not in names
     tensors = [n for n in nodes if n.kind == "tensor"]
     assert {str(t.path[-1]) for t in tensors} >= {"conv1.weight", "conv1.bias"}
     # conv1 group + 2 tensors, and the two optimizer states named after conv1's parameters
-    assert tab.find_bar.count.text() == f"{tab.search_result.n_matches} matches"
+    assert tab.filtering and tab.find_bar.count.text() == f"{tab.search_result.n_matches} matches"
     assert tab.search_result.n_matches == 5
 
     tab.find_bar.regex.setChecked(True)
     tab.find_bar.edit.setText(r"^fc[12]\.bias$")
     tab.finish_search()
-    leaves = [n for n in visible_nodes(tab.view, tab.proxy) if n.kind == "tensor"]
+    leaves = [n for n in visible_nodes(tab) if n.kind == "tensor"]
     assert sorted(str(n.path[-1]) for n in leaves) == ["fc1.bias", "fc2.bias"]
     assert tab.find_bar.count.text() == "2 matches"
 
@@ -158,9 +172,12 @@ def test_search_filters_keeps_ancestors_and_counts(qtbot, window, ckpts):
     tab.finish_search()
     assert "bad pattern" in tab.find_bar.count.text()
 
+    assert tab.select_path(("model_state_dict", "fc2.bias"))
     tab.find_bar.edit.clear()
     tab.finish_search()
-    assert "epoch" in [n.name for n in visible_nodes(tab.view, tab.proxy)]
+    assert not tab.filtering and "epoch" in [n.name for n in visible_nodes(tab)]
+    assert tab.current_node().path == ("model_state_dict", "fc2.bias")
+    wait_idle(qtbot, tab)
 
 
 def test_copy_key_path_and_a_snippet_that_really_loads_the_entry(qtbot, window, ckpts):
@@ -215,11 +232,10 @@ def test_shared_storage_and_group_totals(qtbot, window, ckpts):
 def test_expand_and_collapse_all(qtbot, window, ckpts):
     tab = open_one(qtbot, window, ckpts["gan.tar"])
     window.actions_by_id["view.expand_all"].trigger()
-    nodes = visible_nodes(tab.view, tab.proxy)
-    assert all(tab.view.isExpanded(tab.proxy.mapFromSource(tab.model.index_for_node(n)))
-               for n in nodes if n.has_children)
+    nodes = visible_nodes(tab)
+    assert all(tab.view.isExpanded(tab.view_index(n)) for n in nodes if n.has_children)
     window.actions_by_id["view.collapse_all"].trigger()
-    assert not tab.view.isExpanded(tab.proxy.index(0, 0))
+    assert not tab.view.isExpanded(tab.view.model().index(0, 0))
 
 
 def test_file_text_is_shown_as_plain_text(qtbot, window, tmp_path):
@@ -227,7 +243,7 @@ def test_file_text_is_shown_as_plain_text(qtbot, window, tmp_path):
     path = tmp_path / "evil.pt"
     torch.save(evil, path)
     tab = open_one(qtbot, window, path)
-    names = [tab.proxy.index(r, 0).data() for r in range(tab.proxy.rowCount())]
+    names = [tab.view.model().index(r, 0).data() for r in range(tab.view.model().rowCount())]
     assert "<b>bold</b>\\u202eexe.pt" in names
     assert tab.select_path(("note",))
     assert "\\x1b" in tab.details.facts["Value"]

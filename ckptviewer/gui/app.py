@@ -26,7 +26,9 @@ from .settings import Settings  # noqa: E402
 from .single_instance import InstanceServer, forward_to_running  # noqa: E402
 from .theme import ThemeWatcher  # noqa: E402
 
+# Benchmarks (tests/bench/bench_first_paint.py) watch these files from outside the process.
 FIRST_PAINT_ENV = "CKPTVIEWER_FIRST_PAINT_FILE"
+LOADED_ENV = "CKPTVIEWER_LOADED_FILE"
 SCREENSHOT_TIMEOUT_S = 180.0
 ICON_SIZES = (16, 24, 32, 48, 64, 128, 256)
 
@@ -112,9 +114,9 @@ class ScreenshotDriver(QObject):
         self._app.exit(0 if self.ok else 1)
 
 
-def _write_first_paint_marker() -> None:
-    target = os.environ.get(FIRST_PAINT_ENV)
-    if target:
+def _write_marker(env: str) -> None:
+    target = os.environ.get(env)
+    if target and not os.path.exists(target):
         with open(target, "w", encoding="utf-8") as fh:
             fh.write(f"{time.time():.6f}\n")
 
@@ -144,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         settings = Settings()
     window = MainWindow(settings)
-    window.first_painted.connect(_write_first_paint_marker)
+    window.first_painted.connect(lambda: _write_marker(FIRST_PAINT_ENV))
+    window.tab_opened.connect(lambda _tab: _write_marker(LOADED_ENV))
     app.installEventFilter(FileOpenFilter(window))
     server = None
     if single:

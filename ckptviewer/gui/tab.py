@@ -163,15 +163,15 @@ class CheckpointTab(QWidget):
 
         self.model = CheckpointTreeModel(f.root, f.warmed, self)
         self.model.totals_wanted.connect(self._on_totals_wanted)
+        # The view shows the model itself, and the filter proxy only while a search is active: every
+        # cell painted through a proxy costs an extra Python index() call.
         self.proxy = KeyFilterProxy(self)
-        self.proxy.setSourceModel(self.model)
-        self.view.setModel(self.proxy)
+        self._set_view_model(self.model)
         header = self.view.header()
         header.setStretchLastSection(True)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in enumerate((250, 120, 100, 72, 88, 78, 62, 120)):
+        for col, width in enumerate((250, 140, 100, 72, 88, 78, 62, 110)):
             self.view.setColumnWidth(col, width)
-        self.view.selectionModel().currentChanged.connect(self._on_current_changed)
 
         self.v_split = QSplitter(Qt.Orientation.Vertical, self.h_split)
         self.details = DetailsPanel(self.v_split)
@@ -194,14 +194,42 @@ class CheckpointTab(QWidget):
         self.stack.setCurrentWidget(page)
         self._auto_expand()
 
+    def _set_view_model(self, model) -> None:
+        old = self.view.selectionModel()
+        if model is self.proxy:
+            self.proxy.setSourceModel(self.model)
+        self.view.setModel(model)
+        if model is self.model and self.proxy.sourceModel() is not None:
+            self.proxy.set_keep(None)
+            self.proxy.setSourceModel(None)
+        self.view.selectionModel().currentChanged.connect(self._on_current_changed)
+        if old is not None:
+            old.deleteLater()
+
+    @property
+    def filtering(self) -> bool:
+        return self.view.model() is self.proxy
+
+    def node_at(self, index: QModelIndex) -> Node | None:
+        """The node of an index of the view's current model (the tree model or the filter proxy)."""
+        if not index.isValid():
+            return None
+        if index.model() is self.proxy:
+            return self.proxy.node_from_index(index)
+        return self.model.node_from_index(index)
+
+    def view_index(self, node: Node) -> QModelIndex:
+        """The view's index for ``node`` (invalid when a filter hides it)."""
+        src = self.model.index_for_node(node)
+        return self.proxy.mapFromSource(src) if self.filtering else src
+
     def _auto_expand(self) -> None:
-        model, proxy = self.model, self.proxy
-        top = model.top_nodes()
+        top = self.model.top_nodes()
         if len(top) > AUTO_EXPAND_TOP:
             return
         for row, node in enumerate(top):
             if node.has_children and len(node.children()) <= AUTO_EXPAND_CHILDREN and node.kind != "object":
-                self.view.expand(proxy.index(row, 0))
+                self.view.expand(self.model.index(row, 0))
 
     def save_state(self) -> None:
         if self.file is not None:
@@ -241,12 +269,12 @@ class CheckpointTab(QWidget):
 
     # -- selection ------------------------------------------------------------------------------
     def current_node(self) -> Node | None:
-        if self.proxy is None:
+        if self.model is None:
             return None
-        return self.proxy.node_from_index(self.view.currentIndex())
+        return self.node_at(self.view.currentIndex())
 
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
-        node = self.proxy.node_from_index(current)
+        node = self.node_at(current)
         self.runner.cancel("stats")
         self.last_stats = None
         if node is None:
@@ -304,12 +332,12 @@ class CheckpointTab(QWidget):
         src = self.model.index_for_node(node)
         if not src.isValid():
             return False
-        idx = self.proxy.mapFromSource(src)
+        idx = self.view_index(node)
         if not idx.isValid():
             self.find_bar.edit.clear()
             self.find_bar.flush()
             self._apply_filter(None)
-            idx = self.proxy.mapFromSource(src)
+            idx = self.view_index(node)
         parent = idx.parent()
         while parent.isValid():
             self.view.expand(parent)
@@ -405,30 +433,34 @@ class CheckpointTab(QWidget):
         self._apply_filter(res)
 
     def _apply_filter(self, res: SearchResult | None) -> None:
-        if self.proxy is None:
+        if self.model is None:
             return
         if res is None:
-            if self.proxy.filtering:
+            if self.filtering:
                 current = self.current_node()
-                self.proxy.set_keep(None)
+                self._set_view_model(self.model)
+                self._auto_expand()
                 if current is not None:
                     self.select_node(current)
             return
         keep = res.keep
         # The proxy sees only rows the source has fetched: fetch every kept row first.
         model = self.model
+        model.fetch_all(QModelIndex())
         for node in self._kept_in_order(keep):
             if node.has_children:
                 idx = model.index_for_node(node)
                 if idx.isValid():
                     model.fetch_all(idx)
         self.proxy.set_keep(keep)
+        if not self.filtering:
+            self._set_view_model(self.proxy)
         if len(keep) <= EXPAND_ALL_LIMIT:
             self.view.expandAll()
         else:
             self.view.expandToDepth(1)
         if res.matches:
-            first = self.proxy.mapFromSource(model.index_for_node(res.matches[0]))
+            first = self.view_index(res.matches[0])
             if first.isValid():
                 self.view.scrollTo(first)
 
@@ -458,6 +490,7 @@ class CheckpointTab(QWidget):
             self.view.expandToDepth(1)
             self.status_message.emit(f"More than {EXPAND_ALL_LIMIT:,} entries: expanded two levels only.")
             return False
+        self.model.fetch_all(QModelIndex())
         for node in self._all_containers():
             idx = self.model.index_for_node(node)
             if idx.isValid():

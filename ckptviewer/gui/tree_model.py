@@ -33,6 +33,18 @@ LEAF_VALUE_KINDS = {"scalar", "string", "none", "values", "ndarray", "unreadable
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 
+# Role and flag values as plain ints/objects: data() runs thousands of times per repaint, and
+# comparing enum members is several times slower than comparing ints.
+_DISPLAY = Qt.ItemDataRole.DisplayRole.value
+_DECORATION = Qt.ItemDataRole.DecorationRole.value
+_TOOLTIP = Qt.ItemDataRole.ToolTipRole.value
+_FOREGROUND = Qt.ItemDataRole.ForegroundRole.value
+_FONT = Qt.ItemDataRole.FontRole.value
+_ALIGN = Qt.ItemDataRole.TextAlignmentRole.value
+_RIGHT = int((Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter).value)
+_FLAGS = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+_NCOLS = len(COLUMNS)
+
 
 class CheckpointTreeModel(QAbstractItemModel):
     """The tree of one checkpoint. ``totals_wanted(list[Node])`` asks for heavy columns to be computed."""
@@ -44,7 +56,7 @@ class CheckpointTreeModel(QAbstractItemModel):
         self._root = root
         self._top: list[Node] = root.children() if root.has_children else [root]
         self._top_is_children = root.has_children
-        self._fetched: dict[int, int] = {}
+        self._fetched: dict[int, int] = {0: min(BATCH, len(self._top))}   # key 0: the top level
         self._ready: set[int] = set(warmed or ())
         self._wanted: dict[int, Node] = {}
         self._asked: set[int] = set()
@@ -53,6 +65,7 @@ class CheckpointTreeModel(QAbstractItemModel):
         self._want_timer.setInterval(0)
         self._want_timer.timeout.connect(self._on_want_timer)
         self._calls = 0
+        self._texts: dict[int, tuple[str, ...]] = {}     # display texts per node, once computed
         self._bold = QFont()
         self._bold.setBold(True)
 
@@ -84,58 +97,68 @@ class CheckpointTreeModel(QAbstractItemModel):
         chain.reverse()
         parent = QModelIndex()
         for n in chain:
-            if parent.isValid():
-                self.fetch_until(parent, n.row + 1)
             row = n.row if (parent.isValid() or self._top_is_children) else 0
+            self.fetch_until(parent, row + 1)
             if not parent.isValid() and (row >= len(self._top) or self._top[row] is not n):
                 return QModelIndex()
             parent = self.createIndex(row, 0, n)
         return parent if column == 0 else self.createIndex(parent.row(), column, node)
 
+    def _children_of(self, node: Node | None) -> list[Node]:
+        return self._top if node is None else node.children()
+
+    def _key(self, node: Node | None) -> int:
+        return 0 if node is None else id(node)       # 0 is never an object's id
+
     def fetch_until(self, parent: AnyIndex, rows: int) -> None:
         node = self.node_from_index(parent)
-        if node is None:
-            return
-        while self._fetched.get(id(node), 0) < min(rows, len(node.children())):
+        while self._fetched.get(self._key(node), 0) < min(rows, len(self._children_of(node))):
             self.fetchMore(parent)
 
     def fetch_all(self, parent: AnyIndex) -> None:
         node = self.node_from_index(parent)
-        if node is None:
+        if parent.isValid() and parent.column() > 0:
             return
-        total = len(node.children())
-        have = self._fetched.get(id(node), 0)
+        total = len(self._children_of(node))
+        have = self._fetched.get(self._key(node), 0)
         if have < total:
             self.beginInsertRows(parent if isinstance(parent, QModelIndex) else QModelIndex(parent), have, total - 1)
-            self._fetched[id(node)] = total
+            self._fetched[self._key(node)] = total
             self.endInsertRows()
 
     # -- structure ------------------------------------------------------------------------------
     def index(self, row: int, column: int, parent: AnyIndex = QModelIndex()) -> QModelIndex:
-        if not self.hasIndex(row, column, parent):
+        # hasIndex() would call back into rowCount()/columnCount(): check the bounds here instead.
+        if parent.isValid():
+            if parent.column() != 0:
+                return QModelIndex()
+            pnode = parent.internalPointer()
+            if not (0 <= column < _NCOLS and 0 <= row < self._fetched.get(id(pnode), 0)):
+                return QModelIndex()
+            return self.createIndex(row, column, pnode.children()[row])
+        if not (0 <= column < _NCOLS and 0 <= row < self._fetched.get(0, 0)):
             return QModelIndex()
-        pnode = self.node_from_index(parent)
-        node = self._top[row] if pnode is None else pnode.children()[row]
-        return self.createIndex(row, column, node)
+        return self.createIndex(row, column, self._top[row])
 
     def parent(self, index: AnyIndex = QModelIndex()) -> QModelIndex:  # type: ignore[override]
-        node = self.node_from_index(index)
-        if node is None or self._is_top(node):
+        if not index.isValid():
             return QModelIndex()
+        node = index.internalPointer()
         p = node.parent
+        if p is None or (self._top_is_children and p is self._root):
+            return QModelIndex()
         row = p.row if not self._is_top(p) or self._top_is_children else 0
         return self.createIndex(row, 0, p)
 
     def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:
+        if not parent.isValid():
+            return self._fetched.get(0, 0)
         if parent.column() > 0:
             return 0
-        node = self.node_from_index(parent)
-        if node is None:
-            return len(self._top)
-        return self._fetched.get(id(node), 0)
+        return self._fetched.get(id(parent.internalPointer()), 0)
 
     def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:
-        return len(COLUMNS)
+        return _NCOLS
 
     def hasChildren(self, parent: AnyIndex = QModelIndex()) -> bool:
         if parent.column() > 0:
@@ -146,35 +169,37 @@ class CheckpointTreeModel(QAbstractItemModel):
         return node.has_children
 
     def canFetchMore(self, parent: AnyIndex) -> bool:
-        node = self.node_from_index(parent)
-        if node is None or parent.column() > 0 or not node.has_children:
+        if parent.column() > 0:
             return False
-        return self._fetched.get(id(node), 0) < len(node.children())
+        node = self.node_from_index(parent)
+        if node is not None and not node.has_children:
+            return False
+        return self._fetched.get(self._key(node), 0) < len(self._children_of(node))
 
     def fetchMore(self, parent: AnyIndex) -> None:
-        node = self.node_from_index(parent)
-        if node is None or parent.column() > 0:
+        if parent.column() > 0:
             return
-        total = len(node.children())
-        have = self._fetched.get(id(node), 0)
+        node = self.node_from_index(parent)
+        total = len(self._children_of(node))
+        have = self._fetched.get(self._key(node), 0)
         add = min(BATCH, total - have)
         if add <= 0:
             return
         self.beginInsertRows(parent if isinstance(parent, QModelIndex) else QModelIndex(parent), have, have + add - 1)
-        self._fetched[id(node)] = have + add
+        self._fetched[self._key(node)] = have + add
         self.endInsertRows()
 
     def flags(self, index: AnyIndex) -> Qt.ItemFlag:
         if not index.isValid():
             return Qt.ItemFlag.NoItemFlags
-        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+        return _FLAGS
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(COLUMNS):
+        role = getattr(role, "value", role)
+        if orientation == Qt.Orientation.Horizontal and role == _DISPLAY and 0 <= section < _NCOLS:
             return COLUMNS[section]
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.TextAlignmentRole \
-                and section in (COL_NUMEL, COL_SIZE):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if orientation == Qt.Orientation.Horizontal and role == _ALIGN and section in (COL_NUMEL, COL_SIZE):
+            return _RIGHT
         return None
 
     # -- data -----------------------------------------------------------------------------------
@@ -182,27 +207,37 @@ class CheckpointTreeModel(QAbstractItemModel):
         self._calls += 1
         if self._calls & 0x1FFF == 0:     # see qtcompat: some bindings lose a None per None returned
             top_up()
-        node = self.node_from_index(index)
-        if node is None:
+        if not index.isValid():
             return None
+        node = index.internalPointer()
         col = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self.cell_text(node, col)
-        if role == Qt.ItemDataRole.DecorationRole and col == COL_NAME:
-            return kind_icon(node.kind)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltip(node, col)
-        if role == Qt.ItemDataRole.ForegroundRole:
+        role = getattr(role, "value", role)
+        if role == _DISPLAY:
+            texts = self._texts.get(id(node))
+            if texts is None:
+                texts = self._row_texts(node)
+            return texts[col]
+        if role == _DECORATION:
+            return kind_icon(node.kind) if col == COL_NAME else None
+        if role == _FOREGROUND:
             if col == COL_KIND:
                 return kind_color(node.kind)
             if node.kind == "tensor" and node.value.problem:
                 return QColor("#d9534f")
             return None
-        if role == Qt.ItemDataRole.FontRole and col == COL_NAME and node.kind in ("state_dict", "module", "optimizer"):
-            return self._bold
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_NUMEL, COL_SIZE):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == _ALIGN:
+            return _RIGHT if col in (COL_NUMEL, COL_SIZE) else None
+        if role == _FONT:
+            return self._bold if col == COL_NAME and node.kind in ("state_dict", "module", "optimizer") else None
+        if role == _TOOLTIP:
+            return self._tooltip(node, col)
         return None
+
+    def _row_texts(self, node: Node) -> tuple[str, ...]:
+        texts = tuple(self.cell_text(node, c) for c in range(_NCOLS))
+        if PENDING not in texts[HEAVY[0]:HEAVY[-1] + 1] or node.kind not in CONTAINER_KINDS:
+            self._texts[id(node)] = texts
+        return texts
 
     def cell_text(self, node: Node, col: int) -> str:
         if col == COL_NAME:
@@ -280,6 +315,7 @@ class CheckpointTreeModel(QAbstractItemModel):
         for node in nodes:
             self._ready.add(id(node))
             self._asked.discard(id(node))
+            self._texts.pop(id(node), None)
             if node is self._root and self._top_is_children:
                 continue
             idx = self._existing_index(node)
@@ -294,7 +330,8 @@ class CheckpointTreeModel(QAbstractItemModel):
     def _existing_index(self, node: Node) -> int | None:
         """The row of ``node`` if it is already exposed to views (without fetching anything)."""
         if self._is_top(node):
-            return node.row if self._top_is_children else 0
+            row = node.row if self._top_is_children else 0
+            return row if row < self._fetched.get(0, 0) else None
         p = node.parent
         if p is None or node.row >= self._fetched.get(id(p), 0):
             return None
@@ -328,7 +365,7 @@ class KeyFilterProxy(QSortFilterProxyModel):
     def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:
         if self._keep is None:
             return True
-        idx = self.sourceModel().index(source_row, 0, source_parent)
+        idx = self.sourceModel().index(source_row, 0, source_parent)  # the tree model's own index()
         node = idx.internalPointer() if idx.isValid() else None
         return node is not None and id(node) in self._keep
 
