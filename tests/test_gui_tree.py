@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 
 from gui_support import (QT_STRICT, isolated_settings, load_now, no_workers_left, open_one, visible_nodes,  # noqa: F401
@@ -245,6 +246,8 @@ def test_file_text_is_shown_as_plain_text(qtbot, window, tmp_path):
     tab = open_one(qtbot, window, path)
     names = [tab.view.model().index(r, 0).data() for r in range(tab.view.model().rowCount())]
     assert "<b>bold</b>\\u202eexe.pt" in names
+    tip = tab.view.model().index(names.index("<b>bold</b>\\u202eexe.pt"), 0).data(Qt.ItemDataRole.ToolTipRole)
+    assert "&lt;b&gt;bold&lt;/b&gt;" in tip and "<b>" not in tip
     assert tab.select_path(("note",))
     assert "\\x1b" in tab.details.facts["Value"]
     wait_idle(qtbot, tab)

@@ -27,6 +27,7 @@ from .loading import demo_steps
 from .messages import MessageBar
 from .settings import Settings
 from .tab import CheckpointTab, error_text
+from .theme import plain_tooltip
 from .workers import TaskRunner, WorkerError
 
 FILE_FILTER = ("Checkpoints (*.pt *.pth *.tar *.bin *.ckpt *.safetensors *.pkl *.pth.tar);;"
@@ -216,7 +217,7 @@ class MainWindow(QMainWindow):
             tab.status_message.connect(self.show_status)
             tab.work_progressed.connect(self._on_work_progressed)
             index = self.tabs.addTab(tab, safe_text(tab.title, 60))
-            self.tabs.setTabToolTip(index, safe_text(path, 400))
+            self.tabs.setTabToolTip(index, plain_tooltip(safe_text(path, 400)))
             self.tabs.setCurrentIndex(index)
             tab.start_loading()
             tabs.append(tab)

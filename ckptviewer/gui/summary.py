@@ -7,6 +7,7 @@ from PySide6.QtWidgets import QFrame, QLabel, QPlainTextEdit, QToolButton, QVBox
 from ..core.textsafe import safe_text
 from ..core.units import human_bytes
 from .loading import LoadedFile
+from .theme import plain_tooltip
 
 FORMAT_NAMES = {"torch-zip": "torch.save zip archive", "torch-legacy": "torch.save legacy (pre-1.6) format",
                 "torchscript": "TorchScript archive", "safetensors": "safetensors",
@@ -40,14 +41,15 @@ def summary_lines(f: LoadedFile) -> dict[str, str]:
         if sd.prefix:
             where = "/".join(safe_text(p, 40) for p in sd.path) or "root"
             prefixes.append(f"{where}: keys start with '{safe_text(sd.prefix[0], 40)}' ({sd.prefix[1]})")
-    if prefixes:
+    if prefixes and not (len(prefixes) == 1 and "keys start with" in lines["roles"]):
         lines["prefixes"] = "; ".join(prefixes[:4])
     if f.unknown_classes:
         n = len(f.unknown_classes)
         shown = ", ".join(safe_text(c, 80) for c in f.unknown_classes[:6])
         more = f", and {n - 6} more" if n > 6 else ""
-        lines["stand_ins"] = (f"This file names {n} class{'es' if n != 1 else ''} that {'were' if n != 1 else 'was'} "
-                              f"not imported: {shown}{more}. They are shown as inert stand-ins; nothing was run.")
+        lines["stand_ins"] = (f"This file names {n} class{'es' if n != 1 else ''} or function{'s' if n != 1 else ''} "
+                              f"that {'were' if n != 1 else 'was'} not imported: {shown}{more}. They are shown as "
+                              "inert stand-ins; nothing was run.")
     if f.dangerous:
         lines["dangerous"] = ("DANGEROUS: the pickle names " + ", ".join(
             f"{safe_text(n, 80)} ({safe_text(r, 80)})" for n, r in f.dangerous[:5])
@@ -109,4 +111,4 @@ class SummaryStrip(QFrame):
             self.warnings_box = box
             self._lay.addWidget(button)
             self._lay.addWidget(box)
-        self.setToolTip(lines["file"])
+        self.setToolTip(plain_tooltip(lines["file"]))

@@ -6,6 +6,7 @@ The app uses the Fusion style with a palette of its own for each scheme, chosen 
 """
 from __future__ import annotations
 
+import html
 from functools import lru_cache
 
 from PySide6.QtCore import QObject, QRectF, Qt
@@ -88,6 +89,12 @@ def _icon(kind: str, dark: bool, size: int = 16) -> QIcon:
         p.end()
         icon.addPixmap(px)
     return icon
+
+
+def plain_tooltip(text: str) -> str:
+    """A tooltip that shows ``text`` literally. Qt renders a tooltip as rich text whenever it merely
+    looks like HTML, so file-provided text is escaped and wrapped instead of passed as it is."""
+    return "<p style='white-space:pre-wrap'>" + html.escape(text, quote=False) + "</p>"
 
 
 def kind_icon(kind: str) -> QIcon:

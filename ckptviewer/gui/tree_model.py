@@ -22,10 +22,12 @@ from PySide6.QtGui import QColor, QFont
 from ..core.textsafe import safe_text
 from ..core.tree import CONTAINER_KINDS, Node
 from .qtcompat import top_up
-from .theme import kind_color, kind_icon, kind_label
+from .theme import kind_color, kind_icon, kind_label, plain_tooltip
 
 BATCH = 1000
-COLUMNS = ("Name", "Kind", "Shape", "DType", "Parameters", "Size", "Device", "Value")
+# "Elements" counts every element (parameters and buffers); the summary's parameter counts exclude
+# buffers, so calling this column "Parameters" would disagree with it on any model with BatchNorm.
+COLUMNS = ("Name", "Kind", "Shape", "DType", "Elements", "Size", "Device", "Value")
 COL_NAME, COL_KIND, COL_SHAPE, COL_DTYPE, COL_NUMEL, COL_SIZE, COL_DEVICE, COL_VALUE = range(len(COLUMNS))
 HEAVY = (COL_DTYPE, COL_NUMEL, COL_SIZE, COL_DEVICE)
 PENDING = "…"
@@ -230,7 +232,8 @@ class CheckpointTreeModel(QAbstractItemModel):
         if role == _FONT:
             return self._bold if col == COL_NAME and node.kind in ("state_dict", "module", "optimizer") else None
         if role == _TOOLTIP:
-            return self._tooltip(node, col)
+            tip = self._tooltip(node, col)
+            return plain_tooltip(tip) if tip else None
         return None
 
     def _row_texts(self, node: Node) -> tuple[str, ...]:
