@@ -84,13 +84,20 @@ class Checkpoint:
         return f"<Checkpoint {self.name} {self.format}>"
 
 
+class FileMap(mmap.mmap):
+    """A read-only map of a file that remembers the file's path (exports copy from it in the kernel)."""
+
+    path: str = ""
+
+
 def map_file(path: str) -> tuple[mmap.mmap | bytes, list[Any]]:
     """Memory-map ``path`` read-only (empty files give ``b""``). Returns the buffer and what to close."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             return b"", []
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        mm = FileMap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    mm.path = os.path.abspath(path)
     return mm, [mm]
 
 

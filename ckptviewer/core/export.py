@@ -483,16 +483,25 @@ def _write_torch(plan: ExportPlan, tmp: str, *, legacy: bool) -> Generator[Expor
     done = 0
     storage_sha: dict[int, str] = {}
     fd = os.open(tmp, os.O_RDWR)
+    copier = _Copier(fd)
     try:
         for key, ((kind, what), nbytes) in records.items():
             start, patch_crc = offsets[key]
+            if kind == "storage":
+                pieces = _storage_copy_pieces(what)
+            else:
+                pieces = ((piece, None) for piece in what.iter_bytes())
             crc, h, pos = 0, hashlib.sha256(), start
-            for piece in (_storage_pieces(what) if kind == "storage" else what.iter_bytes()):
-                os.pwrite(fd, piece, pos)
-                crc = zlib.crc32(piece, crc)
-                h.update(piece)
-                pos += len(piece)
-                done += len(piece)
+            for piece, location in pieces:
+                n = len(piece)
+                # sha256 and CRC-32 each in a thread (both release the GIL) while this one copies.
+                hashed = copier.pool.submit(h.update, piece)
+                crc_job = copier.pool.submit(zlib.crc32, piece, crc)
+                copier.write(piece, location, pos)
+                hashed.result()
+                crc = crc_job.result()
+                pos += n
+                done += n
                 yield ExportProgress(done, total, "writing")
             if pos - start != nbytes:
                 raise OperationError(f"record {key}: wrote {pos - start:,} bytes, expected {nbytes:,}")
@@ -501,6 +510,7 @@ def _write_torch(plan: ExportPlan, tmp: str, *, legacy: bool) -> Generator[Expor
             storage_sha[id(what)] = h.hexdigest()
         os.fsync(fd)
     finally:
+        copier.close()
         os.close(fd)
     expected = {}
     for path, t in plan.tensors:
@@ -515,14 +525,58 @@ def _write_torch(plan: ExportPlan, tmp: str, *, legacy: bool) -> Generator[Expor
     return expected
 
 
-def _storage_pieces(st: StorageRef) -> Iterable[bytes]:
-    """A storage's bytes in chunks, little-endian whatever the source's byte order."""
+def _storage_copy_pieces(st: StorageRef) -> Iterable[tuple[Any, tuple[str, int] | None]]:
+    """A storage's bytes in chunks, little-endian whatever the source's byte order, each with where
+    the same bytes lie in the source file (None when they must be written from memory)."""
     isz = st.dtype.itemsize if st.dtype else 1
+    swap = st.byteorder == "big" and isz > 1
     for pos in range(0, st.nbytes, CHUNK_BYTES):
-        piece = st.source.view(pos, min(CHUNK_BYTES, st.nbytes - pos))
-        if st.byteorder == "big" and isz > 1:
-            piece = np.frombuffer(piece, dtype=f">u{isz}").astype(f"<u{isz}").tobytes()
-        yield piece
+        n = min(CHUNK_BYTES, st.nbytes - pos)
+        piece = st.source.view(pos, n)
+        if swap:
+            yield np.frombuffer(piece, dtype=f">u{isz}").astype(f"<u{isz}").tobytes(), None
+        else:
+            yield piece, st.source.file_location(pos)
+        st.source.release(pos, n)
+
+
+class _Copier:
+    """Puts bytes at a position of the output: ``copy_file_range`` from the source file when the bytes
+    are stored there as they are (no trip through this process), ``pwrite`` otherwise."""
+
+    def __init__(self, fd: int):
+        from concurrent.futures import ThreadPoolExecutor
+        self.fd = fd
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptviewer-hash")
+        self.sources: dict[str, int] = {}
+        self.kernel_copy = hasattr(os, "copy_file_range")
+
+    def write(self, piece, location: tuple[str, int] | None, pos: int) -> None:
+        n = len(piece)
+        if location is not None and self.kernel_copy:
+            path, src_pos = location
+            src = self.sources.get(path)
+            if src is None:
+                src = self.sources[path] = os.open(path, os.O_RDONLY)
+            try:
+                copied = 0
+                while copied < n:
+                    got = os.copy_file_range(src, self.fd, n - copied, src_pos + copied, pos + copied)
+                    if got <= 0:
+                        raise OSError("copy_file_range made no progress")
+                    copied += got
+                return
+            except OSError:
+                self.kernel_copy = False          # e.g. an old kernel or filesystem: write from memory
+        view = memoryview(piece)
+        written = 0
+        while written < n:
+            written += os.pwrite(self.fd, view[written:], pos + written)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for src in self.sources.values():
+            os.close(src)
 
 
 def _record_offsets(written, tmp: str, legacy: bool) -> dict[str, tuple[int, Any]]:
@@ -608,20 +662,42 @@ def _write_safetensors(plan: ExportPlan, tmp: str) -> Generator[ExportProgress, 
     total = plan.total_bytes
     done = 0
     expected = {}
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
+    fd = os.open(tmp, os.O_RDWR | os.O_TRUNC)
+    copier = _Copier(fd)
+    try:
+        os.pwrite(fd, struct.pack("<Q", len(raw)) + raw, 0)
+        pos = 8 + len(raw)
         for path, t in plan.tensors:
             h = hashlib.sha256()
-            for piece in t.iter_bytes():
-                f.write(piece)
-                h.update(piece)
+            for piece, location in _tensor_copy_pieces(t):
+                hashed = copier.pool.submit(h.update, piece)
+                copier.write(piece, location, pos)
+                hashed.result()
+                pos += len(piece)
                 done += len(piece)
                 yield ExportProgress(done, total, "writing")
             expected[path] = h.hexdigest()
-        f.flush()
-        os.fsync(f.fileno())
+        os.fsync(fd)
+    finally:
+        copier.close()
+        os.close(fd)
     return expected
+
+
+def _tensor_copy_pieces(t: TensorRef) -> Iterable[tuple[Any, tuple[str, int] | None]]:
+    """A tensor's C-contiguous little-endian bytes, with their place in the source file when they are
+    stored there in that order (a contiguous, uncast, little-endian tensor)."""
+    st = t.storage
+    direct = (st is not None and t.cast_from is None and t.is_contiguous
+              and (st.byteorder == "little" or t.dtype.itemsize == 1))
+    if not direct:
+        yield from ((piece, None) for piece in t.iter_bytes())
+        return
+    start = t.offset * t.dtype.itemsize
+    for pos in range(0, t.nbytes, CHUNK_BYTES):
+        n = min(CHUNK_BYTES, t.nbytes - pos)
+        yield st.source.view(start + pos, n), st.source.file_location(start + pos)
+        st.source.release(start + pos, n)
 
 
 def _verify(plan: ExportPlan, tmp: str, expected: dict, options: ExportOptions) -> Generator[ExportProgress, None, None]:
@@ -649,11 +725,31 @@ def _verify(plan: ExportPlan, tmp: str, expected: dict, options: ExportOptions) 
                                      f"expected {t.dtype.name} {list(t.shape)}")
             if options.fmt != "safetensors" and out.device != t.device:
                 raise OperationError(f"verification failed for {where}: device {out.device}, expected {t.device}")
-            want = expected.get(path) or t.sha256()
-            if out.sha256() != want:
-                raise OperationError(f"verification failed for {where}: the written bytes differ from the source")
-            done += t.nbytes
-            yield ExportProgress(done, total, "verifying")
+
+        def hashes(path, t):
+            return got[path].sha256(), expected.get(path) or t.sha256()
+
+        # Two tensors are hashed at a time: hashlib releases the GIL, so both cores work.
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+        pending: deque = deque()
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptviewer-verify") as pool:
+            items = iter(plan.tensors)
+            while True:
+                while len(pending) < 4:
+                    nxt = next(items, None)
+                    if nxt is None:
+                        break
+                    pending.append((nxt, pool.submit(hashes, *nxt)))
+                if not pending:
+                    break
+                (path, t), fut = pending.popleft()
+                have, want = fut.result()
+                if have != want:
+                    raise OperationError(f"verification failed for {keypath.format_path(path)}: the written bytes "
+                                         f"differ from the source")
+                done += t.nbytes
+                yield ExportProgress(done, total, "verifying")
     if options.fmt == "safetensors":
         _check_with_safetensors(tmp, len(plan.tensors))
     elif options.verify_with_torch and (options.fmt == "pt" or total < (256 << 20)):

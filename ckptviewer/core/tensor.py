@@ -38,6 +38,33 @@ class ByteSource:
     def describe(self) -> str:
         return type(self).__name__
 
+    def release(self, offset: int, length: int) -> None:
+        """Done with these bytes for now: let a memory map drop its pages (they stay in the page cache)."""
+
+    def file_location(self, offset: int) -> tuple[str, int] | None:
+        """(file path, position) of byte ``offset`` of this record, when the file holds it as is."""
+        return None
+
+
+_PAGE = mmap.PAGESIZE
+
+
+def release_map_range(mm, start: int, length: int) -> None:
+    """madvise(DONTNEED) on the whole pages inside [start, start + length) of a read-only file map.
+
+    Reading a 6 GB file through a map would otherwise leave 6 GB resident in this process. For a
+    read-only shared file mapping, dropped pages are simply read again from the page cache if needed.
+    """
+    if length < 4 * _PAGE or not isinstance(mm, mmap.mmap):
+        return
+    lo = (start + _PAGE - 1) // _PAGE * _PAGE
+    hi = (start + length) // _PAGE * _PAGE
+    if hi > lo:
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except (OSError, ValueError, AttributeError):
+            pass
+
 
 class MappedRegion(ByteSource):
     """A byte range of a memory-mapped file (a stored zip member, a legacy storage, safetensors data)."""
@@ -57,6 +84,13 @@ class MappedRegion(ByteSource):
     def describe(self) -> str:
         return f"file bytes {self.start}..{self.start + self.size}"
 
+    def release(self, offset: int, length: int) -> None:
+        release_map_range(self.mm, self.start + offset, length)
+
+    def file_location(self, offset: int) -> tuple[str, int] | None:
+        path = getattr(self.mm, "path", None)
+        return (path, self.start + offset) if path else None
+
 
 class BytesRegion(MappedRegion):
     """Bytes held in memory (a numpy array's data from the pickle, an inflated zip member)."""
@@ -66,6 +100,9 @@ class BytesRegion(MappedRegion):
 
     def describe(self) -> str:
         return f"{self.size} bytes in memory"
+
+    def file_location(self, offset: int) -> tuple[str, int] | None:
+        return None
 
 
 class DeferredRegion(ByteSource):
@@ -289,8 +326,12 @@ class TensorRef:
         if not self.shape:
             yield self._little(np.ascontiguousarray(self._raw_view()).reshape(1))
             return
+        isz = self.stored_dtype.itemsize
+        source = self.storage.source
         for first, count in self._row_chunks(max_bytes):
             yield self._little(np.ascontiguousarray(self._raw_view(first, count)))
+            shape = (count,) + tuple(self.shape[1:])
+            source.release((self.offset + first * self.stride[0]) * isz, _span(shape, self.stride) * isz)
 
     def _little(self, arr: np.ndarray) -> np.ndarray:
         if arr.dtype.byteorder == ">":
@@ -322,8 +363,11 @@ class TensorRef:
         isz = self.dtype.itemsize
         if self.is_contiguous and self.cast_from is None and (self.storage.byteorder == "little" or isz == 1):
             start, total = self.offset * isz, self.nbytes
+            source = self.storage.source
             for pos in range(0, total, max_bytes):
-                yield self.storage.source.view(start + pos, min(max_bytes, total - pos))
+                n = min(max_bytes, total - pos)
+                yield source.view(start + pos, n)
+                source.release(start + pos, n)
             return
         for chunk in self.iter_raw(max_bytes):
             yield chunk.view(np.uint8).reshape(-1).data

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..checkpoint import Checkpoint, PickleGlobals
 from ..errors import CheckpointError, CorruptFileError, NotACheckpointError, StorageError
-from ..tensor import BytesRegion, ByteSource, DeferredRegion
+from ..tensor import BytesRegion, ByteSource, DeferredRegion, release_map_range
 from .common import StorageTable, unpickle
 from .zipreader import ZipArchive, inflate
 
@@ -50,6 +50,18 @@ class ZipMemberSource(ByteSource):
 
     def describe(self) -> str:
         return f"zip member {self.member.name}"
+
+    def _begin(self) -> int:
+        if self._start < 0:
+            self._start = self.archive.data_offset(self.member)
+        return self._start
+
+    def release(self, offset: int, length: int) -> None:
+        release_map_range(self.archive.buf, self._begin() + offset, length)
+
+    def file_location(self, offset: int) -> tuple[str, int] | None:
+        path = getattr(self.archive.buf, "path", None)
+        return (path, self._begin() + offset) if path else None
 
 
 def _source(archive: ZipArchive, name: str) -> ByteSource | None:
