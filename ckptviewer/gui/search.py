@@ -43,35 +43,80 @@ def node_label(node: Node) -> str:
     return text
 
 
-def search_steps(top: list[Node], matcher: Callable[[str], bool], pattern: str = "",
-                 keep_matches: int = 10_000) -> Generator[int, None, SearchResult]:
-    """Walk the nodes under ``top``; yields the visited count now and then; returns the result."""
-    res = SearchResult(pattern)
-    keep = res.keep
+@dataclass
+class SearchIndex:
+    """Every node in pre-order with its label and the end of its subtree, built once per tree, so
+    that each new query is one pass over a list instead of a walk of the tree."""
+
+    nodes: list[Node]
+    labels: list[str]
+    ends: list[int]                 # ends[i]: index just past node i's subtree
+    truncated: bool = False
+
+
+def index_steps(top: list[Node]) -> Generator[int, None, SearchIndex]:
+    nodes: list[Node] = []
+    labels: list[str] = []
+    ends: list[int] = []
+    opened: list[int] = []
     stack: list[tuple[Node, bool]] = [(n, False) for n in reversed(top)]
+    truncated = False
     while stack:
-        node, inside = stack.pop()
-        res.visited += 1
-        own = matcher(node_label(node))
-        if own:
-            res.n_matches += 1
-            if len(res.matches) < keep_matches:
-                res.matches.append(node)
-        if own or inside:
+        node, leaving = stack.pop()
+        if leaving:
+            ends[opened.pop()] = len(nodes)
+            continue
+        i = len(nodes)
+        nodes.append(node)
+        labels.append(node_label(node))
+        ends.append(i + 1)
+        if node.has_children:
+            opened.append(i)
+            stack.append((node, True))
+            stack.extend((c, False) for c in reversed(node.children()))
+        if i % 2000 == 0:
+            yield i
+        if i + 1 >= MAX_VISITED:
+            truncated = True
+            break
+    for i in opened:
+        ends[i] = len(nodes)
+    return SearchIndex(nodes, labels, ends, truncated)
+
+
+def search_steps(index: SearchIndex, matcher: Callable[[str], bool], pattern: str = "",
+                 keep_matches: int = 10_000) -> Generator[int, None, SearchResult]:
+    """Match every label of ``index``; yields now and then; returns the kept nodes and the matches."""
+    res = SearchResult(pattern, visited=len(index.nodes), truncated=index.truncated)
+    keep = res.keep
+    nodes, ends = index.nodes, index.ends
+    inside_until = -1
+    for i, label in enumerate(index.labels):
+        own = matcher(label)
+        if own or i < inside_until:
+            node = nodes[i]
+            if own:
+                res.n_matches += 1
+                if len(res.matches) < keep_matches:
+                    res.matches.append(node)
+                if node.kind in CONTAINER_KINDS and ends[i] > inside_until:
+                    inside_until = ends[i]
             n = node
             while n is not None and id(n) not in keep:
                 keep.add(id(n))
                 n = n.parent
-        if node.has_children:
-            kids = node.children()
-            sub = inside or (own and node.kind in CONTAINER_KINDS)
-            stack.extend((c, sub) for c in reversed(kids))
-        if res.visited % 2000 == 0:
-            yield res.visited
-        if res.visited >= MAX_VISITED:
-            res.truncated = True
-            break
+        if i % 5000 == 0:
+            yield i
     return res
+
+
+def tree_search_steps(top: list[Node], matcher: Callable[[str], bool], pattern: str = "",
+                      index: SearchIndex | None = None) -> Generator[int, None, tuple[SearchIndex, SearchResult]]:
+    """Build the index if needed, then search it; returns both (the tab keeps the index)."""
+    if index is None:
+        index = yield from index_steps(top)
+    res = yield from search_steps(index, matcher, pattern)
+    return index, res
 
 
 class SliceRunner(QObject):

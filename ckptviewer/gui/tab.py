@@ -18,12 +18,12 @@ from ..core.errors import CheckpointError
 from ..core.snippet import key_path_text, load_snippet
 from ..core.stats import Histogram, Progress, TensorStats, tensor_steps
 from ..core.tensor import TensorRef
-from ..core.textsafe import path_text, safe_text
+from ..core.textsafe import key_text, path_text, safe_text
 from ..core.tree import Node
 from .details import DetailsPanel
 from .histogram import HistogramPanel
 from .loading import LoadedFile, load_steps, totals_steps
-from .search import FindBar, SearchResult, SliceRunner, search_steps
+from .search import FindBar, SearchIndex, SearchResult, SliceRunner, tree_search_steps
 from .settings import Settings
 from .summary import SummaryStrip
 from .tree_model import CheckpointTreeModel, KeyFilterProxy, compile_matcher
@@ -84,6 +84,7 @@ class CheckpointTab(QWidget):
         self.model: CheckpointTreeModel | None = None
         self.proxy: KeyFilterProxy | None = None
         self.search_result: SearchResult | None = None
+        self._search_index: SearchIndex | None = None
         self._search = SliceRunner(self)
         self._search.finished.connect(self._on_search_finished)
         self._totals_batches = 0
@@ -313,7 +314,9 @@ class CheckpointTab(QWidget):
             self.last_stats = step
             self.details.set_stats(step)
         elif isinstance(step, Histogram):
-            self.histogram.set_histogram(step, self._stats_for.name if self._stats_for else "")
+            node = self._stats_for
+            what = key_text(node.path[-1]) if node is not None and node.path else (node.name if node else "")
+            self.histogram.set_histogram(step, what)
 
     def _on_stats_done(self, _result: Any) -> None:
         self.work_progressed.emit(None)
@@ -417,7 +420,7 @@ class CheckpointTab(QWidget):
             self.find_bar.set_count_text(f"bad pattern: {e}", error=True)
             return
         self.find_bar.set_count_text("searching…")
-        self._search.start(search_steps(self.model.top_nodes(), matcher, text))
+        self._search.start(tree_search_steps(self.model.top_nodes(), matcher, text, self._search_index))
 
     def finish_search(self) -> None:
         """Run the pending search to its end now (tests, screenshots)."""
@@ -425,7 +428,8 @@ class CheckpointTab(QWidget):
             self.find_bar.flush()
             self._search.run_to_end()
 
-    def _on_search_finished(self, res: SearchResult) -> None:
+    def _on_search_finished(self, result: tuple[SearchIndex, SearchResult]) -> None:
+        self._search_index, res = result
         self.search_result = res
         n = res.n_matches
         text = f"{n:,} match{'es' if n != 1 else ''}" + (" (search stopped early)" if res.truncated else "")

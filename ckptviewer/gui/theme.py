@@ -7,6 +7,7 @@ The app uses the Fusion style with a palette of its own for each scheme, chosen 
 from __future__ import annotations
 
 import html
+import os
 from functools import lru_cache
 
 from PySide6.QtCore import QObject, QRectF, Qt
@@ -37,7 +38,13 @@ _KINDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+THEME_ENV = "CKPTVIEWER_THEME"      # "dark" or "light" overrides the system's scheme
+
+
 def is_dark(palette: QPalette | None = None) -> bool:
+    forced = os.environ.get(THEME_ENV, "").lower()
+    if forced in ("dark", "light"):
+        return forced == "dark"
     hints = QGuiApplication.styleHints()
     scheme = hints.colorScheme() if hints is not None else Qt.ColorScheme.Unknown
     if scheme == Qt.ColorScheme.Dark:
