@@ -297,3 +297,21 @@ print(leaks())
 """
     proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_closing_a_busy_tab_does_not_wait_for_its_worker(qtbot, window, tmp_path):
+    import time
+
+    import torch
+    from PySide6.QtCore import QThreadPool
+
+    path = tmp_path / "big.pt"
+    torch.save({"w": torch.randn(4096, 2048)}, path)
+    tab = open_one(qtbot, window, path)
+    assert tab.select_path(("w",))
+    qtbot.waitUntil(lambda: tab.runner.is_busy("stats"), timeout=5000)
+    t0 = time.perf_counter()
+    window.actions_by_id["file.close_tab"].trigger()
+    assert time.perf_counter() - t0 < 0.5
+    assert window.checkpoint_tabs() == []
+    assert QThreadPool.globalInstance().waitForDone(5000)

@@ -319,7 +319,7 @@ class MainWindow(QMainWindow):
 
     def _remove_tab(self, tab: CheckpointTab) -> None:
         tab.save_state()
-        tab.shutdown()
+        tab.shutdown(wait=False)
         index = self.tabs.indexOf(tab)
         if index >= 0:
             self.tabs.removeTab(index)

@@ -252,10 +252,16 @@ class CheckpointTab(QWidget):
             self.model.forget_wanted()
         self.work_progressed.emit(None)
 
-    def shutdown(self) -> None:
-        """Stop every worker of this tab and release the file."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop every worker of this tab and release the file.
+
+        Without ``wait`` (closing one tab) the window does not block on a worker busy in a long step
+        (opening a huge pickle); it ends on its own and its results are dropped. Closing the map under
+        a worker is safe: a read of a closed map raises, and a map with live views stays open until
+        they are gone (see Checkpoint.close).
+        """
         self._search.cancel()
-        self.runner.shutdown()
+        self.runner.shutdown(wait=wait)
         if self.file is not None:
             self.file.close()
 

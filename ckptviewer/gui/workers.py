@@ -8,9 +8,11 @@ partial result such as a sampled histogram); the generator's return value is the
 in the same channel ("stats", "load", ...) and bumps the channel's generation; deliveries from an
 older generation are dropped, so a result that arrives after the selection moved on never paints.
 
-Hazard: Qt signals emitted on a pool thread reach GUI-thread slots as queued events. Each worker's
-``WorkerSignals`` object is created on the GUI thread and kept alive by the runner until the worker
-has reported its end, otherwise a queued event could reach a deleted object.
+Hazards: Qt signals emitted on a pool thread reach GUI-thread slots as queued events, so each
+worker's ``WorkerSignals`` object is created on the GUI thread and kept alive by the runner until the
+worker has reported its end. Workers are started as plain callables (``QThreadPool.start(worker.run)``)
+rather than as Python ``QRunnable`` subclasses: Qt then owns the runnable and keeps the callable alive
+until it returns, so no Python wrapper of a running ``QRunnable`` can be collected under the pool.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Generator
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QThreadPool, Signal
 
 from ..core.errors import CancelledError
 from .qtcompat import top_up
@@ -41,14 +43,12 @@ class WorkerError:
     details: str
 
 
-class GeneratorWorker(QRunnable):
+class GeneratorWorker:
     """Runs ``fn(*args)`` (a generator function, or a plain function) on a pool thread."""
 
     _ids = itertools.count(1)
 
     def __init__(self, fn: Callable[..., Generator[Any, None, Any] | Any], *args: Any):
-        super().__init__()
-        self.setAutoDelete(False)
         self.id = next(self._ids)
         self.signals = WorkerSignals()
         self._fn = fn
@@ -67,11 +67,7 @@ class GeneratorWorker(QRunnable):
         """Block until the worker has ended (only for shutdown paths; returns False on timeout)."""
         return self._done.wait(timeout)
 
-    def mark_done_without_running(self) -> None:
-        """The pool dropped this worker before it started (QThreadPool.tryTake)."""
-        self._done.set()
-
-    def run(self) -> None:  # noqa: D401 - Qt override
+    def run(self) -> None:
         sig = self.signals
         try:
             if self._cancel.is_set():
@@ -146,7 +142,7 @@ class TaskRunner(QObject):
         s.progressed.connect(self._on_worker_progressed)
         s.finished.connect(self._on_worker_finished)
         s.errored.connect(self._on_worker_errored)
-        self._pool.start(worker)
+        self._pool.start(worker.run)
         if was_idle:
             self.busy_changed.emit(True)
         return worker
@@ -155,23 +151,21 @@ class TaskRunner(QObject):
         """Cancel the tasks of ``channel`` (all when None); their late events are dropped."""
         for task in list(self._tasks.values()):
             if channel is None or task.channel == channel:
-                task.worker.cancel()
-                if self._pool.tryTake(task.worker):
-                    task.worker.mark_done_without_running()
-                    self._forget(task.worker.id)
+                task.worker.cancel()        # one not started yet returns at once when it starts
         if channel is None:
             for ch in self._generation:
                 self._generation[ch] += 1
         elif channel in self._generation:
             self._generation[channel] += 1
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        """Cancel everything and wait for running workers to end (they stop at their next yield)."""
+    def shutdown(self, wait: bool = True, timeout: float = 10.0) -> None:
+        """Cancel everything; with ``wait``, block until running workers end (at their next yield)."""
         self._shut = True
         self.cancel()
-        for task in list(self._tasks.values()):
-            task.worker.wait(timeout)
-        self._tasks.clear()
+        if wait:
+            for task in list(self._tasks.values()):
+                task.worker.wait(timeout)
+            self._tasks.clear()
 
     def is_busy(self, channel: str | None = None) -> bool:
         return any(channel is None or t.channel == channel for t in self._tasks.values())
