@@ -251,6 +251,73 @@ def _print_warm_start(root, target_path: str, target_select: str | None) -> None
             print(f"  suggestion: {s.reason}")
 
 
+# -- diff ---------------------------------------------------------------------------------------------
+def _diff_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ckptviewer diff",
+        description="Compare two checkpoints (or parts of them) tensor by tensor. Lines start with '-' (only in A), "
+                    "'+' (only in B) or '!' (changed, with max|a-b|, mean|a-b|, ||a-b||/||a||, cosine similarity "
+                    "and the share of elements not close as torch.allclose(atol, rtol) defines it). "
+                    "Exit status: 0 when equal, 1 when different, 2 on error.")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--select-a", metavar="PATH", help="compare this entry of A (e.g. model_state_dict)")
+    p.add_argument("--select-b", metavar="PATH", help="compare this entry of B")
+    p.add_argument("--strip-prefix", action="store_true",
+                   help="strip wrapper prefixes (module., _orig_mod.) on both sides first")
+    p.add_argument("--atol", type=float, default=1e-8, help="absolute tolerance (default 1e-8, as torch.allclose)")
+    p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5, as torch.allclose)")
+    p.add_argument("--all", action="store_true", help="also list identical entries")
+    p.add_argument("--json", action="store_true", help="one JSON object (entries with status and metrics)")
+    return p
+
+
+@command("diff", "compare two checkpoints tensor by tensor")
+def cmd_diff(argv: list[str]) -> int:
+    import json
+
+    from .core.diff import DiffOptions, DiffRun, diff_json, diff_report, select_and_strip
+    from .core.errors import CheckpointError
+    from .core.formats import open_checkpoint
+
+    args = _diff_parser().parse_args(argv)
+    try:
+        with open_checkpoint(args.a) as a, open_checkpoint(args.b) as b:
+            root_a = select_and_strip(a.root, args.select_a, args.strip_prefix)
+            root_b = select_and_strip(b.root, args.select_b, args.strip_prefix)
+            run = DiffRun(root_a, root_b, DiffOptions(atol=args.atol, rtol=args.rtol))
+            show = sys.stderr.isatty() and not args.json
+            last = -1
+            for p in run.compare():
+                pct = int(100 * p.done / p.total) if p.total else 100
+                if show and pct != last:
+                    sys.stderr.write(f"\rcomparing {pct:3d}%")
+                    last = pct
+            if show:
+                sys.stderr.write("\r" + " " * 20 + "\r")
+            if args.json:
+                sys.stdout.write(json.dumps(diff_json(run), default=repr) + "\n")
+            else:
+                print(f"--- {a.path}" + (f" [{args.select_a}]" if args.select_a else ""))
+                print(f"+++ {b.path}" + (f" [{args.select_b}]" if args.select_b else ""))
+                for line in diff_report(run, show_same=args.all):
+                    print(line)
+                counts = run.counts()
+                pairs = [e for e in run.entries if e.is_tensor and e.status not in ("only_a", "only_b", "value")]
+                same = sum(1 for e in pairs if e.status == "same")
+                parts = [f"{len(pairs)} tensor pair{'s' if len(pairs) != 1 else ''} compared: {same} identical"]
+                for key, label in (("changed", "values changed"), ("dtype", "dtype changed"),
+                                   ("shape", "shape changed"), ("value", "other values changed"),
+                                   ("only_a", "only in A"), ("only_b", "only in B"), ("error", "unreadable")):
+                    if counts[key]:
+                        parts.append(f"{counts[key]} {label}")
+                print("summary: " + "; ".join(parts))
+            return 0 if run.equal else 1
+    except CheckpointError as e:
+        _err(_single_line(str(e)))
+        return 2
+
+
 # -- the window ---------------------------------------------------------------------------------------
 def _gui_parser() -> argparse.ArgumentParser:
     lines = "\n".join(f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items())

@@ -308,18 +308,25 @@ class TensorRef:
         return np.lib.stride_tricks.as_strided(base, shape=shape, strides=[st * isz for st in self.stride],
                                                writeable=False)
 
-    def _row_chunks(self, max_bytes: int) -> Iterator[tuple[int, int]]:
+    def rows_per_chunk(self, max_bytes: int) -> int:
+        """How many rows (along dim 0) fit in about ``max_bytes``."""
+        rows = self.shape[0] if self.shape else 1
+        row_bytes = max(1, self.numel * max(self.dtype.itemsize, self.stored_dtype.itemsize) // max(rows, 1))
+        return max(1, max_bytes // row_bytes)
+
+    def _row_chunks(self, max_bytes: int, step: int | None = None) -> Iterator[tuple[int, int]]:
         if not self.shape:
             yield 0, 1
             return
         rows = self.shape[0]
-        row_bytes = max(1, self.numel * max(self.dtype.itemsize, self.stored_dtype.itemsize) // max(rows, 1))
-        step = max(1, max_bytes // row_bytes)
+        step = step or self.rows_per_chunk(max_bytes)
         for first in range(0, rows, step):
             yield first, min(step, rows - first)
 
-    def iter_raw(self, max_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
-        """C-ordered, little-endian raw elements in pieces along dim 0 (bounded memory)."""
+    def iter_raw(self, max_bytes: int = CHUNK_BYTES, rows: int | None = None) -> Iterator[np.ndarray]:
+        """C-ordered, little-endian raw elements in pieces along dim 0 (bounded memory).
+
+        ``rows`` fixes the rows per piece, so two tensors of one shape can be walked in step."""
         self._check_readable()
         if self.numel == 0:
             return
@@ -328,7 +335,7 @@ class TensorRef:
             return
         isz = self.stored_dtype.itemsize
         source = self.storage.source
-        for first, count in self._row_chunks(max_bytes):
+        for first, count in self._row_chunks(max_bytes, rows):
             yield self._little(np.ascontiguousarray(self._raw_view(first, count)))
             shape = (count,) + tuple(self.shape[1:])
             source.release((self.offset + first * self.stride[0]) * isz, _span(shape, self.stride) * isz)
@@ -341,9 +348,9 @@ class TensorRef:
             arr = cast_raw(arr, self.cast_from, self.dtype)
         return arr
 
-    def iter_values(self, max_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+    def iter_values(self, max_bytes: int = CHUNK_BYTES, rows: int | None = None) -> Iterator[np.ndarray]:
         """Like ``iter_raw`` but as numbers numpy can do math on (bf16/fp8 widened to float32)."""
-        for chunk in self.iter_raw(max_bytes):
+        for chunk in self.iter_raw(max_bytes, rows):
             yield to_numbers(chunk, self.dtype)
 
     def read_raw(self) -> np.ndarray:
