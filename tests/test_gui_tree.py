@@ -251,3 +251,23 @@ def test_file_text_is_shown_as_plain_text(qtbot, window, tmp_path):
     assert tab.select_path(("note",))
     assert "\\x1b" in tab.details.facts["Value"]
     wait_idle(qtbot, tab)
+
+
+def test_details_of_a_container_whose_totals_are_not_known_yet(qtbot, window, tmp_path):
+    from ckptviewer.gui import loading
+
+    nested = {"a": {"b": {"c": {f"k{i}": torch.zeros(3) for i in range(50)}}}}
+    path = tmp_path / "deep.pt"
+    torch.save(nested, path)
+    old = loading.PREBUILD_LEVELS
+    loading.PREBUILD_LEVELS = 1
+    try:
+        tab = open_one(qtbot, window, path)
+    finally:
+        loading.PREBUILD_LEVELS = old
+    node = tab.model.top_nodes()[0].children()[0].children()[0]        # a / b / c
+    assert not tab.model.totals_ready(node)
+    assert tab.select_node(node)
+    qtbot.waitUntil(lambda: tab.details.facts.get("Tensors") == "50", timeout=5000)
+    assert tab.details.facts["Elements"] == "150"
+    wait_idle(qtbot, tab)

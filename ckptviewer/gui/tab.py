@@ -283,18 +283,31 @@ class CheckpointTab(QWidget):
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         node = self.node_at(current)
         self.runner.cancel("stats")
+        self.runner.cancel("details-totals")
         self.last_stats = None
         if node is None:
             self.details.show_message("Select an entry in the tree to see its details.")
             self.histogram.clear()
             self.selection_changed.emit(None)
             return
-        self.details.show_node(node)
+        if not self.model.totals_ready(node):
+            # Summing a big container's tensors is metadata work, but not instant: off the GUI thread.
+            self.details.show_message(f"Counting the tensors under {path_text(node.path)}…")
+            self.runner.submit("details-totals", totals_steps, [node],
+                               on_result=lambda nodes, n=node: self._on_details_totals(n, nodes))
+        else:
+            self.details.show_node(node)
         self.selection_changed.emit(node)
         if node.kind == "tensor":
             self._start_stats(node)
         else:
             self.histogram.clear("Histograms are drawn for tensors.")
+
+    def _on_details_totals(self, node: Node, nodes: list[Node] | None) -> None:
+        if nodes:
+            self.model.mark_totals_ready(nodes)
+        if self.current_node() is node:
+            self.details.show_node(node)
 
     def _start_stats(self, node: Node) -> None:
         t: TensorRef = node.value
