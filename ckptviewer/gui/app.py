@@ -11,17 +11,16 @@ import os
 import sys
 import tempfile
 import time
-from importlib import resources as importlib_resources
-from pathlib import Path
 
 os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
 
 from PySide6.QtCore import QEvent, QObject, QTimer  # noqa: E402 - PySide6 before pyqtgraph, always
-from PySide6.QtGui import QFileOpenEvent, QIcon  # noqa: E402
+from PySide6.QtGui import QFileOpenEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from .main_window import MainWindow  # noqa: E402
 from .qtcompat import top_up  # noqa: E402
+from .resources import app_icon  # noqa: E402
 from .settings import Settings  # noqa: E402
 from .single_instance import InstanceServer, forward_to_running  # noqa: E402
 from .theme import ThemeWatcher  # noqa: E402
@@ -30,29 +29,6 @@ from .theme import ThemeWatcher  # noqa: E402
 FIRST_PAINT_ENV = "CKPTVIEWER_FIRST_PAINT_FILE"
 LOADED_ENV = "CKPTVIEWER_LOADED_FILE"
 SCREENSHOT_TIMEOUT_S = 180.0
-ICON_SIZES = (16, 24, 32, 48, 64, 128, 256)
-
-
-def resource_path(name: str) -> Path | None:
-    """A file of ``resources/``: from the installed package, else from the source checkout."""
-    try:
-        base = importlib_resources.files("ckptviewer.resources")
-        candidate = base / name
-        if candidate.is_file():
-            return Path(str(candidate))
-    except (ModuleNotFoundError, TypeError):
-        pass
-    repo = Path(__file__).resolve().parents[2] / "resources" / name
-    return repo if repo.is_file() else None
-
-
-def app_icon() -> QIcon:
-    icon = QIcon()
-    for size in ICON_SIZES:
-        p = resource_path(f"icons/ckptviewer-{size}.png")
-        if p is not None:
-            icon.addFile(str(p))
-    return icon
 
 
 class FileOpenFilter(QObject):

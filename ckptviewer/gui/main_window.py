@@ -25,6 +25,7 @@ from .about import AboutDialog
 from .actions import ACTIONS, MENUS, ActionSpec
 from .loading import demo_steps
 from .messages import MessageBar
+from .resources import icon_pixmap
 from .settings import Settings
 from .tab import CheckpointTab, error_text
 from .theme import plain_tooltip
@@ -43,6 +44,12 @@ class WelcomePage(QWidget):
         super().__init__(window)
         lay = QVBoxLayout(self)
         lay.addStretch(1)
+        pixmap = icon_pixmap(128)
+        if pixmap is not None:
+            logo = QLabel(self)
+            logo.setPixmap(pixmap)
+            logo.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            lay.addWidget(logo)
         title = QLabel("ckptviewer", self)
         f = title.font()
         f.setPointSizeF(f.pointSizeF() * 2)
