@@ -18,7 +18,6 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QLineEdit, QToolBu
 
 from ..core.textsafe import key_text
 from ..core.tree import CONTAINER_KINDS, Node
-from .tree_model import compile_matcher
 
 MAX_VISITED = 3_000_000
 
