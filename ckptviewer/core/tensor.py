@@ -336,9 +336,11 @@ class TensorRef:
         isz = self.stored_dtype.itemsize
         source = self.storage.source
         for first, count in self._row_chunks(max_bytes, rows):
-            yield self._little(np.ascontiguousarray(self._raw_view(first, count)))
-            shape = (count,) + tuple(self.shape[1:])
-            source.release((self.offset + first * self.stride[0]) * isz, _span(shape, self.stride) * isz)
+            try:
+                yield self._little(np.ascontiguousarray(self._raw_view(first, count)))
+            finally:   # also when the consumer stops early (zip() of two iterators does)
+                shape = (count,) + tuple(self.shape[1:])
+                source.release((self.offset + first * self.stride[0]) * isz, _span(shape, self.stride) * isz)
 
     def _little(self, arr: np.ndarray) -> np.ndarray:
         if arr.dtype.byteorder == ">":
@@ -373,8 +375,10 @@ class TensorRef:
             source = self.storage.source
             for pos in range(0, total, max_bytes):
                 n = min(max_bytes, total - pos)
-                yield source.view(start + pos, n)
-                source.release(start + pos, n)
+                try:
+                    yield source.view(start + pos, n)
+                finally:
+                    source.release(start + pos, n)
             return
         for chunk in self.iter_raw(max_bytes):
             yield chunk.view(np.uint8).reshape(-1).data

@@ -54,11 +54,12 @@ def make_state_dict(path: Path, gb: float, dtype: str, layers_hint: int = 48) ->
     return len(sd), path.stat().st_size
 
 
-def run_once(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one fresh process."""
+def run_once(cmd: list[str], ok_codes: tuple[int, ...] = (0,)) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one fresh process (exit codes in ``ok_codes`` count as success)."""
     wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-               "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+               f"rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
                "dt = time.perf_counter() - t; "
+               f"assert rc in {ok_codes!r}, rc; "
                "print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
     out = subprocess.run([sys.executable, "-c", wrapper] + cmd, capture_output=True, text=True, check=True)
     wall, rss = out.stdout.split()
