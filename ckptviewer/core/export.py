@@ -346,9 +346,13 @@ def export_iter(root: Any, dest: str, options: ExportOptions, *,
     if plan.problems:
         raise OperationError("cannot export: " + "; ".join(plan.problems[:6])
                              + (f"; and {len(plan.problems) - 6} more" if len(plan.problems) > 6 else ""))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".ckptviewer-tmp",
+    # The temporary file sits in a private folder beside the destination and has the destination's
+    # name: torch names the archive inside a zip after the file, and the same export must give the
+    # same bytes whether it runs from the window or the command line.
+    workdir = tempfile.mkdtemp(prefix=f".{os.path.basename(real)}.", suffix=".ckptviewer-tmp",
                                dir=os.path.dirname(real))
-    os.close(fd)
+    tmp = os.path.join(workdir, os.path.basename(real))
+    open(tmp, "wb").close()
     finished = False
     try:
         if options.fmt == "safetensors":
@@ -366,6 +370,10 @@ def export_iter(root: Any, dest: str, options: ExportOptions, *,
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+        try:
+            os.rmdir(workdir)
+        except OSError:
+            pass
     return ExportResult(real, options.fmt, os.path.getsize(real), len(plan.tensors),
                         time.perf_counter() - started, plan.notes)
 
