@@ -126,6 +126,12 @@ def test_degenerate_ranges():
     big = np.array([-1.7e308, 1.7e308, 0.0])
     h = stats.histogram_of(big)
     assert h.counts.sum() == 3 and np.all(np.isfinite(h.edges))
+    # Found by hypothesis: integers past 2**52 have no exact half-integer edges.
+    for v in (9007199254740992, -4503599627370496, 2**62):
+        h = stats.histogram_of(np.array([v, v], dtype=np.int64), bins=1)
+        assert h.counts.sum() == 2 and len(h.edges) >= 2
+    h = stats.histogram_of(np.array([np.finfo(np.float64).max] * 3))
+    assert h.counts.sum() == 3
 
 
 @settings(max_examples=150, deadline=None)

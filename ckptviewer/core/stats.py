@@ -241,22 +241,28 @@ def stats_steps(t: TensorRef, chunk_bytes: int = CHUNK_BYTES) -> Generator[Progr
 
 # -- histograms ---------------------------------------------------------------------------------------
 def histogram_edges(lo: float, hi: float, bins: int = DEFAULT_BINS, integer: bool = False) -> tuple[np.ndarray, bool]:
-    """Edges spanning ``[lo, hi]`` exactly. Integer data over a small range (up to DEFAULT_BINS values)
-    gets one bin per integer, whatever ``bins`` asks for."""
-    if integer and hi - lo + 1 <= max(bins, DEFAULT_BINS):
+    """Edges spanning ``[lo, hi]`` exactly (at least two). Integer data over a small range (up to
+    DEFAULT_BINS values, magnitudes below 2**52 so that half-integers are exact) gets one bin per
+    integer, whatever ``bins`` asks for."""
+    if (integer and max(abs(lo), abs(hi)) < 2.0 ** 52 and hi - lo + 1 <= max(bins, DEFAULT_BINS)):
         return np.arange(lo - 0.5, hi + 1.0, 1.0, dtype=np.float64), True
     if lo == hi:
         pad = 0.5 if lo == 0 else abs(lo) * 1e-6
-        lo, hi = lo - pad, hi + pad
-    t = np.linspace(0.0, 1.0, bins + 1)
+        lo2, hi2 = lo - pad, hi + pad
+        if not (lo2 < lo and hi2 > hi and np.isfinite(lo2) and np.isfinite(hi2)):
+            # A value at (or next to) the float64 limit: widen by one ulp, on the side that has room.
+            lo2 = float(np.nextafter(lo, -np.inf)) if lo > -np.finfo(np.float64).max else lo
+            hi2 = float(np.nextafter(hi, np.inf)) if hi < np.finfo(np.float64).max else hi
+        lo, hi = lo2, hi2
+    t = np.linspace(0.0, 1.0, max(int(bins), 1) + 1)
     # lo*(1-t) + hi*t never overflows, unlike lo + t*(hi - lo) for values near the float64 limit.
     edges = lo * (1.0 - t) + hi * t
     edges[0], edges[-1] = lo, hi
     edges = np.maximum.accumulate(edges)
     if np.any(np.diff(edges) <= 0):          # a range too narrow for `bins` distinct float64 edges
         edges = np.unique(edges)
-        if len(edges) < 2:
-            edges = np.array([lo, np.nextafter(lo, np.inf)])
+    if len(edges) < 2:
+        edges = np.array([lo, float(np.nextafter(lo, np.inf))])
     return edges, False
 
 
