@@ -94,8 +94,14 @@ def _convert_parser() -> argparse.ArgumentParser:
                "  ckptviewer convert model.bin -o model.safetensors --dtype bfloat16\n"
                "  ckptviewer convert old.pt -o new.pt --rename encoder.=backbone. --dry-run",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", metavar="IN")
-    p.add_argument("-o", "--output", metavar="OUT", help="where to write (required unless --dry-run)")
+    p.add_argument("inputs", metavar="IN", nargs="*",
+                   help="the checkpoint to convert (with --recipe: any number of files and folders)")
+    p.add_argument("-o", "--output", metavar="OUT", help="where to write (required unless --dry-run or --recipe)")
+    p.add_argument("--recipe", metavar="RECIPE",
+                   help="run a recipe (a preset id or a recipe .json) on every IN; see --list-recipes")
+    p.add_argument("--list-recipes", action="store_true", help="list the built-in recipes and exit")
+    p.add_argument("--output-dir", metavar="DIR", help="with --recipe: write outputs here instead of beside inputs")
+    p.add_argument("--recursive", action="store_true", help="with --recipe: look into sub-folders too")
     p.add_argument("--select", metavar="PATH", help="keep only this entry, e.g. model_state_dict (a/b/0 for nested)")
     p.add_argument("--drop", metavar="PATH", nargs="+", action="extend", default=[],
                    help="remove entries, e.g. optimizer_state_dict or '*.num_batches_tracked'")
@@ -171,7 +177,16 @@ def cmd_convert(argv: list[str]) -> int:
     from .core.export import ExportOptions, export_iter, format_for_path, plan_export
     from .core.formats import open_checkpoint
 
-    args = _convert_parser().parse_args(argv)
+    parser = _convert_parser()
+    args = parser.parse_args(argv)
+    if args.list_recipes:
+        return _list_recipes()
+    if args.recipe:
+        return _convert_with_recipe(args)
+    if len(args.inputs) != 1:
+        _err("convert takes one IN (or --recipe with any number of files and folders)")
+        return 2
+    args.input = args.inputs[0]
     if not args.output and not args.dry_run:
         _err("convert needs -o OUT (or --dry-run)")
         return 2
@@ -219,6 +234,90 @@ def cmd_convert(argv: list[str]) -> int:
     except CheckpointError as e:
         _err(_single_line(str(e)))
         return 1
+
+
+def _list_recipes() -> int:
+    from .core.recipes import presets
+    for rid, r in presets().items():
+        print(f"{rid:<20} {r.name}")
+        print(f"{'':<20} {r.description}")
+        print(f"{'':<20} steps: {'; '.join(s.describe() for s in r.steps)}; writes {r.output.name} "
+              f"({r.output.format})")
+    return 0
+
+
+def _convert_with_recipe(args) -> int:
+    import time
+
+    from .core.batch import convert_iter, expand_inputs, without_outputs
+    from .core.errors import CheckpointError
+    from .core.recipes import find_recipe
+
+    flags = [f for f in ("output", "select", "strip_prefix", "add_prefix", "remove_prefix", "dtype", "format",
+                         "check_against") if getattr(args, f) not in (None, False)]
+    flags += [f for f in ("drop", "rename", "rename_regex", "map_location") if getattr(args, f)]
+    if flags:
+        _err(f"--recipe takes its steps and output from the recipe; drop --{flags[0].replace('_', '-')} "
+             f"(use --output-dir to choose the folder)")
+        return 2
+    if not args.inputs:
+        _err("--recipe needs files or folders to convert")
+        return 2
+    try:
+        recipe = find_recipe(args.recipe)
+    except CheckpointError as e:
+        _err(_single_line(str(e)))
+        return 2
+    if args.output_dir:
+        if not os.path.isdir(args.output_dir):
+            _err(f"--output-dir {args.output_dir} is not a folder")
+            return 2
+        recipe.output.folder = os.path.abspath(args.output_dir)
+    if args.force:
+        recipe.output.exists = "overwrite"
+    files, passed = expand_inputs(args.inputs, recursive=args.recursive)
+    files, own = without_outputs(files, recipe)
+    print(f"recipe: {recipe.name} ({'; '.join(s.describe() for s in recipe.steps)}); {len(files)} file(s)"
+          + (f"; {len(passed)} other file(s) in the folders left alone" if passed else "")
+          + (f"; {len(own)} earlier output(s) of this recipe left alone" if own else ""))
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    show = sys.stderr.isatty()
+    for i, src in enumerate(files, 1):
+        label = f"[{i}/{len(files)}] {src}"
+        started = time.perf_counter()
+        try:
+            if args.dry_run:
+                from .core.batch import planned_output
+                out, why = planned_output(src, recipe)
+                print(f"{label} -> {out or 'skip'}{'  (' + why + ')' if why else ''}")
+                counts["done" if out else "skipped"] += 1
+                continue
+            gen = convert_iter(src, recipe)
+            try:
+                while True:
+                    p = next(gen)
+                    if show:
+                        sys.stderr.write(f"\r{label}: {p.stage} {int(100 * p.done / max(p.total, 1)):3d}%")
+            except StopIteration as stop:
+                result = stop.value
+            if show:
+                sys.stderr.write("\r\033[K")
+            counts[result.status] += 1
+            if result.status == "skipped":
+                print(f"{label}: skipped ({result.message})")
+            else:
+                print(f"{label} -> {result.output} ({result.size:,} bytes, {time.perf_counter() - started:.2f} s)")
+        except CheckpointError as e:
+            if show:
+                sys.stderr.write("\r\033[K")
+            counts["failed"] += 1
+            print(f"{label}: FAILED: {_single_line(str(e))}")
+        except Exception as e:  # a bug must not stop the batch: report it against this file
+            counts["failed"] += 1
+            print(f"{label}: FAILED (internal error {type(e).__name__}: {e})")
+    print(f"summary: {counts['done']} converted, {counts['skipped']} skipped, {counts['failed']} failed"
+          + (" (dry run: nothing written)" if args.dry_run else ""))
+    return 1 if counts["failed"] else 0
 
 
 def _print_warm_start(root, target_path: str, target_select: str | None) -> None:

@@ -606,7 +606,49 @@ class Cast(Step):
         return f"Cast floating tensors to {self.dtype}"
 
 
-STEP_TYPES: dict[str, type[Step]] = {c.kind: c for c in (Select, Drop, StripPrefix, Rename, RemapDevice, Cast)}
+@dataclass(frozen=True)
+class SelectModel(Step):
+    """Keep the model's weights: the one state_dict (or pickled module) in the file.
+
+    When a file holds several (a GAN, an EMA copy), the one named ``prefer`` wins if given, else a
+    key that says model / state_dict / net, else the one with the most parameters, and the log says
+    which. Optimizer states never count. A file that is already a state_dict stays as it is.
+    """
+
+    prefer: str | None = None
+    kind: ClassVar[str] = "select_model"
+
+    def apply(self, root, log):
+        from .interpret import analyze
+        found = [sd for sd in analyze(unwrap(root)).state_dicts if sd.kind in ("state_dict", "module")]
+        if not found:
+            raise OperationError("the file holds no state_dict or pickled module to select")
+        if len(found) == 1:
+            chosen, why = found[0], "the only model weights in the file"
+        else:
+            named = [sd for sd in found if self.prefer is not None and keypath.format_path(sd.path) == self.prefer]
+            hinted = [sd for sd in found if sd.path and re.search(r"(?i)model|state_dict|^net$|weights",
+                                                                   str(sd.path[-1]))
+                      and not re.search(r"(?i)ema|optim|teacher", str(sd.path[-1]))]
+            if named:
+                chosen, why = named[0], "as asked"
+            elif len(hinted) == 1:
+                chosen, why = hinted[0], f"its key names a model (of {len(found)} candidates)"
+            else:
+                chosen = max(found, key=lambda sd: sd.n_parameters)
+                why = f"the largest of {len(found)} candidates"
+        where = keypath.format_path(chosen.path) or "the root"
+        log.say(f"selected the model weights at {where} ({why})")
+        if not chosen.path and chosen.kind == "state_dict":
+            return unwrap(root)
+        return Select(keypath.format_path(chosen.path)).apply(root, EditLog())
+
+    def describe(self):
+        return "Select the model's state_dict" + (f" (prefer {self.prefer})" if self.prefer else "")
+
+
+STEP_TYPES: dict[str, type[Step]] = {c.kind: c for c in (Select, SelectModel, Drop, StripPrefix, Rename,
+                                                         RemapDevice, Cast)}
 
 
 def step_from_json(data: dict) -> Step:
@@ -619,6 +661,8 @@ def step_from_json(data: dict) -> Step:
     try:
         if op == "select":
             return Select(str(args["path"]))
+        if op == "select_model":
+            return SelectModel(args.get("prefer"))
         if op == "drop":
             paths = args["paths"]
             return Drop(tuple([paths] if isinstance(paths, str) else map(str, paths)))
