@@ -409,3 +409,13 @@ def test_data_pkl_crc_is_checked(ckpts, tmp_path):
     out.write_bytes(bytes(raw))
     with pytest.raises(CorruptFileError, match="CRC"):
         open_checkpoint(out)
+
+
+def test_tree_find_reaches_every_tensor_by_its_key_path(ckpts):
+    from ckptviewer.core.tree import build_tree
+    for name in ("checkpoint.tar", "bn_whole_model.pt", "gan_modules.tar", "scripted.pt", "values.pt"):
+        with open_checkpoint(ckpts[name]) as ck:
+            root = build_tree(ck)
+            for path, t in ck.tensor_entries():
+                node = root.find(tuple(path))
+                assert node is not None and node.value is t, (name, path)

@@ -99,7 +99,8 @@ class Node:
         while node.path != path:
             nxt = None
             for c in node.children():
-                if c.path == path[:len(c.path)] or (c.kind == "group" and _group_covers(c, path)):
+                if (c.path == path[:len(c.path)] or (c.kind == "group" and _group_covers(c, path))
+                        or (c.kind == "module" and c._module_prefix and _submodule_covers(c, path))):
                     nxt = c
                     break
             if nxt is None:
@@ -210,6 +211,15 @@ def _group_covers(node: Node, path: tuple) -> bool:
         return False
     key = path[len(base)]
     return isinstance(key, str) and key.startswith(node.key + ".")
+
+
+def _submodule_covers(node: Node, path: tuple) -> bool:
+    """A submodule of a pickled module holds the state_dict names that start with its dotted prefix."""
+    base = node.path[:-1]
+    if path[:len(base)] != base or len(path) <= len(base):
+        return False
+    key = path[len(base)]
+    return isinstance(key, str) and key.startswith(node._module_prefix)
 
 
 # -- values as text ---------------------------------------------------------------------------------
