@@ -79,10 +79,13 @@ def _bad_sizes(name: str) -> bytes:
     raise StorageError(f"stored zip member {name!r} has two different sizes")
 
 
-def read_torch_zip(buf, path: str, *, resources: list | None = None) -> Checkpoint:
+def read_torch_zip(buf, path: str, *, resources: list | None = None, start: int = 0,
+                   end: int | None = None) -> Checkpoint:
+    """Read the torch.save archive in ``buf[start:end]`` (the whole buffer by default). A window reads
+    an archive embedded in a bigger file in place: its records stay views of ``buf``."""
     warnings: list[str] = []
     pickles: list[PickleGlobals] = []
-    archive = ZipArchive(buf, name=path)
+    archive = ZipArchive(buf, name=path, start=start, end=end)
     warnings.extend(archive.warnings)
     prefix = _find_prefix(archive)
     meta: dict = {"archive": prefix.rstrip("/") or "(none)"}
@@ -123,7 +126,7 @@ def read_torch_zip(buf, path: str, *, resources: list | None = None) -> Checkpoi
     if unused:
         warnings.append(f"{len(unused)} storage record(s) in the archive are not used by data.pkl")
     return Checkpoint(path, fmt, root, storages=storages, warnings=warnings, meta=meta, pickles=pickles,
-                      file_size=len(buf), resources=resources)
+                      file_size=archive.end - archive.start, resources=resources)
 
 
 def read_torch_zip_bytes(data: bytes, name: str) -> Checkpoint:

@@ -41,9 +41,17 @@ class ZipMember:
 class ZipArchive:
     """The members of a zip held in ``buf`` (bytes or an mmap). ``warnings`` collects oddities."""
 
-    def __init__(self, buf, *, name: str = "archive"):
+    def __init__(self, buf, *, name: str = "archive", start: int = 0, end: int | None = None):
+        # [start, end) of ``buf`` is the archive: a torch.save archive embedded in a bigger file (a
+        # torch.distributed.checkpoint chunk) is read in place, its offsets relative to ``start``.
+        if end is None:
+            end = len(buf)
+        if not 0 <= start <= end <= len(buf):
+            raise CorruptFileError(f"an embedded archive at bytes {start}..{end} lies outside the file")
         self.buf = buf
         self.name = name
+        self.start = start
+        self.end = end
         self.warnings: list[str] = []
         self.members: dict[str, ZipMember] = {}
         self.order: list[str] = []
@@ -51,10 +59,10 @@ class ZipArchive:
 
     # ------------------------------------------------------------------------------------------
     def _find_eocd(self) -> int:
-        size = len(self.buf)
-        if size < _EOCD.size:
+        size = self.end
+        if size - self.start < _EOCD.size:
             raise TruncatedFileError("the zip archive is shorter than its end record")
-        lo = max(0, size - _EOCD.size - 0xFFFF)
+        lo = max(self.start, size - _EOCD.size - 0xFFFF)
         pos = self.buf.rfind(b"PK\x05\x06", lo, size)
         while pos >= 0:
             if pos + _EOCD.size <= size:
@@ -69,15 +77,16 @@ class ZipArchive:
 
     def _parse(self) -> None:
         buf = self.buf
-        size = len(buf)
+        size = self.end
         eocd = self._find_eocd()
         _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, _ = _EOCD.unpack_from(buf, eocd)
         cd_end_expected = eocd
         loc = eocd - _EOCD64_LOC.size
         needs64 = n_total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF
-        if loc >= 0 and buf[loc:loc + 4] == b"PK\x06\x07":
+        if loc >= self.start and buf[loc:loc + 4] == b"PK\x06\x07":
             # torch always writes zip64 end records; the central directory ends where they begin.
             _, _, rec_off, _ = _EOCD64_LOC.unpack_from(buf, loc)
+            rec_off += self.start
             if rec_off + _EOCD64.size > loc or buf[rec_off:rec_off + 4] != b"PK\x06\x06":
                 raise CorruptFileError("the zip64 end record is missing or misplaced")
             (_, _, _, _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset) = _EOCD64.unpack_from(buf, rec_off)
@@ -90,10 +99,11 @@ class ZipArchive:
             raise LimitExceededError(f"the zip archive declares {n_total:,} members")
         # Data prepended to the archive shifts every offset; torch never writes it.
         shift = cd_end_expected - cd_size - cd_offset
-        if shift < 0 or cd_offset + shift + cd_size > size:
+        if shift < self.start or cd_offset + shift + cd_size > size:
             raise CorruptFileError("the zip central directory lies outside the file")
-        if shift:
-            self.warnings.append(f"{shift} bytes precede the zip archive (a polyglot or self-extracting file)")
+        if shift > self.start:
+            self.warnings.append(f"{shift - self.start} bytes precede the zip archive (a polyglot or "
+                                 f"self-extracting file)")
         pos = cd_offset + shift
         end = pos + cd_size
         for i in range(n_total):
@@ -140,7 +150,7 @@ class ZipArchive:
         if method != member.method:
             raise CorruptFileError(f"zip member {member.name!r} has different methods in its two headers")
         start = h + 30 + nlen + xlen
-        if start + member.compressed_size > len(buf):
+        if start + member.compressed_size > self.end:
             raise TruncatedFileError(f"zip member {member.name!r} ends past the end of the file")
         member.data_offset = start
         return start
