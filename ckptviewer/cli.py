@@ -119,6 +119,9 @@ def _convert_parser() -> argparse.ArgumentParser:
                    help="cast floating-point tensors (counters and integers stay)")
     p.add_argument("--format", choices=["pt", "pt-legacy", "safetensors"],
                    help="output format (default: from OUT's suffix; .safetensors or the torch zip format)")
+    p.add_argument("--shard-size", metavar="SIZE",
+                   help="write shards of at most SIZE (e.g. 2GB, 500MB) plus an index; OUT names the index, "
+                        "e.g. OUTDIR/model.safetensors.index.json (an OUT ending in .index.json alone means 5GB)")
     p.add_argument("--non-tensors", choices=["error", "drop", "metadata"], default="error",
                    help="safetensors only: what to do with entries that are not tensors")
     p.add_argument("--check-against", metavar="TARGET",
@@ -195,7 +198,9 @@ def cmd_convert(argv: list[str]) -> int:
             steps = steps_from_args(args)
             from .core.ops import apply_steps
             root, log = apply_steps(ckpt.root, steps)
-            fmt = args.format or format_for_path(args.output or "")
+            from .core.shard_export import is_index_path, sharded_format
+            sharded = bool(args.shard_size) or is_index_path(args.output or "")
+            fmt = args.format or (sharded_format(args.output or "") if sharded else format_for_path(args.output or ""))
             options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force)
             for line in log.lines:
                 print(f"- {line}")
@@ -210,8 +215,14 @@ def cmd_convert(argv: list[str]) -> int:
                         print(f"  ... and {len(changes) - 200} more")
                 plan = plan_export(root, options)
                 print("\n".join(plan.describe()))
+                if sharded and not plan.problems and args.output:
+                    from .core.shard_export import DEFAULT_SHARD_SIZE, parse_size, plan_shards
+                    size = parse_size(args.shard_size) if args.shard_size else DEFAULT_SHARD_SIZE
+                    print("\n".join(plan_shards(root, args.output, options, size).describe()))
                 print("dry run: nothing written")
                 return 1 if plan.problems else 0
+            if sharded:
+                return _convert_sharded(root, args, options, ckpt.path)
             show = sys.stderr.isatty()
             last = -1
             gen = export_iter(root, args.output, options, sources=[ckpt.path])
@@ -234,6 +245,34 @@ def cmd_convert(argv: list[str]) -> int:
     except CheckpointError as e:
         _err(_single_line(str(e)))
         return 1
+
+
+def _convert_sharded(root, args, options, source: str) -> int:
+    """convert's sharded output: shards plus an index (see core/shard_export.py)."""
+    from .core.shard_export import DEFAULT_SHARD_SIZE, export_sharded_iter, parse_size
+
+    size = parse_size(args.shard_size) if args.shard_size else DEFAULT_SHARD_SIZE
+    show = sys.stderr.isatty()
+    last = None
+    gen = export_sharded_iter(root, args.output, options, size, sources=[source])
+    try:
+        while True:
+            p = next(gen)
+            pct = int(100 * p.done / p.total) if p.total else 100
+            if show and (pct, p.stage) != last:
+                sys.stderr.write(f"\r{p.stage} {pct:3d}%   ")
+                last = (pct, p.stage)
+    except StopIteration as stop:
+        result = stop.value
+    if show:
+        sys.stderr.write("\r" + " " * 60 + "\r")
+    for note in result.notes:
+        print(f"note: {note}")
+    for path in result.shards:
+        print(f"wrote {path}")
+    print(f"wrote {result.path} ({len(result.shards)} shard{'s' if len(result.shards) != 1 else ''}, "
+          f"{result.size:,} bytes, {result.tensors} tensors, {result.fmt}; each verified) in {result.seconds:.2f} s")
+    return 0
 
 
 def _list_recipes() -> int:

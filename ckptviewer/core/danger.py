@@ -151,9 +151,23 @@ DANGEROUS_NAMES: dict[str, str] = {
 # indirectly through process-wide state that a file cannot be trusted to match.
 EXTENSION_PREFIX = "extension_code_"
 
+# Exact names inside listed modules that are plain records, harmless to build: every
+# torch.distributed.checkpoint folder's .metadata names them (the storage record of each entry, and the
+# folder's path in its StorageMeta). Only these exact names; anything else in their modules stays listed.
+HARMLESS_NAMES: dict[str, str] = {
+    "torch.distributed.checkpoint.filesystem._StorageInfo": "DCP's record of where an entry's bytes are",
+    "pathlib.Path": "a path value", "pathlib.PosixPath": "a path value", "pathlib.WindowsPath": "a path value",
+    "pathlib.PurePath": "a path value", "pathlib.PurePosixPath": "a path value",
+    "pathlib.PureWindowsPath": "a path value",
+    "pathlib._local.PosixPath": "a path value (Python 3.13)",
+    "pathlib._local.WindowsPath": "a path value (Python 3.13)",
+}
+
 
 def danger_reason(module: str, name: str) -> str | None:
     """Why ``module.name`` is dangerous, or ``None`` when it is not on the list."""
+    if f"{module}.{name}" in HARMLESS_NAMES:
+        return None
     qual = f"{module}.{name}"
     if qual in DANGEROUS_NAMES:
         return DANGEROUS_NAMES[qual]

@@ -343,6 +343,9 @@ def export_iter(root: Any, dest: str, options: ExportOptions, *,
     started = time.perf_counter()
     real = check_destination(dest, list(sources), options.overwrite)
     plan = plan_export(root, options)
+    # A sharded or distributed checkpoint reads from many files; none of them may be the destination.
+    from .shard_export import source_files
+    check_destination(dest, sorted(source_files(t for _, t in plan.tensors)), options.overwrite)
     if plan.problems:
         raise OperationError("cannot export: " + "; ".join(plan.problems[:6])
                              + (f"; and {len(plan.problems) - 6} more" if len(plan.problems) > 6 else ""))

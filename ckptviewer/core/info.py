@@ -250,6 +250,9 @@ def report_text(ckpt: Checkpoint, *, depth: int | None = None) -> str:
     if "metadata" in ckpt.meta:
         lines.append("Metadata  " + ", ".join(f"{safe_text(k)}={safe_text(v, 60)}"
                                               for k, v in list(ckpt.meta["metadata"].items())[:10]))
+    layout = ckpt.meta.get("layout")       # sharded and distributed checkpoints: which files hold what
+    if isinstance(layout, list):
+        lines.extend(f"{'Layout' if i == 0 else '':<10}{safe_text(line, 300)}" for i, line in enumerate(layout[:16]))
     lines.append("")
     if root.kind in ("state_dict", "module", "tensor"):
         lines.extend(iter_text_lines(_Wrapper(root), depth))

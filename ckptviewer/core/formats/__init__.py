@@ -9,7 +9,7 @@ import gc
 import os
 
 from ..checkpoint import Checkpoint, close_quietly, map_file
-from ..errors import CheckpointError, NotACheckpointError
+from ..errors import CheckpointError, NotACheckpointError, UnsupportedFormatError
 from .safetensors_format import looks_safetensors, read_safetensors
 from .torch_legacy import MAGIC_PREFIX, read_torch_legacy
 from .torch_tar import looks_tar, read_torch_tar
@@ -60,10 +60,56 @@ def describe_other(head: bytes) -> str:
 
 
 def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Open a checkpoint file: read its directory and pickles, not its tensor bytes.
+    """Open a checkpoint: read its directory and pickles, not its tensor bytes.
 
-    Raises a :class:`CheckpointError` (with the file named) when the file cannot be read at all.
+    ``path`` is a checkpoint file, a sharded checkpoint's index (``*.index.json``, recognised by its
+    content), or a folder holding a torch.distributed.checkpoint (``.metadata``) or one shard index.
+    Raises a :class:`CheckpointError` (with the file named) when it cannot be read at all.
     """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return _open_folder(path)
+    if _is_json_text(path):
+        from .sharded import read_sharded
+        try:
+            return read_sharded(path)
+        except CheckpointError as e:
+            raise e.with_path(path) from None
+    return open_file(path)
+
+
+def _is_json_text(path: str) -> bool:
+    from .sharded import looks_index
+    try:
+        with open(path, "rb") as f:
+            return looks_index(f.read(64))
+    except OSError:
+        return False        # open_file says what is wrong
+
+
+def _open_folder(path: str) -> Checkpoint:
+    from .dcp import METADATA_NAME, read_dcp
+    from .sharded import find_index, read_sharded
+    try:
+        if os.path.isfile(os.path.join(path, METADATA_NAME)):
+            return read_dcp(path)
+        index = find_index(path)
+        if index is not None:
+            return read_sharded(index)
+    except CheckpointError as e:
+        raise e.with_path(path) from None
+    if any(n.startswith("__") and n.endswith(".metadata") for n in os.listdir(path)):
+        raise UnsupportedFormatError("this torch.distributed.checkpoint folder has per-rank metadata files "
+                                     "(saved without collectives) and no .metadata; ckptviewer does not read "
+                                     "that layout yet", path=path)
+    raise NotACheckpointError("this folder holds neither a sharded checkpoint index (*.index.json) nor a "
+                              "torch.distributed.checkpoint (.metadata)", path=path,
+                              hint="Open a checkpoint file in it, or the folder of a sharded or distributed "
+                                   "checkpoint.")
+
+
+def open_file(path: str | os.PathLike) -> Checkpoint:
+    """Open one checkpoint file, sniffed by its first bytes (never a folder or an index)."""
     path = os.fspath(path)
     try:
         if os.path.isdir(path):
