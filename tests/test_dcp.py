@@ -489,3 +489,57 @@ def test_dcp_records_are_not_dangerous_but_its_reader_is():
     assert danger_reason("torch.distributed.checkpoint.filesystem", "_StorageInfo") is None
     assert danger_reason("pathlib", "PosixPath") is None
     assert danger_reason("torch.distributed.checkpoint.filesystem", "FileSystemReader") is not None
+
+
+_RANKS_SCRIPT = '''
+import os, sys, warnings
+import torch, torch.distributed as dist, torch.multiprocessing as mp
+warnings.simplefilter("ignore")
+
+def worker(rank, world, out, port):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+    mesh = init_device_mesh("cpu", (world,))
+    torch.manual_seed(0)
+    full = {"rows": torch.randn(7, 6), "cols": torch.randn(4, 9).to(torch.bfloat16), "bias": torch.randn(3),
+            "rep": torch.randn(3, 3)}
+    placements = {"rows": [Shard(0)], "cols": [Shard(1)], "bias": [Shard(0)], "rep": [Replicate()]}
+    sd = {k: distribute_tensor(v, mesh, placements[k]) for k, v in full.items()}
+    dcp.save({"model": sd, "step": 12}, checkpoint_id=out)
+    if rank == 0:
+        torch.save(full, out + ".full.pt")
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    mp.spawn(worker, args=(2, sys.argv[1], int(sys.argv[2])), nprocs=2)
+'''
+
+
+def test_dtensor_shards_written_by_two_ranks(tmp_path):
+    """A real multi-process save (gloo on the CPU, DTensors sharded by rows, by columns, unevenly, and
+    replicated), as FSDP2 / tensor parallel training writes it: one .distcp file per rank."""
+    import socket
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    script = tmp_path / "ranks.py"
+    script.write_text(_RANKS_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tmp_path / "ranks"
+    r = subprocess.run([sys.executable, str(script), str(folder), str(port)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    full = torch.load(str(folder) + ".full.pt", weights_only=True)
+    with open_checkpoint(folder) as ck:
+        assert sorted(f["file"] for f in ck.meta["files"]) == ["__0_0.distcp", "__1_0.distcp"]
+        assert ck.root["step"] == 12
+        for name, want in full.items():
+            t = ck.root["model"][name]
+            assert t.sha256() == hashlib.sha256(raw_bytes(want)).hexdigest(), name
+        assert [c["sizes"] for c in ck.meta["chunks"]["model.rows"]] == [[4, 6], [3, 6]]
+        assert [c["offsets"] for c in ck.meta["chunks"]["model.cols"]] == [[0, 0], [0, 5]]
+        assert "model.rep" not in ck.meta["chunks"]          # replicated: saved once
