@@ -5,6 +5,7 @@ header, then the safetensors header (the weakest signature: eight bytes of lengt
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 
@@ -68,14 +69,28 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        return _open_folder(path)
+        with _no_cyclic_gc():
+            return _open_folder(path)
     if _is_json_text(path):
         from .sharded import read_sharded
         try:
-            return read_sharded(path)
+            with _no_cyclic_gc():
+                return read_sharded(path)
         except CheckpointError as e:
             raise e.with_path(path) from None
     return open_file(path)
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc():
+    """Pause the cyclic collector while many acyclic objects are built (see ``read_buffer``)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _is_json_text(path: str) -> bool:
