@@ -28,6 +28,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("file.open", "&File", "&Open…", "open_dialog", SK.Open, "Open one or more checkpoints"),
     ActionSpec("file.demo", "&File", "Open &Demo Checkpoint", "open_demo", None,
                "Write the tutorial's training checkpoint to a temporary folder and open it"),
+    ActionSpec("file.compare", "&File", "Co&mpare…", "compare_dialog", None,
+               "Compare the current checkpoint (or two files) key by key, in a diff tab", separator_before=True),
     ActionSpec("file.close_tab", "&File", "&Close Tab", "close_current_tab", SK.Close, needs_tab=True,
                separator_before=True),
     ActionSpec("file.quit", "&File", "&Quit", "close", SK.Quit, separator_before=True),

@@ -23,6 +23,8 @@ from ..core.stats import Progress
 from ..core.textsafe import safe_text
 from .about import AboutDialog
 from .actions import ACTIONS, MENUS, ActionSpec
+from .diff_tab import DiffTab, ask_compare_paths
+from .diff_work import DiffSetup
 from .loading import demo_steps
 from .messages import MessageBar
 from .resources import icon_pixmap
@@ -182,6 +184,7 @@ class MainWindow(QMainWindow):
         for spec in ACTIONS:
             if spec.needs_tab:
                 self.actions_by_id[spec.id].setEnabled(has_tab)
+        self.actions_by_id["file.close_tab"].setEnabled(self.tabs.currentWidget() is not None)
 
     def _refresh_recent(self) -> None:
         files = self.settings.recent_files()
@@ -223,6 +226,7 @@ class MainWindow(QMainWindow):
             tab.failed.connect(self._on_tab_failed)
             tab.status_message.connect(self.show_status)
             tab.work_progressed.connect(self._on_work_progressed)
+            tab.compare_requested.connect(self.open_diff)
             index = self.tabs.addTab(tab, safe_text(tab.title, 60))
             self.tabs.setTabToolTip(index, plain_tooltip(safe_text(path, 400)))
             self.tabs.setCurrentIndex(index)
@@ -240,7 +244,10 @@ class MainWindow(QMainWindow):
         return None
 
     def checkpoint_tabs(self) -> list[CheckpointTab]:
-        return [self.tabs.widget(i) for i in range(self.tabs.count())]
+        return [w for i in range(self.tabs.count()) if isinstance(w := self.tabs.widget(i), CheckpointTab)]
+
+    def diff_tabs(self) -> list[DiffTab]:
+        return [w for i in range(self.tabs.count()) if isinstance(w := self.tabs.widget(i), DiffTab)]
 
     def current_tab(self) -> CheckpointTab | None:
         w = self.tabs.currentWidget()
@@ -318,11 +325,15 @@ class MainWindow(QMainWindow):
         tab = self.current_tab()
         if tab is not None:
             self._remove_tab(tab)
+        elif isinstance(self.tabs.currentWidget(), DiffTab):
+            self.close_diff_tab(self.tabs.currentWidget())
 
     def _on_tab_close_requested(self, index: int) -> None:
         tab = self.tabs.widget(index)
         if isinstance(tab, CheckpointTab):
             self._remove_tab(tab)
+        elif isinstance(tab, DiffTab):
+            self.close_diff_tab(tab)
 
     def _remove_tab(self, tab: CheckpointTab) -> None:
         tab.save_state()
@@ -338,7 +349,7 @@ class MainWindow(QMainWindow):
         self.stack.setCurrentWidget(self.tabs if self.tabs.count() else self.welcome)
 
     def _on_current_tab_changed(self, _index: int) -> None:
-        tab = self.current_tab()
+        tab = self.current_tab() or self.tabs.currentWidget()
         self.setWindowTitle(f"{safe_text(tab.title, 80)} — ckptviewer" if tab else "ckptviewer")
         self._update_actions()
 
@@ -394,7 +405,42 @@ class MainWindow(QMainWindow):
         self.status_text.setText(safe_text(p.what, 200) + "…")
 
     def has_pending_work(self) -> bool:
-        return self.runner.is_busy() or any(t.has_pending_work() for t in self.checkpoint_tabs())
+        return (self.runner.is_busy() or any(t.has_pending_work() for t in self.checkpoint_tabs())
+                or any(t.has_pending_work() for t in self.diff_tabs()))
+
+    # -- compare (diff tabs) and convert (the Convert panel) ------------------------------------
+    def compare_dialog(self) -> None:
+        current = self.current_tab()
+        paths = ask_compare_paths(self, current.path if current is not None else None)
+        if paths is not None:
+            self.open_diff(*paths)
+
+    def open_diff(self, path_a: str, path_b: str, setup: DiffSetup | None = None) -> DiffTab:
+        """Open a diff tab of A against B (or show the one already open for this pair)."""
+        setup = setup or DiffSetup(os.path.abspath(os.fspath(path_a)), os.path.abspath(os.fspath(path_b)))
+        for tab in self.diff_tabs():
+            if (tab.setup.path_a, tab.setup.path_b) == (setup.path_a, setup.path_b):
+                self.tabs.setCurrentWidget(tab)
+                return tab
+        tab = DiffTab(setup, self.settings, self.tabs)
+        tab.status_message.connect(self.show_status)
+        index = self.tabs.addTab(tab, safe_text(tab.title, 60))
+        self.tabs.setTabToolTip(index, plain_tooltip(f"A: {safe_text(setup.path_a, 300)}\n"
+                                                     f"B: {safe_text(setup.path_b, 300)}"))
+        self.tabs.setCurrentIndex(index)
+        self._sync_stack()
+        tab.start()
+        return tab
+
+    def close_diff_tab(self, tab: DiffTab) -> None:
+        tab.save_state()
+        tab.shutdown(wait=False)
+        index = self.tabs.indexOf(tab)
+        if index >= 0:
+            self.tabs.removeTab(index)
+        tab.deleteLater()
+        self._sync_stack()
+        self._update_actions()
 
     # -- painting and closing -------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt override
@@ -415,6 +461,9 @@ class MainWindow(QMainWindow):
         self.runner.shutdown()
         for tab in self.checkpoint_tabs():
             tab.shutdown()
+        for diff in self.diff_tabs():
+            diff.save_state()
+            diff.shutdown(wait=True)
         self.settings.sync()
         for folder in self._demo_dirs:
             shutil.rmtree(folder, ignore_errors=True)

@@ -21,6 +21,7 @@ from ..core.tensor import TensorRef
 from ..core.textsafe import key_text, path_text, safe_text
 from ..core.tree import Node
 from .details import DetailsPanel
+from .drop_zone import CompareZone
 from .histogram import HistogramPanel
 from .loading import LoadedFile, load_steps, totals_steps
 from .search import FindBar, SearchIndex, SearchResult, SliceRunner, tree_search_steps
@@ -72,6 +73,7 @@ class CheckpointTab(QWidget):
     status_message = Signal(str)
     work_progressed = Signal(object)     # a Progress, or None when idle
     selection_changed = Signal(object)   # the selected Node or None
+    compare_requested = Signal(str, str)  # this file, another one: open a diff tab of them
 
     def __init__(self, path: str, settings: Settings, parent: QWidget | None = None):
         super().__init__(parent)
@@ -185,6 +187,9 @@ class CheckpointTab(QWidget):
         self.v_split.setStretchFactor(0, 3)
         self.v_split.setStretchFactor(1, 2)
         lay.addWidget(self.h_split, 1)
+        self.compare_zone = CompareZone(page)
+        self.compare_zone.file_chosen.connect(lambda other: self.compare_requested.emit(self.path, other))
+        lay.addWidget(self.compare_zone)
         for name, splitter in (("tab-h", self.h_split), ("tab-v", self.v_split)):
             state = self.settings.splitter_state(name)
             if state is not None:
