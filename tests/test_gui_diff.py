@@ -359,3 +359,27 @@ def test_bad_select_path_is_reported_in_the_tab(qtbot, window, ckpts):
     assert counts["changed"] == 10 and counts["only_a"] == counts["only_b"] == 0
     assert not tab.error_label.isVisibleTo(tab)
 
+
+def _shot(tmp_path, scene, *files):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CKPTVIEWER_SCREENSHOT_SCENE=scene,
+               CKPTVIEWER_SETTINGS=str(tmp_path / "s.ini"))
+    env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
+    out = tmp_path / f"{scene}.png"
+    proc = subprocess.run([sys.executable, "-m", "ckptviewer", "--screenshot", str(out), *map(str, files)],
+                          env=env, capture_output=True, timeout=180)
+    return proc, out
+
+
+def test_screenshot_scene_shows_a_diff(fine_tune, tmp_path):
+    proc, out = _shot(tmp_path, "diff", *fine_tune)
+    assert proc.returncode == 0, proc.stderr.decode()
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    proc, _ = _shot(tmp_path, "nonsense", *fine_tune)
+    assert proc.returncode == 2 and b"unknown screenshot scene" in proc.stderr

@@ -30,6 +30,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
                "Write the tutorial's training checkpoint to a temporary folder and open it"),
     ActionSpec("file.compare", "&File", "Co&mpare…", "compare_dialog", None,
                "Compare the current checkpoint (or two files) key by key, in a diff tab", separator_before=True),
+    ActionSpec("file.convert", "&File", "Con&vert Files…", "show_convert_panel", None,
+               "Show the Convert panel: apply a recipe to the checkpoints you drop on it"),
     ActionSpec("file.close_tab", "&File", "&Close Tab", "close_current_tab", SK.Close, needs_tab=True,
                separator_before=True),
     ActionSpec("file.quit", "&File", "&Quit", "close", SK.Quit, separator_before=True),

@@ -131,14 +131,27 @@ def run(args: argparse.Namespace) -> int:
         if server.listen():
             server.files_received.connect(window.on_files_forwarded)
     driver = None
+    scene = os.environ.get("CKPTVIEWER_SCREENSHOT_SCENE", "") if screenshot else ""
     if screenshot:
         window.resize(1440, 900)
-        driver = ScreenshotDriver(window, os.path.abspath(screenshot), app)
+        if not scene:
+            driver = ScreenshotDriver(window, os.path.abspath(screenshot), app)
     reserve_timer = QTimer(window)       # see qtcompat: keeps a defective binding from aborting
     reserve_timer.timeout.connect(top_up)
     reserve_timer.start(2000)
     window.show()
-    if files:
+    if scene:
+        # Other views to look at headless (a diff tab, the Convert panel mid-batch): screenshot_scenes.py
+        from .screenshot_scenes import RECIPE_ENV, start_scene
+        try:
+            driver = start_scene(scene, window, files, os.path.abspath(screenshot), app, scratch.name,
+                                 os.environ.get(RECIPE_ENV) or "clean-dataparallel")
+        except (ValueError, KeyError) as e:
+            print(f"ckptviewer: {e}", file=sys.stderr)
+            window.shutdown()
+            scratch.cleanup()
+            return 2
+    elif files:
         window.open_paths(files)
     if demo:
         window.open_demo()

@@ -111,6 +111,7 @@ class MainWindow(QMainWindow):
         self.actions_by_id: dict[str, QAction] = {}
         self._about: AboutDialog | None = None
         self._last_message = ""
+        self.convert_dock = None          # the Convert panel's dock, made when first shown
 
         central = QWidget(self)
         lay = QVBoxLayout(central)
@@ -406,7 +407,8 @@ class MainWindow(QMainWindow):
 
     def has_pending_work(self) -> bool:
         return (self.runner.is_busy() or any(t.has_pending_work() for t in self.checkpoint_tabs())
-                or any(t.has_pending_work() for t in self.diff_tabs()))
+                or any(t.has_pending_work() for t in self.diff_tabs())
+                or (self.convert_dock is not None and self.convert_dock.panel.has_pending_work()))
 
     # -- compare (diff tabs) and convert (the Convert panel) ------------------------------------
     def compare_dialog(self) -> None:
@@ -442,6 +444,19 @@ class MainWindow(QMainWindow):
         self._sync_stack()
         self._update_actions()
 
+    def show_convert_panel(self):
+        """Show (making it the first time) the Convert panel's dock; returns the panel."""
+        if self.convert_dock is None:
+            from .convert_panel import ConvertDock
+            self.convert_dock = ConvertDock(self.settings, self)
+            self.convert_dock.panel.open_requested.connect(self.open_paths)
+            self.convert_dock.panel.status_message.connect(self.show_status)
+            self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.convert_dock)
+            self.resizeDocks([self.convert_dock], [560], Qt.Orientation.Horizontal)
+        self.convert_dock.show()
+        self.convert_dock.raise_()
+        return self.convert_dock.panel
+
     # -- painting and closing -------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt override
         super().paintEvent(event)
@@ -464,6 +479,8 @@ class MainWindow(QMainWindow):
         for diff in self.diff_tabs():
             diff.save_state()
             diff.shutdown(wait=True)
+        if self.convert_dock is not None:
+            self.convert_dock.panel.shutdown()
         self.settings.sync()
         for folder in self._demo_dirs:
             shutil.rmtree(folder, ignore_errors=True)
