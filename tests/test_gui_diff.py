@@ -11,7 +11,7 @@ import torch
 from PySide6.QtCore import QMimeData, QModelIndex, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QToolButton
 
 from gui_support import QT_STRICT, isolated_settings, no_workers_left, open_one, wait_idle, window  # noqa: F401
 from models import Net
@@ -195,6 +195,15 @@ def test_scalar_old_to_new_and_tolerances(qtbot, window, tmp_path):
     tab = open_diff(qtbot, window, tmp_path / "a.pt", tmp_path / "b.pt")
     assert tab.select_path(("epoch",))
     assert tab.headline.text() == "3 → 7"
+    tab.findChild(QToolButton, "swap").click()            # B against A
+    qtbot.waitUntil(lambda: tab.session.setup.path_a.endswith("b.pt") and tab.compare_done
+                    and not tab.has_pending_work(), timeout=30_000)
+    assert tab.select_path(("epoch",)) and tab.headline.text() == "7 → 3"
+    assert tab.session.run.entry(("extra",)).status == "only_a"
+    tab.findChild(QToolButton, "swap").click()
+    qtbot.waitUntil(lambda: tab.session.setup.path_a.endswith("a.pt") and tab.compare_done
+                    and not tab.has_pending_work(), timeout=30_000)
+    assert tab.select_path(("epoch",))
     assert "Histograms are drawn for tensors." in tab.histograms.note.text()
     assert tab.select_path(("lr",)) and "unchanged" in tab.headline.text()
     assert tab.select_path(("extra",)) and tab.headline.text().startswith("Only in B")
@@ -383,3 +392,22 @@ def test_screenshot_scene_shows_a_diff(fine_tune, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     proc, _ = _shot(tmp_path, "nonsense", *fine_tune)
     assert proc.returncode == 2 and b"unknown screenshot scene" in proc.stderr
+
+
+def test_compare_action_without_a_tab_asks_for_both_files(qtbot, window, ckpts, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    answers = [str(ckpts["checkpoint.tar"]), str(ckpts["checkpoint_legacy.tar"])]
+    titles = []
+
+    def fake_open(parent, title, start, filters):
+        titles.append(title)
+        return answers.pop(0), ""
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", fake_open)
+    assert window.current_tab() is None
+    window.actions_by_id["file.compare"].trigger()
+    assert [t.split(":")[0] for t in titles] == ["Compare", "Compare"] and "(A)" in titles[0] and "(B)" in titles[1]
+    diff = wait_compared(qtbot, window.diff_tabs()[0])
+    assert diff.session.run.equal             # a zip file against a legacy one with the same contents
+    assert window.windowTitle().startswith("checkpoint.tar ⇄ checkpoint_legacy.tar")

@@ -292,6 +292,7 @@ class ConvertPanel(QWidget):
         self.max_parallel = default_parallel()
         self.runner = TaskRunner(self)
         self._expansions = 0
+        self._saves = 0
         self._pending_expansions: set[str] = set()
         self._shut = False
         lay = QVBoxLayout(self)
@@ -394,8 +395,10 @@ class ConvertPanel(QWidget):
         if exp is None:
             self._update_summary()
             return
-        active = {os.path.realpath(j.source) for j in self.jobs if not j.finished}
-        jobs = [ConvertJob(next(self._ids), f, recipe) for f in exp.files if os.path.realpath(f) not in active]
+        # A file already queued or converting is not queued twice (by name: no file-system calls here).
+        active = {os.path.normcase(os.path.abspath(j.source)) for j in self.jobs if not j.finished}
+        jobs = [ConvertJob(next(self._ids), f, recipe) for f in exp.files
+                if os.path.normcase(os.path.abspath(f)) not in active]
         self.model.add(jobs)
         notes = []
         if exp.passed_over:
@@ -527,7 +530,7 @@ class ConvertPanel(QWidget):
 
     # -- recipe files (read and written in workers) ---------------------------------------------
     def _on_load_requested(self, path: str) -> None:
-        self.runner.submit("recipe-io", read_recipe, path, on_result=self._on_recipe_loaded,
+        self.runner.submit("recipe-load", read_recipe, path, on_result=self._on_recipe_loaded,
                            on_error=self._on_recipe_error)
 
     def _on_recipe_loaded(self, recipe: Recipe | None) -> None:
@@ -540,7 +543,8 @@ class ConvertPanel(QWidget):
         self.editor.show_problem(f"Could not use that recipe: {getattr(exc, 'message', exc)}")
 
     def _on_save_requested(self, path: str, recipe: Recipe) -> None:
-        self.runner.submit("recipe-io", write_recipe, path, recipe,
+        self._saves += 1               # each save in its own channel: a later load must not cancel it
+        self.runner.submit(f"recipe-save-{self._saves}", write_recipe, path, recipe,
                            on_result=lambda p: p and self.status_message.emit(f"Saved the recipe to {p}"),
                            on_error=self._on_recipe_error)
 

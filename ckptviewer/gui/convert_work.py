@@ -9,7 +9,6 @@ since listing a folder is file-system work.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -60,6 +59,3 @@ def convert_job_steps(source: str, recipe: Recipe, stop: threading.Event
     finally:
         gen.close()
 
-
-def output_exists(result: ConvertResult) -> bool:
-    return bool(result.output) and os.path.isfile(result.output)

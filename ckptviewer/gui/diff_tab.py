@@ -109,6 +109,7 @@ class DiffTab(QWidget):
             from .diff_charts import side_color
             lab.setStyleSheet(f"color: {side_color(which).name()}; font-weight: bold;")
         swap = QToolButton(self)
+        swap.setObjectName("swap")
         swap.setText("⇄ Swap")
         swap.setToolTip("Compare B against A instead")
         swap.clicked.connect(self._on_swap_clicked)
