@@ -110,6 +110,31 @@ DANGEROUS_MODULES: dict[str, str] = {
     "aiohttp": "network clients",
     "httpx": "network clients",
     "paramiko": "remote shells",
+    "pathlib": "reads, writes and deletes files (Path.write_text, Path.unlink)",
+    "zipfile": "creates and overwrites archives on disk",
+    "tarfile": "extracts and writes archives on disk",
+    "logging.handlers": "handlers that write files and send to sockets, SMTP and HTTP",
+    "pydoc": "pydoc.pipepager runs a shell command; pydoc.locate imports anything",
+    "uuid": "uuid._get_command_stdout runs commands",
+    "imaplib": "IMAP4_stream runs a shell command",
+    "_posixsubprocess": "fork_exec starts processes",
+    "_winapi": "CreateProcess starts processes",
+    "_osx_support": "helpers that run shell commands",
+    "_aix_support": "helpers that run shell commands",
+    "_pyrepl": "pagers that run shell commands",
+    "idlelib": "IDLE's shell runs source text",
+    "lib2to3": "grammar loaders unpickle files",
+    "test": "test.support helpers spawn Python processes",
+    "numpy.lib.npyio": "numpy.load with allow_pickle",
+    "numpy.lib._npyio_impl": "numpy.load with allow_pickle",
+    "torch._inductor": "compiles and loads native code (codecache.compile_file runs a compiler command)",
+    "torch._dynamo": "guards and bytecode tools that evaluate source text",
+    "torch.fx.graph_module": "rebuilds a GraphModule by exec()-ing source text carried in the pickle",
+    "torch.fx.experimental.symbolic_shapes": "ShapeEnv.evaluate_guards_expression evaluates source text",
+    "torch.utils.collect_env": "runs shell commands",
+    "torch.utils.bottleneck": "runs scripts under profilers",
+    "torch.utils._config_module": "ConfigModule.load_config unpickles nested bytes",
+    "torch.utils.data.datapipes.utils.decoder": "decoders that unpickle nested bytes",
 }
 
 # Exact names in otherwise harmless modules.
@@ -144,7 +169,20 @@ DANGEROUS_NAMES: dict[str, str] = {
     "io.FileIO": "opens files for reading and writing",
     "_io.open": "opens files for reading and writing",
     "_io.FileIO": "opens files for reading and writing",
-    "torch._inductor.codecache.compile_file": "compiles and loads native code",
+    "builtins.apply": "Python 2: calls any callable with any arguments",
+    "builtins.execfile": "Python 2: runs a source file",
+    "operator.itemgetter": "indexes any object (a step in getattr-style chains)",
+    "_operator.attrgetter": "reads arbitrary attributes (operator.attrgetter under its C module's name)",
+    "_operator.methodcaller": "calls arbitrary methods (operator.methodcaller under its C module's name)",
+    "_operator.getitem": "indexes any object (operator.getitem under its C module's name)",
+    "_operator.itemgetter": "indexes any object (operator.itemgetter under its C module's name)",
+    "_functools.partial": "wraps a callable with arguments (functools.partial under its C module's name)",
+    "_functools.reduce": "calls a callable repeatedly (functools.reduce under its C module's name)",
+    "codecs.open": "opens files for reading and writing",
+    "gzip.open": "opens files for reading and writing",
+    "bz2.open": "opens files for reading and writing",
+    "lzma.open": "opens files for reading and writing",
+    "logging.FileHandler": "creates and appends to files",
 }
 
 # copyreg extension codes (EXT1/2/4 opcodes) are reported as dangerous: they name a global
@@ -164,19 +202,44 @@ HARMLESS_NAMES: dict[str, str] = {
 }
 
 
-def danger_reason(module: str, name: str) -> str | None:
-    """Why ``module.name`` is dangerous, or ``None`` when it is not on the list."""
-    if f"{module}.{name}" in HARMLESS_NAMES:
-        return None
-    qual = f"{module}.{name}"
+# From protocol 4, pickle resolves a dotted *name* with getattr, one part after another, so a global in
+# a harmless module reaches whatever that module imported (glob.os.system, torch._utils.os.system,
+# collections._sys.modules) or the interpreter's internals (OrderedDict.__init__.__globals__). Such a
+# chain is dangerous when a part of it is a dunder, or when it continues into a listed module or name,
+# also under a private alias (``import sys as _sys``).
+CHAIN_DUNDER_REASON = "an attribute chain through {part}, which reaches the interpreter's internals"
+CHAIN_REASON = "an attribute chain to {target}: {reason}"
+
+
+def _listed(qual: str) -> str | None:
     if qual in DANGEROUS_NAMES:
         return DANGEROUS_NAMES[qual]
-    if module == "copyreg" and name.startswith(EXTENSION_PREFIX):
-        return "a copyreg extension code: names a global through process state, hiding what it is"
     # Walk the dotted path from the most specific prefix: "torch.serialization.load" -> "torch.serialization".
     parts = qual.split(".")
     for i in range(len(parts), 0, -1):
         reason = DANGEROUS_MODULES.get(".".join(parts[:i]))
         if reason:
             return reason
+    return None
+
+
+def danger_reason(module: str, name: str) -> str | None:
+    """Why ``module.name`` is dangerous, or ``None`` when it is not on the list."""
+    if f"{module}.{name}" in HARMLESS_NAMES:
+        return None
+    if module == "copyreg" and name.startswith(EXTENSION_PREFIX):
+        return "a copyreg extension code: names a global through process state, hiding what it is"
+    reason = _listed(f"{module}.{name}")
+    if reason or "." not in name:
+        return reason
+    parts = name.split(".")
+    for part in parts:
+        if len(part) > 4 and part.startswith("__") and part.endswith("__"):
+            return CHAIN_DUNDER_REASON.format(part=part)
+    for i in range(len(parts)):
+        for head in dict.fromkeys((parts[i], parts[i].lstrip("_"))):
+            target = ".".join([head, *parts[i + 1:]])
+            reason = _listed(target)
+            if reason:
+                return CHAIN_REASON.format(target=target, reason=reason)
     return None
