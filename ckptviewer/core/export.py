@@ -114,7 +114,9 @@ def plan_export(root: Any, options: ExportOptions) -> ExportPlan:
     if options.fmt == "safetensors":
         return _plan_safetensors(plain, options, notes, problems)
     from .walk import iter_tensors
-    tensors = [(tuple(p), t) for p, t in iter_tensors(plain)]
+    walk_notes: list[str] = []
+    tensors = [(tuple(p), t) for p, t in iter_tensors(plain, warnings=walk_notes)]
+    problems.extend(f"{w}; the export would be incomplete" for w in walk_notes)   # never write a partial copy
     for path, t in tensors:
         _check_tensor(path, t, problems)
     if isinstance(plain, TensorRef) or plain is None:
@@ -234,9 +236,21 @@ def _plan_safetensors(plain: Any, options: ExportOptions, notes: list[str], prob
     def name_of(path: tuple) -> str:
         return ".".join(str(p) for p in path)
 
-    todo = [((), plain)]
+    from collections import deque
+
+    from .walk import MAX_NODES, SHARED_PATHS_FACTOR, SHARED_PATHS_MIN
+    todo = deque([((), plain)])
+    visited, distinct = 0, set()
     while todo:
-        path, v = todo.pop(0)
+        path, v = todo.popleft()
+        visited += 1
+        if isinstance(v, (dict, list, tuple)):
+            distinct.add(id(v))
+        if visited > MAX_NODES or (visited > SHARED_PATHS_MIN and visited > SHARED_PATHS_FACTOR * len(distinct)):
+            # Shared containers are written once per path: an exponential object graph would never end.
+            problems.append(f"the values are shared under more key paths than can be written ({visited:,} paths "
+                            f"through {len(distinct):,} containers)")
+            break
         if isinstance(v, TensorRef):
             name = name_of(path)
             if name in names:

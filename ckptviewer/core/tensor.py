@@ -23,6 +23,10 @@ from .errors import LimitExceededError, StorageError
 # A view may declare more elements than it stores (stride 0). Past this many we refuse to read values:
 # hashing or plotting 10**15 repeats of one number is a denial of service, not information.
 MAX_VIEW_ELEMENTS = 1 << 36
+# A view that presents more elements than its storage holds (stride 0, overlapping strides) costs time in
+# proportion to what it presents, not to the file: a 4-byte storage seen as 2**36 elements would take
+# minutes to hash. Such views are readable up to this many elements (0.5 GiB of float32).
+MAX_EXPANDED_ELEMENTS = 1 << 27
 # Reads and hashes go in pieces of about this many bytes, so memory stays bounded for huge tensors.
 CHUNK_BYTES = 16 << 20
 
@@ -268,6 +272,9 @@ class TensorRef:
                 if self.offset + span > have:
                     self.problem = (f"needs elements {self.offset}..{self.offset + span} of storage "
                                     f"{self.storage.key}, which holds {have}")
+                elif self.numel > have and self.numel > MAX_EXPANDED_ELEMENTS:
+                    self.problem = (f"a stride-0 or overlapping view presenting {self.numel:,} elements of a "
+                                    f"storage of {have:,}; values not read")
                 elif self.storage.source is None:
                     self.problem = f"storage record {self.storage.key} is missing from the file"
                 elif self.storage.source.size < (self.offset + span) * itemsize:

@@ -18,7 +18,7 @@ from .objects import GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, To
 from .tensor import TensorRef
 from .textsafe import key_text, safe_text
 from .units import human_bytes, shape_text
-from .walk import MAX_DEPTH, iter_tensors, module_attrs, stand_in_children, unwrap
+from .walk import MAX_DEPTH, iter_distinct_tensors, iter_tensors, module_attrs, stand_in_children, unwrap
 
 CONTAINER_KINDS = {"mapping", "sequence", "set", "state_dict", "module", "optimizer", "group", "object",
                    "scheduler", "param_state"}
@@ -124,7 +124,14 @@ class Node:
         """(tensor count, elements, bytes, elements by dtype, devices), tied tensors counted once."""
         if self._totals is None:
             seen, n, numel, nbytes, by_dtype, devices = set(), 0, 0, 0, Counter(), set()
-            for _, t in self.tensors():
+            # Totals count each tensor once, so containers are walked once each (not once per path).
+            if self.kind in ("group", "state_dict") and self._group_entries() is not None or self.kind == "tensor":
+                found = (t for _, t in self.tensors())
+            elif self.kind in CONTAINER_KINDS:
+                found = iter_distinct_tensors(self.value)
+            else:
+                found = ()
+            for t in found:
                 if id(t) in seen:
                     continue
                 seen.add(id(t))
@@ -360,6 +367,8 @@ def _is_ancestor(parent: Node, value: Any) -> bool:
 
 
 def _make_children(node: Node) -> list[Node]:
+    if node.kind not in CONTAINER_KINDS:
+        return []       # a cycle or truncation marker holds the container it refers to: never expand it
     an = node.ctx.analysis
     v = node.value
     if node.kind in ("state_dict", "group"):
@@ -431,7 +440,9 @@ def _module_children(node: Node, an: Analysis | None) -> list[Node]:
             child._module_prefix = f"{prefix}{name}."
             child.note = safe_text(m.qualname)
         out.append(child)
-    nonpersistent = attrs.get("_non_persistent_buffers_set") or set()
+    nonpersistent = attrs.get("_non_persistent_buffers_set")
+    if not isinstance(nonpersistent, (set, frozenset)):
+        nonpersistent = ()           # a file can put anything here; walk.module_state_dict does the same
     for section, note in (("_parameters", ""), ("_buffers", "buffer")):
         group = attrs.get(section)
         for name, t in (group.items() if isinstance(group, dict) else ()):

@@ -593,7 +593,8 @@ class SafeUnpickler:
         elif isinstance(target, StandIn):
             if target.items is None:
                 target.items = []
-            target.items.extend(zip(items[0::2], items[1::2]))
+            # A dict subclass's items: the same key rule as a dict's (keys become hashed key paths).
+            target.items.extend((_check_key(k), v) for k, v in zip(items[0::2], items[1::2]))
         else:
             raise self._corrupt(f"SETITEMS on a {type(target).__name__}", pos)
 

@@ -3,7 +3,10 @@
 A pickle can build any graph: shared subtrees (``{"best": sd, "last": sd}`` is one dict twice),
 cycles (a list that contains itself) and exponential DAGs (each level referring twice to the one
 below). Walks here are iterative, skip a container that is its own ancestor, stop at a depth cap,
-and give up after a node budget with a warning, so no file can hang or overflow them.
+and give up after a node budget with a warning, so no file can hang or overflow them. Listing by
+key path (:func:`iter_tensors`) also stops once paths far outnumber the distinct containers (an
+exponential DAG has 2**100 paths to one tensor); counting (:func:`iter_distinct_tensors`) visits
+each container once, so totals cost what the graph's size costs whatever its sharing.
 """
 from __future__ import annotations
 
@@ -17,6 +20,10 @@ from .tensor import TensorRef
 
 MAX_DEPTH = 200
 MAX_NODES = 5_000_000
+# Path listing stops when it has visited this many values *and* this many times more values than
+# distinct containers: real files share a state_dict or two ("best" and "last"), not every level.
+SHARED_PATHS_MIN = 20_000
+SHARED_PATHS_FACTOR = 8
 
 Key = Any            # a path component: a dict key as it is (str, int, ...) or a list position
 
@@ -33,12 +40,27 @@ def is_container(value: Any) -> bool:
 
 
 def module_attrs(value: Any) -> dict | None:
-    """The instance dict of a pickled ``nn.Module`` stand-in, or None if ``value`` is not one."""
+    """The instance dict of a pickled ``nn.Module`` stand-in, or None if ``value`` is not one.
+
+    A module's attribute, submodule, parameter and buffer names are strings; a file can make them
+    anything, and everything that builds ``prefix + name`` keys relies on this check. A stand-in that
+    fails it is shown as a plain object."""
     if isinstance(value, StandIn):
         attrs = value.attributes
-        if attrs is not None and isinstance(attrs.get("_modules"), dict) and isinstance(attrs.get("_parameters"), dict):
+        if attrs is None:
+            return None
+        modules, params, buffers = attrs.get("_modules"), attrs.get("_parameters"), attrs.get("_buffers")
+        if (isinstance(modules, dict) and isinstance(params, dict) and _str_keys(attrs) and _str_keys(modules)
+                and _str_keys(params) and (not isinstance(buffers, dict) or _str_keys(buffers))):
             return attrs
     return None
+
+
+def _str_keys(d: dict) -> bool:
+    for k in d:
+        if type(k) is not str:
+            return False
+    return True
 
 
 def is_module(value: Any) -> bool:
@@ -112,6 +134,7 @@ def iter_tensors(root: Any, *, warnings: list[str] | None = None,
     """
     stack: list[tuple[tuple, Any, tuple[int, ...]]] = [((), root, ())]
     visited = 0
+    distinct: set[int] = set()
     while stack:
         path, value, ancestors = stack.pop()
         visited += 1
@@ -127,6 +150,13 @@ def iter_tensors(root: Any, *, warnings: list[str] | None = None,
             continue
         if id(value) in ancestors:
             continue
+        distinct.add(id(value))
+        if visited > SHARED_PATHS_MIN and visited > SHARED_PATHS_FACTOR * len(distinct):
+            if warnings is not None:
+                warnings.append(f"stopped listing tensors after {visited:,} key paths through only "
+                                f"{len(distinct):,} containers: the file shares the same values under more "
+                                f"paths than can be listed (an exponential object graph)")
+            return
         if len(path) >= MAX_DEPTH:
             if warnings is not None:
                 warnings.append(f"stopped at depth {MAX_DEPTH} under {path[:3]}...")
@@ -138,15 +168,34 @@ def iter_tensors(root: Any, *, warnings: list[str] | None = None,
                 stack.append((path + (key,), child, inner))
 
 
+def iter_distinct_tensors(root: Any, *, max_nodes: int = MAX_NODES) -> Iterator[TensorRef]:
+    """Every distinct tensor under ``root``, once, visiting each container once (cost: the graph's size).
+
+    What totals need: a tensor shared under many paths is counted once, so shared containers need not
+    be entered again, and an exponential DAG costs no more than its few distinct levels.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(root, 0)]
+    visited = 0
+    while stack and visited < max_nodes:
+        value, depth = stack.pop()
+        visited += 1
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, TensorRef):
+            yield value
+            continue
+        if depth >= MAX_DEPTH:
+            continue
+        for _key, child in reversed(children(value)):
+            if isinstance(child, TensorRef) or is_container(child) or isinstance(child, NumpyArrayPending):
+                stack.append((child, depth + 1))
+
+
 def numel_of(value: Any) -> int:
     """Elements in all tensors under ``value`` (shared tensors counted once)."""
-    seen: set[int] = set()
-    total = 0
-    for _, t in iter_tensors(value):
-        if id(t) not in seen:
-            seen.add(id(t))
-            total += t.numel
-    return total
+    return sum(t.numel for t in iter_distinct_tensors(value))
 
 
 def is_scalar(value: Any) -> bool:

@@ -34,7 +34,9 @@ INDEX_SUFFIX = ".index.json"
 def looks_index(head: bytes) -> bool:
     """True when a file's first bytes could be a JSON object (an index is sniffed by content, then parsed)."""
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    return text.startswith(b"{")
+    # JSON text never holds a NUL byte; a safetensors file whose header length starts with 0x7b ("{")
+    # does (the high bytes of its 8-byte length), and must not be taken for an index.
+    return text.startswith(b"{") and b"\x00" not in head
 
 
 def find_index(folder: str) -> str | None:

@@ -12,7 +12,7 @@ from ..checkpoint import Checkpoint, PickleGlobals
 from ..errors import CheckpointError, CorruptFileError, NotACheckpointError, StorageError
 from ..tensor import BytesRegion, ByteSource, DeferredRegion, release_map_range
 from .common import StorageTable, unpickle
-from .zipreader import ZipArchive, inflate
+from .zipreader import PICKLE_MAX_RATIO, ZipArchive, inflate
 
 _SMALL_RECORDS = ("byteorder", "version", ".format_version", ".storage_alignment", ".data/version",
                   ".data/serialization_id")
@@ -106,7 +106,7 @@ def read_torch_zip(buf, path: str, *, resources: list | None = None, start: int 
 
     table = StorageTable(lambda key: _source(archive, f"{prefix}data/{key}"), warnings, byteorder,
                          what="storage")
-    data = archive.read(prefix + "data.pkl", check_crc=True)
+    data = archive.read(prefix + "data.pkl", check_crc=True, max_ratio=PICKLE_MAX_RATIO)
     root, end = unpickle(data, name="data.pkl", warnings=warnings, pickles=pickles,
                          persistent_load=table.load)
     if end != len(data):
@@ -117,7 +117,8 @@ def read_torch_zip(buf, path: str, *, resources: list | None = None, start: int 
         if prefix + "constants.pkl" in archive:
             ctable = StorageTable(lambda key: _source(archive, f"{prefix}constants/{key}"), warnings, byteorder,
                                   what="constant")
-            constants, _ = unpickle(archive.read(prefix + "constants.pkl", check_crc=True), name="constants.pkl",
+            constants, _ = unpickle(archive.read(prefix + "constants.pkl", check_crc=True,
+                                                 max_ratio=PICKLE_MAX_RATIO), name="constants.pkl",
                                     warnings=warnings, pickles=pickles, persistent_load=ctable.load)
             storages.update({f"constants/{k}": v for k, v in ctable.storages.items()})
             meta["constants"] = constants

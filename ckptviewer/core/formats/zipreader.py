@@ -22,6 +22,10 @@ _LFH = struct.Struct("<4sHHHHHIIIHH")          # local file header (30 bytes)
 
 MAX_INFLATED = 4 << 30          # a compressed member may not expand past 4 GiB
 MAX_RATIO = 1000                # ... nor by more than 1000:1 once past 1 MiB
+# A pickle is inflated whole when the file is opened (a tensor record only when its values are read),
+# so pickles get a tighter guard: a 2 MB file may not make the reader allocate more than ~200 MB.
+# Real pickles deflate 3-20:1; torch itself stores them uncompressed.
+PICKLE_MAX_RATIO = 100
 MAX_ENTRIES = 5_000_000
 
 
@@ -161,8 +165,9 @@ class ZipArchive:
         start = self.data_offset(m)
         return memoryview(self.buf)[start:start + m.compressed_size]
 
-    def read(self, name: str, *, check_crc: bool = False, limit: int = MAX_INFLATED) -> bytes:
-        """The member's content, inflated under a cap when compressed."""
+    def read(self, name: str, *, check_crc: bool = False, limit: int = MAX_INFLATED,
+             max_ratio: int = MAX_RATIO) -> bytes:
+        """The member's content, inflated under a cap (and a ratio guard) when compressed."""
         m = self.members[name]
         raw = self.raw(name)
         if m.method == 0:
@@ -170,7 +175,7 @@ class ZipArchive:
                 raise CorruptFileError(f"stored zip member {name!r} has two different sizes")
             data = bytes(raw)
         elif m.method == 8:
-            data = inflate(raw, m.size, name, limit)
+            data = inflate(raw, m.size, name, limit, max_ratio)
         else:
             raise UnsupportedFormatError(f"zip member {name!r} uses compression method {m.method}")
         if check_crc and zlib.crc32(data) != m.crc:
@@ -181,12 +186,12 @@ class ZipArchive:
         return name in self.members
 
 
-def inflate(raw, declared: int, name: str, limit: int = MAX_INFLATED) -> bytes:
+def inflate(raw, declared: int, name: str, limit: int = MAX_INFLATED, max_ratio: int = MAX_RATIO) -> bytes:
     """Inflate a deflated member, refusing to grow past ``limit`` or far past its declared size."""
     cap = min(limit, max(declared, 0))
     if declared > limit:
         raise LimitExceededError(f"zip member {name!r} declares {declared:,} bytes inflated")
-    if len(raw) and declared > (1 << 20) and declared / len(raw) > MAX_RATIO:
+    if declared > (1 << 20) and declared / max(len(raw), 1) > max_ratio:
         raise LimitExceededError(f"zip member {name!r} would inflate {declared / len(raw):.0f}-fold")
     d = zlib.decompressobj(-15)
     try:
