@@ -23,16 +23,23 @@ class Document:
     def is_edited(self) -> bool:
         return bool(self.steps)
 
-    def push(self, step: Step) -> EditLog:
-        """Add a step; it is applied first, so an invalid step raises and leaves the document as it was."""
-        root, log = apply_steps(self.checkpoint.root, self.steps + [step])
+    def push(self, step: Step, edited: tuple[Any, EditLog] | None = None) -> EditLog:
+        """Add a step; it is applied first, so an invalid step raises and leaves the document as it was.
+
+        ``edited`` is what :meth:`preview` returned for ``step`` on the current steps (the window
+        computes it in a worker, since applying steps to a large tree takes seconds); it is used
+        instead of applying the steps again.
+        """
+        root, log = edited if edited is not None else apply_steps(self.checkpoint.root, self.steps + [step])
         self.steps.append(step)
         self._edited = (root, log)
         return log
 
-    def pop(self) -> Step:
+    def pop(self, edited: tuple[Any, EditLog] | None = None) -> Step:
+        """Remove the last step. ``edited``: the known result of the remaining steps (a window keeps
+        it for undo), else it is recomputed when next asked for."""
         step = self.steps.pop()
-        self._edited = None
+        self._edited = edited
         return step
 
     def preview(self, step: Step) -> tuple[Any, EditLog]:
