@@ -55,33 +55,7 @@ def load_steps(path: str) -> Generator[Progress, None, LoadedFile]:
         an = analyze(ckpt.root)
         yield Progress(2, 5, f"Building the tree of {name}")
         root = build_tree(ckpt, an)
-        warmed: set[int] = set()
-        built = 0
-        level = [root]
-        for depth in range(PREBUILD_LEVELS):
-            nxt = []
-            for node in level:
-                if node.has_children:
-                    kids = node.children()
-                    built += len(kids)
-                    nxt.extend(kids)
-                if built > PREBUILD_NODES:
-                    break
-            yield Progress(2, 5, f"Building the tree of {name}")
-            level = nxt
-            if built > PREBUILD_NODES:
-                break
-        yield Progress(3, 5, f"Counting parameters in {name}")
-        # Totals of the root and of the rows visible first (top level and one below).
-        top = root.children() if root.has_children else [root]
-        warm = [root] + top + [c for n in top[:200] if n.has_children and n.row < 200
-                               for c in n.children()[:200]]
-        for i, node in enumerate(warm):
-            if node.has_children:
-                node.totals()
-                warmed.add(id(node))
-            if i % 50 == 0:
-                yield Progress(3, 5, f"Counting parameters in {name}")
+        warmed = yield from prebuild_steps(root, name, 2, 5)
         yield Progress(4, 5, f"Checking {name}")
         unknown, dangerous = stand_in_classes(ckpt)
         warnings = collect_warnings(ckpt, entries)
@@ -97,6 +71,40 @@ def load_steps(path: str) -> Generator[Progress, None, LoadedFile]:
     except BaseException:
         ckpt.close()
         raise
+
+
+def prebuild_steps(root: Node, name: str, stage: int, stages: int) -> Generator[Progress, None, set[int]]:
+    """Build the tree's first levels and the totals of the rows shown first, so the GUI thread only
+    draws (used when a file is opened and when an edit rebuilds the tree). Returns the ids of the
+    nodes whose totals are known."""
+    warmed: set[int] = set()
+    built = 0
+    level = [root]
+    for depth in range(PREBUILD_LEVELS):
+        nxt = []
+        for node in level:
+            if node.has_children:
+                kids = node.children()
+                built += len(kids)
+                nxt.extend(kids)
+            if built > PREBUILD_NODES:
+                break
+        yield Progress(stage, stages, f"Building the tree of {name}")
+        level = nxt
+        if built > PREBUILD_NODES:
+            break
+    yield Progress(stage + 1, stages, f"Counting parameters in {name}")
+    # Totals of the root and of the rows visible first (top level and one below).
+    top = root.children() if root.has_children else [root]
+    warm = [root] + top + [c for n in top[:200] if n.has_children and n.row < 200
+                           for c in n.children()[:200]]
+    for i, node in enumerate(warm):
+        if node.has_children:
+            node.totals()
+            warmed.add(id(node))
+        if i % 50 == 0:
+            yield Progress(stage + 1, stages, f"Counting parameters in {name}")
+    return warmed
 
 
 def totals_steps(nodes: list[Node]) -> Generator[None, None, list[Node]]:

@@ -119,6 +119,7 @@ def _light_palette() -> QPalette:
         p.setColor(role, QColor(col))
     p.setColor(QPalette.ColorGroup.Disabled, c.Text, QColor("#9a9a9a"))
     p.setColor(QPalette.ColorGroup.Disabled, c.WindowText, QColor("#9a9a9a"))
+    p.setColor(QPalette.ColorGroup.Disabled, c.ButtonText, QColor("#9a9a9a"))   # a disabled OK must look it
     return p
 
 
@@ -133,6 +134,7 @@ def _dark_palette() -> QPalette:
         p.setColor(role, QColor(col))
     p.setColor(QPalette.ColorGroup.Disabled, c.Text, QColor("#707070"))
     p.setColor(QPalette.ColorGroup.Disabled, c.WindowText, QColor("#707070"))
+    p.setColor(QPalette.ColorGroup.Disabled, c.ButtonText, QColor("#707070"))
     return p
 
 
