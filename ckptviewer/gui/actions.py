@@ -17,7 +17,7 @@ class ActionSpec:
     id: str
     menu: str
     text: str
-    handler: str                          # name of a MainWindow method
+    handler: str                          # name of a MainWindow method (dotted: of one of its parts)
     shortcut: QKeySequence.StandardKey | str | None = None
     tip: str = ""
     needs_tab: bool = False               # disabled while no checkpoint tab is open
@@ -35,11 +35,25 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("file.close_tab", "&File", "&Close Tab", "close_current_tab", SK.Close, needs_tab=True,
                separator_before=True),
     ActionSpec("file.quit", "&File", "&Quit", "close", SK.Quit, separator_before=True),
+    ActionSpec("edit.undo", "&Edit", "&Undo", "edits.undo", SK.Undo, "Undo the current tab's last edit"),
+    ActionSpec("edit.redo", "&Edit", "&Redo", "edits.redo", "Ctrl+Shift+Z", "Redo the edit undone last"),
     ActionSpec("edit.copy_path", "&Edit", "Copy &Key Path", "copy_key_path", "Ctrl+Shift+C",
                "Copy the selected entry's key path as Python subscripts", needs_tab=True),
     ActionSpec("edit.copy_snippet", "&Edit", "Copy Load &Snippet", "copy_snippet", "Ctrl+Shift+S",
                "Copy Python code that loads the selected entry safely", needs_tab=True),
     ActionSpec("edit.find", "&Edit", "&Find…", "focus_search", SK.Find, "Filter the tree by key", needs_tab=True,
+               separator_before=True),
+    ActionSpec("checkpoint.remap", "&Checkpoint", "Remap &Devices…", "edits.remap_devices", None,
+               "Write the tensors as recorded on other devices (like map_location)", needs_tab=True),
+    ActionSpec("checkpoint.rename", "&Checkpoint", "&Rename Keys…", "edits.rename_keys", "F2",
+               "Rename state_dict keys with prefix, replace, regex and mapping rules", needs_tab=True),
+    ActionSpec("checkpoint.strip", "&Checkpoint", "&Strip Prefix…", "edits.strip_prefix", None,
+               "Remove a prefix every key shares (module., _orig_mod., ...)", needs_tab=True),
+    ActionSpec("checkpoint.warm_start", "&Checkpoint", "&Warm Start Check…", "edits.warm_start", None,
+               "Check which keys would load into another checkpoint's model, and rename to match more",
+               needs_tab=True, separator_before=True),
+    ActionSpec("checkpoint.export", "&Checkpoint", "&Export…", "edits.export", SK.Save,
+               "Write the edited checkpoint (or a part of it) to a new file", needs_tab=True,
                separator_before=True),
     ActionSpec("view.expand_all", "&View", "&Expand All", "expand_all", "Ctrl+E", needs_tab=True),
     ActionSpec("view.collapse_all", "&View", "&Collapse All", "collapse_all", "Ctrl+Shift+E", needs_tab=True),
@@ -48,4 +62,4 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("help.about", "&Help", "&About ckptviewer", "show_about"),
 )
 
-MENUS = ("&File", "&Edit", "&View", "&Help")
+MENUS = ("&File", "&Edit", "&Checkpoint", "&View", "&Help")

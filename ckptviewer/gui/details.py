@@ -55,6 +55,7 @@ class DetailsPanel(QScrollArea):
         self._node: Node | None = None
         self._resolver: Callable[[Node, str], Node | None] | None = None
         self._shared: Callable[[TensorRef], list[tuple]] | None = None
+        self._note: Callable[[Node], str] | None = None
         self.stat_labels: dict[str, QLabel] = {}
         self.stats_status: QLabel | None = None
         self.facts: dict[str, str] = {}
@@ -68,6 +69,10 @@ class DetailsPanel(QScrollArea):
                     shared_with: Callable[[TensorRef], list[tuple]]) -> None:
         self._resolver = resolve_parameter
         self._shared = shared_with
+
+    def set_note_provider(self, note: Callable[[Node], str]) -> None:
+        """``note(node)``: what the tab's edits changed at a node, shown under its title."""
+        self._note = note
 
     @property
     def node(self) -> Node | None:
@@ -122,6 +127,13 @@ class DetailsPanel(QScrollArea):
         if node.note:
             sub += f" ({safe_text(node.note, 200)})"
         self._lay.addWidget(plain_label(sub, self._body))
+        edited = self._note(node) if self._note is not None else ""
+        if edited:
+            self.facts["Edited"] = edited
+            lab = plain_label(f"Edited: {edited}", self._body)
+            lab.setObjectName("details-edited")
+            lab.setStyleSheet("background: rgba(230, 126, 34, 0.16); border-radius: 3px; padding: 2px;")
+            self._lay.addWidget(lab)
         if node.kind == "tensor":
             self._tensor(node)
         elif node.kind == "optimizer" and isinstance(node.info, OptimizerInfo):

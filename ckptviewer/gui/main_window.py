@@ -7,6 +7,7 @@ the other files or the app.
 """
 from __future__ import annotations
 
+import operator
 import os
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ from .about import AboutDialog
 from .actions import ACTIONS, MENUS, ActionSpec
 from .diff_tab import DiffTab, ask_compare_paths
 from .diff_work import DiffSetup
+from .edit_controller import EditController
 from .loading import demo_steps
 from .messages import MessageBar
 from .resources import icon_pixmap
@@ -146,6 +148,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.cancel_button)
 
+        self.edits = EditController(self)   # Checkpoint menu, Undo/Redo, discarding unexported edits
         self._build_menus()
         self._refresh_recent()
         self._update_actions()
@@ -176,7 +179,7 @@ class MainWindow(QMainWindow):
             action.setShortcut(QKeySequence(spec.shortcut))
         if spec.tip:
             action.setStatusTip(spec.tip)
-        action.triggered.connect(getattr(self, spec.handler))
+        action.triggered.connect(operator.attrgetter(spec.handler)(self))
         self.actions_by_id[spec.id] = action
         return action
 
@@ -186,6 +189,7 @@ class MainWindow(QMainWindow):
             if spec.needs_tab:
                 self.actions_by_id[spec.id].setEnabled(has_tab)
         self.actions_by_id["file.close_tab"].setEnabled(self.tabs.currentWidget() is not None)
+        self.edits.update_actions()
 
     def _refresh_recent(self) -> None:
         files = self.settings.recent_files()
@@ -325,14 +329,16 @@ class MainWindow(QMainWindow):
     def close_current_tab(self) -> None:
         tab = self.current_tab()
         if tab is not None:
-            self._remove_tab(tab)
+            if self.edits.confirm_discard([tab]):
+                self._remove_tab(tab)
         elif isinstance(self.tabs.currentWidget(), DiffTab):
             self.close_diff_tab(self.tabs.currentWidget())
 
     def _on_tab_close_requested(self, index: int) -> None:
         tab = self.tabs.widget(index)
         if isinstance(tab, CheckpointTab):
-            self._remove_tab(tab)
+            if self.edits.confirm_discard([tab]):
+                self._remove_tab(tab)
         elif isinstance(tab, DiffTab):
             self.close_diff_tab(tab)
 
@@ -486,5 +492,8 @@ class MainWindow(QMainWindow):
             shutil.rmtree(folder, ignore_errors=True)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        if not self._closing and not self.edits.confirm_discard(self.checkpoint_tabs()):
+            event.ignore()
+            return
         self.shutdown()
         super().closeEvent(event)

@@ -1,9 +1,11 @@
 """The summary strip at the top of a tab: what the file is, what is in it, and what to be wary of."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QLabel, QPlainTextEdit, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QToolButton, QVBoxLayout,
+                               QWidget)
 
+from ..core.interpret import Analysis
 from ..core.textsafe import safe_text
 from ..core.units import human_bytes
 from .loading import LoadedFile
@@ -57,7 +59,22 @@ def summary_lines(f: LoadedFile) -> dict[str, str]:
     return lines
 
 
+def strip_offers(analysis: Analysis) -> list[tuple[tuple, str, str]]:
+    """(state_dict path, prefix, label) for each state_dict whose keys all start with a wrapper prefix."""
+    return [(tuple(sd.path), sd.prefix[0], sd.prefix[1]) for sd in analysis.state_dicts
+            if sd.prefix and sd.kind == "state_dict"][:MAX_STRIP_OFFERS]
+
+
+MAX_STRIP_OFFERS = 4
+BANNER_STYLE = "#strip-banner { background: rgba(52, 152, 219, 0.14); border-radius: 3px; }"
+EDITS_STYLE = "background: rgba(230, 126, 34, 0.16); border-radius: 3px; padding: 3px;"
+
+
 class SummaryStrip(QFrame):
+    """``strip_requested(prefix, state_dict path)`` when the banner's Strip button is clicked."""
+
+    strip_requested = Signal(str, object)
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
@@ -66,6 +83,10 @@ class SummaryStrip(QFrame):
         self._lay.setSpacing(2)
         self.labels: dict[str, QLabel] = {}
         self.warnings_box: QPlainTextEdit | None = None
+        self.strip_banner: QFrame | None = None
+        self.strip_buttons: list[QPushButton] = []
+        self._banner_index = 0
+        self._offers: list[tuple[tuple, str, str]] = []
 
     def _label(self, name: str, text: str, *, bold: bool = False, style: str = "") -> QLabel:
         lab = QLabel(self)
@@ -89,8 +110,9 @@ class SummaryStrip(QFrame):
         self._label("roles", lines["roles"], bold=True)
         self._label("format", lines["format"])
         self._label("tensors", lines["tensors"])
-        if "prefixes" in lines:
-            self._label("prefixes", lines["prefixes"])
+        self._banner_index = self._lay.count()
+        self._set_strip_banner(f.analysis)
+        self._label("edits", "", style=EDITS_STYLE).hide()
         if "stand_ins" in lines:
             self._label("stand_ins", lines["stand_ins"],
                         style="background: rgba(168, 50, 143, 0.15); border-radius: 3px; padding: 3px;")
@@ -112,3 +134,65 @@ class SummaryStrip(QFrame):
             self._lay.addWidget(button)
             self._lay.addWidget(box)
         self.setToolTip(plain_tooltip(lines["file"]))
+
+    # -- edits ----------------------------------------------------------------------------------
+    def _set_strip_banner(self, analysis: Analysis) -> None:
+        """One row per state_dict whose keys start with a wrapper prefix, each with a Strip button."""
+        offers = strip_offers(analysis)
+        if self.strip_banner is not None and offers == self._offers:
+            return
+        self._offers = offers
+        if self.strip_banner is not None:
+            self._lay.removeWidget(self.strip_banner)
+            self.strip_banner.hide()
+            self.strip_banner.deleteLater()
+            self.strip_banner = None
+        self.strip_buttons = []
+        self.labels.pop("prefixes", None)
+        if not offers:
+            return
+        banner = QFrame(self)
+        banner.setObjectName("strip-banner")
+        banner.setStyleSheet(BANNER_STYLE)
+        lay = QVBoxLayout(banner)
+        lay.setContentsMargins(6, 3, 6, 3)
+        lay.setSpacing(2)
+        texts = []
+        for path, prefix, label in offers:
+            row = QHBoxLayout()
+            where = "/".join(safe_text(p, 40) for p in path) or "The file"
+            text = f"{where}: keys start with '{safe_text(prefix, 40)}' ({safe_text(label, 80)})"
+            texts.append(text)
+            lab = QLabel(banner)
+            lab.setTextFormat(Qt.TextFormat.PlainText)
+            lab.setText(text)
+            lab.setWordWrap(True)
+            button = QPushButton(f"Strip '{safe_text(prefix, 40)}'", banner)
+            button.setObjectName("strip-banner-button")
+            button.setToolTip(f"Remove '{safe_text(prefix, 40)}' from every key of this state_dict "
+                              "(an edit you can undo; the file is not changed)")
+            button.clicked.connect(lambda _checked=False, p=prefix, sd=path: self.strip_requested.emit(p, sd))
+            row.addWidget(lab, 1)
+            row.addWidget(button)
+            lay.addLayout(row)
+            self.strip_buttons.append(button)
+            if "prefixes" not in self.labels:
+                self.labels["prefixes"] = lab
+        self.strip_banner = banner
+        self._lay.insertWidget(self._banner_index, banner)
+
+    def set_edit_state(self, analysis: Analysis, steps: list, unexported: bool) -> None:
+        """Describe the edited view: what the edited tree holds, its steps, and the strip banner."""
+        self.labels["roles"].setText(safe_text(analysis.summary, 400))
+        self._set_strip_banner(analysis)
+        edits = self.labels["edits"]
+        if not steps:
+            edits.hide()
+            edits.setText("")
+            return
+        shown = " · ".join(safe_text(s.describe(), 100) for s in steps[-6:])
+        more = f"{len(steps) - 6} earlier steps · " if len(steps) > 6 else ""
+        state = ("not exported yet; the file on disk is unchanged" if unexported
+                 else "exported; the file on disk is unchanged")
+        edits.setText(f"Edited view ({len(steps)} step{'s' if len(steps) != 1 else ''}, {state}): {more}{shown}")
+        edits.show()

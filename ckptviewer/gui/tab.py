@@ -20,6 +20,7 @@ from ..core.stats import Histogram, Progress, TensorStats, tensor_steps
 from ..core.tensor import TensorRef
 from ..core.textsafe import key_text, path_text, safe_text
 from ..core.tree import Node
+from ..core.walk import iter_tensors
 from .details import DetailsPanel
 from .drop_zone import CompareZone
 from .histogram import HistogramPanel
@@ -27,6 +28,7 @@ from .loading import LoadedFile, load_steps, totals_steps
 from .search import FindBar, SearchIndex, SearchResult, SliceRunner, tree_search_steps
 from .settings import Settings
 from .summary import SummaryStrip
+from .tab_edits import TabEditsMixin
 from .tree_model import CheckpointTreeModel, KeyFilterProxy, compile_matcher
 from .workers import TaskRunner, WorkerError
 
@@ -67,7 +69,7 @@ def find_node(start: Node, target: tuple, kind: str | None = None) -> Node | Non
     return None
 
 
-class CheckpointTab(QWidget):
+class CheckpointTab(TabEditsMixin, QWidget):
     loaded = Signal(object)              # the tab
     failed = Signal(object, object)      # the tab, the WorkerError
     status_message = Signal(str)
@@ -199,6 +201,8 @@ class CheckpointTab(QWidget):
         self.stack.addWidget(page)
         self.stack.setCurrentWidget(page)
         self._auto_expand()
+        self.details.set_note_provider(self.edit_note)
+        self._init_edits(f)
 
     def _set_view_model(self, model) -> None:
         old = self.view.selectionModel()
@@ -244,7 +248,7 @@ class CheckpointTab(QWidget):
 
     # -- work and shutdown ----------------------------------------------------------------------
     def has_pending_work(self) -> bool:
-        return self.runner.is_busy() or self._search.running
+        return self.runner.is_busy() or self._search.running or (self.session is not None and self.session.busy)
 
     def _on_busy_changed(self, busy: bool) -> None:
         if not busy:
@@ -252,6 +256,8 @@ class CheckpointTab(QWidget):
 
     def cancel_work(self) -> None:
         self.runner.cancel()
+        if self.session is not None:
+            self.session.cancel()
         self._search.cancel()
         if self.model is not None:
             self.model.forget_wanted()
@@ -266,6 +272,8 @@ class CheckpointTab(QWidget):
         they are gone (see Checkpoint.close).
         """
         self._search.cancel()
+        if self.session is not None:
+            self.session.shutdown(wait=wait)
         self.runner.shutdown(wait=wait)
         if self.file is not None:
             self.file.close()
@@ -273,10 +281,10 @@ class CheckpointTab(QWidget):
     def _on_totals_wanted(self, nodes: list[Node]) -> None:
         self._totals_batches += 1
         self.runner.submit(f"totals-{self._totals_batches}", totals_steps, nodes,
-                           on_result=self._on_totals_done)
+                           on_result=lambda done, m=self.model: self._on_totals_done(done, m))
 
-    def _on_totals_done(self, nodes: list[Node] | None) -> None:
-        if nodes and self.model is not None:
+    def _on_totals_done(self, nodes: list[Node] | None, model: CheckpointTreeModel | None = None) -> None:
+        if nodes and self.model is not None and (model is None or model is self.model):
             self.model.mark_totals_ready(nodes)
 
     # -- selection ------------------------------------------------------------------------------
@@ -375,7 +383,7 @@ class CheckpointTab(QWidget):
         return True
 
     def select_path(self, path: tuple, kind: str | None = None) -> bool:
-        node = find_node(self.file.root, tuple(path), kind) if self.file is not None else None
+        node = find_node(self.tree_root, tuple(path), kind) if self.file is not None else None
         return node is not None and self.select_node(node)
 
     def first_tensor(self, limit: int = 20_000) -> Node | None:
@@ -400,10 +408,10 @@ class CheckpointTab(QWidget):
         paths = []
         if getattr(opt, "names_from", None) is not None:
             paths.append(tuple(opt.names_from))
-        paths += [sd.path for sd in self.file.analysis.state_dicts
+        paths += [sd.path for sd in self.view_analysis.state_dicts
                   if any(k == name for k, _ in sd.entries) and sd.path not in paths]
         for base in paths:
-            node = find_node(self.file.root, tuple(base) + (name,), "tensor")
+            node = find_node(self.tree_root, tuple(base) + (name,), "tensor")
             if node is not None:
                 return node
         return None
@@ -413,9 +421,12 @@ class CheckpointTab(QWidget):
         if self.file is None or t.storage is None or len(t.storage.users) < 2:
             return []
         if self._shared_index is None:
+            # Keyed by the file's tensor, which an edited view's tensor derives from (``origin``).
             index: dict[int, list[tuple]] = {}
-            for key, ref in self.file.checkpoint.tensor_entries():
-                index.setdefault(id(ref), []).append(tuple(key))
+            entries = (self.file.checkpoint.tensor_entries() if not self.is_edited
+                       else iter_tensors(self.session.state.root))
+            for key, ref in entries:
+                index.setdefault(id(ref.origin or ref), []).append(tuple(key))
             self._shared_index = index
         out = []
         for user in t.storage.users:
@@ -552,6 +563,11 @@ class CheckpointTab(QWidget):
         node = self.current_node()
         if node is None:
             return None
+        node = self.snippet_node(node)
+        if node is None:
+            self.status_message.emit("This entry exists only in the edited view: a snippet loads the file on "
+                                     "disk. Export the edits first, then open the exported file.")
+            return None
         text = load_snippet(node)
         QGuiApplication.clipboard().setText(text)
         self.status_message.emit("Copied a Python snippet that loads this entry")
@@ -568,6 +584,8 @@ class CheckpointTab(QWidget):
         a2.triggered.connect(self.copy_snippet)
         menu.addAction(a1)
         menu.addAction(a2)
+        self._add_edit_actions(menu, self.node_at(idx))
+        self.context_menu = menu
         menu.popup(self.view.viewport().mapToGlobal(pos))
 
     def _on_log_toggled(self, on: bool) -> None:

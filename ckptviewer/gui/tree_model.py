@@ -22,7 +22,7 @@ from PySide6.QtGui import QColor, QFont
 from ..core.textsafe import safe_text
 from ..core.tree import CONTAINER_KINDS, Node
 from .qtcompat import top_up
-from .theme import kind_color, kind_icon, kind_label, plain_tooltip
+from .theme import is_dark, kind_color, kind_icon, kind_label, plain_tooltip
 
 BATCH = 1000
 # "Elements" counts every element (parameters and buffers); the summary's parameter counts exclude
@@ -34,6 +34,8 @@ PENDING = "…"
 LEAF_VALUE_KINDS = {"scalar", "string", "none", "values", "ndarray", "unreadable", "cycle", "truncated"}
 
 AnyIndex = QModelIndex | QPersistentModelIndex
+EDIT_COLOR_LIGHT = "#b35900"     # entries an edit changed, and the rows above them
+EDIT_COLOR_DARK = "#f0a04b"
 
 # Role and flag values as plain ints/objects: data() runs thousands of times per repaint, and
 # comparing enum members is several times slower than comparing ints.
@@ -70,6 +72,25 @@ class CheckpointTreeModel(QAbstractItemModel):
         self._texts: dict[int, tuple[str, ...]] = {}     # display texts per node, once computed
         self._bold = QFont()
         self._bold.setBold(True)
+        # Entries an edit changed (path -> what changed) and the rows above them (path -> how many).
+        self._marks: dict[tuple, str] = {}
+        self._containing: dict[tuple, int] = {}
+        self._italic = QFont()
+        self._italic.setItalic(True)
+        self._bold_italic = QFont(self._bold)
+        self._bold_italic.setItalic(True)
+        self._edit_color = QColor(EDIT_COLOR_DARK if is_dark() else EDIT_COLOR_LIGHT)
+
+    def set_marks(self, marks: dict[tuple, str], containing: dict[tuple, int] | None = None) -> None:
+        """Mark the entries an edit changed (italic, coloured, noted in the Value column and tooltip).
+        Call before a view shows the model."""
+        self._marks = marks
+        self._containing = containing or {}
+        self._texts.clear()
+
+    def mark_of(self, node: Node) -> str:
+        """What the edits changed at ``node`` ("" when nothing)."""
+        return self._marks.get(node.path, "") if self._marks and node.kind != "group" else ""
 
     # -- navigation -----------------------------------------------------------------------------
     @property
@@ -226,11 +247,16 @@ class CheckpointTreeModel(QAbstractItemModel):
                 return kind_color(node.kind)
             if node.kind == "tensor" and node.value.problem:
                 return QColor("#d9534f")
+            if self._marks and col in (COL_NAME, COL_VALUE) and (self.mark_of(node) or node.path in self._containing):
+                return self._edit_color
             return None
         if role == _ALIGN:
             return _RIGHT if col in (COL_NUMEL, COL_SIZE) else None
         if role == _FONT:
-            return self._bold if col == COL_NAME and node.kind in ("state_dict", "module", "optimizer") else None
+            bold = col == COL_NAME and node.kind in ("state_dict", "module", "optimizer")
+            if self._marks and col in (COL_NAME, COL_VALUE) and self.mark_of(node):
+                return self._bold_italic if bold else self._italic
+            return self._bold if bold else None
         if role == _TOOLTIP:
             tip = self._tooltip(node, col)
             return plain_tooltip(tip) if tip else None
@@ -263,7 +289,11 @@ class CheckpointTreeModel(QAbstractItemModel):
                 return node.size_text()
             return safe_text(node.device_text(), 40)
         if col == COL_VALUE:
-            return self._value_text(node)
+            text = self._value_text(node)
+            mark = self.mark_of(node)
+            if mark:
+                text = f"{text} · ✎ {mark}" if text else f"✎ {mark}"
+            return text
         return ""
 
     def _value_text(self, node: Node) -> str:
@@ -288,6 +318,13 @@ class CheckpointTreeModel(QAbstractItemModel):
             text = path_text(node.path) if node.path else node.name
             if node.note:
                 text += "\n" + safe_text(node.note)
+            if self._marks:
+                mark = self.mark_of(node)
+                below = self._containing.get(node.path, 0) if node.has_children else 0
+                if mark:
+                    text += f"\nEdited: {mark}"
+                if below:
+                    text += f"\n{below:,} edited entr{'y' if below == 1 else 'ies'} below"
             return text
         if col == COL_KIND:
             return kind_label(node.kind)

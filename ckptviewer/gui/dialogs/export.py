@@ -1,0 +1,329 @@
+"""Export: which part of the edited checkpoint, which format, which dtype, where.
+
+The plan (what would be written, the notes and the problems that stop an export) is computed by
+``core.export.plan_export`` in a worker whenever a choice changes. The source file is never offered
+as the destination, and replacing an existing file is asked about before OK closes the dialog. The
+export itself runs in the tab's session, in a worker, with progress and Cancel in the status bar.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPlainTextEdit,
+                               QPushButton, QWidget)
+
+from ...core import keypath
+from ...core.errors import OperationError
+from ...core.export import ExportOptions, check_destination
+from ...core.interpret import Analysis
+from ...core.ops import Cast, Select, Step
+from ...core.recipes import sanitize_file_name
+from ...core.textsafe import path_text, safe_text
+from ...core.units import human_bytes
+from ..editing import ExportRequest, plan_task
+from ..workers import TaskRunner, WorkerError
+from . import common
+from .common import StepDialog, error_line, plain_label
+
+FORMATS = (("pt", "PyTorch (.pt, zip archive)"), ("pt-legacy", "PyTorch legacy format (before 1.6)"),
+           ("safetensors", "safetensors (tensors only)"))
+DTYPES = ((None, "Keep the dtypes"), ("float16", "Cast floating tensors to float16"),
+          ("bfloat16", "Cast floating tensors to bfloat16"), ("float32", "Cast floating tensors to float32"))
+NON_TENSORS = (("error", "Stop: name them"), ("drop", "Leave them out"),
+               ("metadata", "Store simple values in the metadata"))
+TORCH_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".ckpt")
+
+
+@dataclass
+class Subtree:
+    label: str
+    path: tuple | None          # None: the whole edited checkpoint
+
+
+def subtrees(analysis: Analysis) -> tuple[list[Subtree], int]:
+    """What can be exported: the whole edited checkpoint and each model state_dict or pickled model in it.
+    The default is the model's weights when the file holds exactly one (a training checkpoint), else
+    the whole file."""
+    out = [Subtree("the whole checkpoint (as edited)", None)]
+    models = [sd for sd in analysis.state_dicts if sd.kind in ("state_dict", "module") and sd.path]
+    for sd in models:
+        what = "pickled model, written as its state_dict" if sd.kind == "module" else "state_dict"
+        out.append(Subtree(f"{path_text(sd.path)} ({what}, {len(sd.entries):,} entries)", tuple(sd.path)))
+    return out, (1 if len(models) == 1 else 0)
+
+
+def default_destination(source: str, fmt: str, subtree: tuple | None) -> str:
+    """``<stem>-edited.<ext>`` (or ``<stem>-<entry>``) beside the source, not an existing file."""
+    folder = os.path.dirname(os.path.abspath(source))
+    base = os.path.basename(source)
+    stem, ext = os.path.splitext(base)
+    if base.endswith(".pth.tar"):
+        stem, ext = base[: -len(".pth.tar")], ".pth.tar"
+    if fmt == "safetensors":
+        ext = ".safetensors"
+    elif ext not in TORCH_SUFFIXES and ext != ".pth.tar":
+        ext = ".pt"
+    tail = "edited" if not subtree else str(subtree[-1])[:60]
+    name = sanitize_file_name(f"{stem}-{tail}")
+    candidate = os.path.join(folder, name + ext)
+    n = 2
+    while os.path.exists(candidate):
+        candidate = os.path.join(folder, f"{name}-{n}{ext}")
+        n += 1
+    return candidate
+
+
+def with_suffix_for(dest: str, fmt: str) -> str:
+    """``dest`` with its suffix switched to match ``fmt`` (only between the suffixes we know)."""
+    stem, ext = os.path.splitext(dest)
+    if fmt == "safetensors" and ext in TORCH_SUFFIXES:
+        return stem + ".safetensors"
+    if fmt != "safetensors" and ext == ".safetensors":
+        return stem + ".pt"
+    return dest
+
+
+@dataclass
+class ExportState:
+    source: str
+    root: Any
+    choices: list[Subtree]
+    subtree: int = 0
+    fmt: str = "pt"
+    dtype: str | None = None
+    non_tensors: str = "error"
+    dest: str = ""
+    plan: Any = None                   # ExportPlan for the current choices (None while planning)
+    plan_root: Any = None              # the tree that plan describes
+    plan_error: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def steps(self) -> list[Step]:
+        out: list[Step] = []
+        path = self.choices[self.subtree].path
+        if path:
+            out.append(Select(keypath.format_path(path)))
+        if self.dtype:
+            out.append(Cast(self.dtype))
+        return out
+
+    def options(self, overwrite: bool = False) -> ExportOptions:
+        return ExportOptions(fmt=self.fmt, non_tensors=self.non_tensors, overwrite=overwrite)
+
+    def dest_error(self) -> str:
+        """Why ``dest`` cannot be written ("" when it can; an existing file is asked about later)."""
+        if not self.dest.strip():
+            return "Choose where to write the export."
+        try:
+            check_destination(self.dest, [self.source], overwrite=True)
+        except OperationError as e:
+            return error_line(e)
+        return ""
+
+    def what(self) -> str:
+        path = self.choices[self.subtree].path
+        text = path_text(path) if path else "the edited checkpoint"
+        return text + (f" as {self.dtype}" if self.dtype else "")
+
+    def request(self, overwrite: bool) -> ExportRequest | None:
+        if self.plan is None or self.plan.problems or self.dest_error():
+            return None
+        return ExportRequest(self.plan_root, os.path.abspath(self.dest), self.options(overwrite), self.source,
+                             self.what())
+
+
+class ExportDialog(StepDialog):
+    def __init__(self, parent: QWidget | None, source: str, root: Any, analysis: Analysis,
+                 subtree: tuple | None = None):
+        super().__init__(parent, "Export")
+        choices, default = subtrees(analysis)
+        if subtree is not None:
+            match = next((i for i, c in enumerate(choices) if c.path == tuple(subtree)), None)
+            if match is None:
+                choices.append(Subtree(path_text(subtree), tuple(subtree)))
+                match = len(choices) - 1
+            default = match
+        self.state = ExportState(os.path.abspath(source), root, choices, default)
+        self.state.dest = default_destination(source, self.state.fmt, choices[default].path)
+        self._dest_is_default = True
+        self._replace_confirmed = ""
+        self.runner = TaskRunner(self)
+        self.planning = False
+
+        form = QFormLayout()
+        self.subtree_combo = QComboBox(self)
+        for c in choices:
+            self.subtree_combo.addItem(c.label)
+        self.subtree_combo.setCurrentIndex(default)
+        self.subtree_combo.currentIndexChanged.connect(self._on_subtree_changed)
+        form.addRow("Export:", self.subtree_combo)
+        self.format_combo = QComboBox(self)
+        for fmt, label in FORMATS:
+            self.format_combo.addItem(label, fmt)
+        self.format_combo.currentIndexChanged.connect(self._on_format_changed)
+        form.addRow("Format:", self.format_combo)
+        self.non_tensor_combo = QComboBox(self)
+        for value, label in NON_TENSORS:
+            self.non_tensor_combo.addItem(label, value)
+        self.non_tensor_combo.currentIndexChanged.connect(self._on_non_tensors_changed)
+        self.non_tensor_label = plain_label("Entries that are not tensors:", self, wrap=False)
+        form.addRow(self.non_tensor_label, self.non_tensor_combo)
+        self.dtype_combo = QComboBox(self)
+        for value, label in DTYPES:
+            self.dtype_combo.addItem(label, value)
+        self.dtype_combo.currentIndexChanged.connect(self._on_dtype_changed)
+        form.addRow("DType:", self.dtype_combo)
+        row = QHBoxLayout()
+        self.dest_edit = QLineEdit(self.state.dest, self)
+        self.dest_edit.setObjectName("export-destination")
+        self.dest_edit.textChanged.connect(self._on_dest_changed)
+        browse = QPushButton("Browse…", self)
+        browse.clicked.connect(self._on_browse)
+        row.addWidget(self.dest_edit, 1)
+        row.addWidget(browse)
+        form.addRow("Destination:", row)
+        self.body.addLayout(form)
+        self.plan_text = QPlainTextEdit(self)
+        self.plan_text.setReadOnly(True)
+        self.plan_text.setObjectName("export-plan")
+        self.plan_text.setMinimumHeight(110)
+        self.body.addWidget(self.plan_text, 1)
+        self.body.addWidget(plain_label("The file is written to a temporary name beside the destination, read back "
+                                        "and checked tensor by tensor, then renamed into place. The source is "
+                                        "never changed.", self))
+        self.finish_layout()
+        self.set_ok(False, "Export")
+        self.resize(720, 480)
+        self._sync_format_widgets()
+        self._replan()
+
+    # -- choices ----------------------------------------------------------------------------------
+    def _on_subtree_changed(self, index: int) -> None:
+        self.state.subtree = index
+        if self._dest_is_default:
+            self._set_dest(default_destination(self.state.source, self.state.fmt, self.state.choices[index].path))
+        self._replan()
+
+    def _on_format_changed(self, index: int) -> None:
+        self.state.fmt = self.format_combo.itemData(index)
+        switched = with_suffix_for(self.state.dest, self.state.fmt)
+        if switched != self.state.dest:
+            self._set_dest(switched, keep_default=self._dest_is_default)
+        self._sync_format_widgets()
+        self._replan()
+
+    def _sync_format_widgets(self) -> None:
+        safetensors = self.state.fmt == "safetensors"
+        self.non_tensor_combo.setVisible(safetensors)
+        self.non_tensor_label.setVisible(safetensors)
+
+    def _on_non_tensors_changed(self, index: int) -> None:
+        self.state.non_tensors = self.non_tensor_combo.itemData(index)
+        self._replan()
+
+    def _on_dtype_changed(self, index: int) -> None:
+        self.state.dtype = self.dtype_combo.itemData(index)
+        self._replan()
+
+    def _set_dest(self, path: str, keep_default: bool = True) -> None:
+        self.dest_edit.blockSignals(True)
+        self.dest_edit.setText(path)
+        self.dest_edit.blockSignals(False)
+        self.state.dest = path
+        self._dest_is_default = keep_default
+        self._update_ok()
+
+    def _on_dest_changed(self, text: str) -> None:
+        self.state.dest = text
+        self._dest_is_default = False
+        if text.endswith(".safetensors") and self.state.fmt != "safetensors":
+            self.format_combo.setCurrentIndex(2)
+        elif text.endswith(TORCH_SUFFIXES) and self.state.fmt == "safetensors":
+            self.format_combo.setCurrentIndex(0)
+        self._update_ok()
+
+    def _on_browse(self) -> None:
+        filters = "safetensors (*.safetensors)" if self.state.fmt == "safetensors" else \
+            "PyTorch checkpoints (*.pt *.pth *.tar *.bin *.ckpt)"
+        path, _ = QFileDialog.getSaveFileName(self, "Export to", self.state.dest, filters + ";;All files (*)",
+                                              options=QFileDialog.Option.DontConfirmOverwrite)
+        if path:
+            self.set_destination(path)
+
+    def set_destination(self, path: str) -> None:
+        self.dest_edit.setText(path)
+
+    # -- plan -------------------------------------------------------------------------------------
+    def _replan(self) -> None:
+        self.planning = True
+        self.state.plan = None
+        self.plan_text.setPlainText("Planning…")
+        self._update_ok()
+        self.runner.submit("plan", plan_task, self.state.root, self.state.steps(), self.state.options(),
+                           on_result=self._on_planned, on_error=self._on_plan_failed)
+
+    def _on_planned(self, result: tuple[Any, Any] | None) -> None:
+        if result is None:
+            return
+        self.planning = False
+        self.state.plan_root, self.state.plan = result
+        self.state.plan_error = ""
+        plan = self.state.plan
+        lines = [f"{len(plan.tensors):,} tensors, {human_bytes(plan.total_bytes)} of tensor data "
+                 f"({plan.total_bytes:,} bytes), {self.state.fmt}"]
+        lines += [f"• {safe_text(n, 400)}" for n in plan.notes]
+        if plan.problems:
+            lines.append("")
+            lines.append("Cannot export yet:")
+            lines += [f"✖ {safe_text(p, 400)}" for p in plan.problems]
+        self.plan_text.setPlainText("\n".join(lines))
+        self._update_ok()
+
+    def _on_plan_failed(self, err: WorkerError) -> None:
+        from ..edit_session import failure_text
+        self.planning = False
+        self.state.plan = None
+        self.state.plan_error = failure_text(err.exc)
+        self.plan_text.setPlainText(f"Cannot export: {safe_text(self.state.plan_error, 600)}")
+        self._update_ok()
+
+    def _update_ok(self) -> None:
+        err = self.state.dest_error()
+        self.set_error(err if self.state.dest.strip() else "")
+        ok = (not err and self.state.plan is not None and not self.state.plan.problems)
+        self.set_ok(ok)
+
+    # -- result -----------------------------------------------------------------------------------
+    def request(self, overwrite: bool | None = None) -> ExportRequest | None:
+        """The export to run (None while the choices cannot be exported). ``overwrite`` defaults to
+        whether replacing the existing destination was confirmed."""
+        if overwrite is None:
+            overwrite = self._replace_confirmed == os.path.abspath(self.state.dest)
+        return self.state.request(overwrite)
+
+    def _on_ok(self) -> None:
+        if not self.ok_button.isEnabled():
+            return
+        dest = os.path.abspath(self.state.dest)
+        if os.path.exists(dest) and self._replace_confirmed != dest:
+            if not common.confirm(self, "Replace file?", f"{dest} already exists. Replace it with the export?\n\n"
+                                  "It is replaced only once the new file is completely written and checked.",
+                                  "Replace"):
+                return
+            self._replace_confirmed = dest
+        self.accept()
+
+    def done(self, result: int) -> None:
+        self.runner.shutdown(wait=False)
+        super().done(result)
+
+    @classmethod
+    def ask(cls, parent: QWidget | None, source: str, root: Any, analysis: Analysis,
+            subtree: tuple | None = None) -> ExportRequest | None:
+        dlg = cls(parent, source, root, analysis, subtree)
+        try:
+            return dlg.request() if dlg.run() else None
+        finally:
+            dlg.deleteLater()
