@@ -7,10 +7,8 @@ core's metrics). pyqtgraph is imported when a diff tab is first built, after the
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import numpy as np
-from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
@@ -211,9 +209,17 @@ class PairHistogramPanel(QWidget):
 
 class LayerChart(QWidget):
     """Relative change ‖a − b‖ / ‖a‖ per tensor pair, in key order: a bar per tensor that changed, a grey
-    mark on the axis for one that did not (a frozen layer). Clicking a column selects that key."""
+    mark on the axis for one that did not (a frozen layer). Clicking a column selects that key.
+
+    Values arrive in batches while comparing; the plot is redrawn at most every ``REDRAW_MS`` (a model
+    with 100,000 tensors must not redraw 100,000 bars per batch), with numpy masks and one bar item
+    per colour, which pyqtgraph draws in one call.
+    """
 
     entry_clicked = Signal(int)            # index into DiffRun.entries
+    REDRAW_MS = 300
+    PENDING, SAME, CHANGED, DTYPE, ERROR = range(5)
+    _CODES = {"pending": 0, "same": 1, "changed": 2, "dtype": 3, "error": 4}
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -223,13 +229,12 @@ class LayerChart(QWidget):
         self._pos: dict[int, int] = {}       # entry index -> x position
         self._labels: list[str] = []
         self._heights = np.zeros(0)
-        self._status: list[str] = []
-        self._label_of: Callable[[int], str] = str
+        self._codes = np.zeros(0, dtype=np.int8)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         head = QHBoxLayout()
         self.title = _plain("Relative change per tensor, in key order (‖a − b‖ / ‖a‖)", self)
-        self.legend = _plain("grey marks on the axis: identical (frozen); red bars: A was all zeros (∞)", self)
+        self.legend = _plain("grey marks on the axis: identical (frozen); light red: A was all zeros (change ∞)", self)
         self.hover = _plain("", self)
         head.addWidget(self.title)
         head.addWidget(self.legend)
@@ -244,10 +249,12 @@ class LayerChart(QWidget):
         self.plot.hideButtons()
         self.plot.setMinimumHeight(120)
         self.plot.setLabel("left", "rel. change")
-        self.bars = pg.BarGraphItem(x=[], height=[], width=0.8)
-        self.plot.addItem(self.bars)
-        self.marks = pg.ScatterPlotItem(size=5, symbol="s", pen=None)
-        self.plot.addItem(self.marks)
+        # one item per colour: pyqtgraph draws a single-colour BarGraphItem with one drawRects call
+        # (identical pairs get a short grey bar on the axis: a scatter plot of 100,000 marks is slow to set)
+        self.bars = {kind: pg.BarGraphItem(x=[], height=[], width=0.8)
+                     for kind in ("same", "changed", "dtype", "inf")}
+        for item in self.bars.values():
+            self.plot.addItem(item)
         self.empty = pg.TextItem("No tensor is in both A and B under the same key: nothing to chart.",
                                  anchor=(0.5, 0.5))
         self.empty.setPos(0, 0.5)
@@ -257,6 +264,10 @@ class LayerChart(QWidget):
         self.cursor.hide()
         self.plot.addItem(self.cursor)
         lay.addWidget(self.plot, 1)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(self.REDRAW_MS)
+        self._timer.timeout.connect(self._redraw)
         self.plot.scene().sigMouseClicked.connect(self._on_clicked)
         self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self._apply_colors()
@@ -268,19 +279,24 @@ class LayerChart(QWidget):
         self._pos = {e: i for i, e in enumerate(self._entries)}
         self._labels = list(labels)
         self._heights = np.full(len(entries), np.nan)
-        self._status = ["pending"] * len(entries)
+        self._codes = np.zeros(len(entries), dtype=np.int8)
         self.plot.setXRange(-0.5, max(len(entries), 1) - 0.5, padding=0.01)
         self.empty.setVisible(not entries)
-        self._redraw()
+        self.flush()
 
     def set_values(self, items: list[tuple[int, str, float]]) -> None:
-        """(entry index, status, relative change) for pairs that have been compared."""
+        """(entry index, status, relative change) for pairs that have been compared; drawn soon."""
         for idx, status, value in items:
             x = self._pos.get(idx)
-            if x is None:
-                continue
-            self._status[x] = status
-            self._heights[x] = value
+            if x is not None:
+                self._codes[x] = self._CODES.get(status, self.ERROR)
+                self._heights[x] = value
+        if items and not self._timer.isActive():
+            self._timer.start()
+
+    def flush(self) -> None:
+        """Draw now what has arrived."""
+        self._timer.stop()
         self._redraw()
 
     def heights(self) -> np.ndarray:
@@ -309,34 +325,33 @@ class LayerChart(QWidget):
 
     # -- drawing --------------------------------------------------------------------------------
     def _redraw(self) -> None:
-        h = self._heights
-        done = ~np.isnan(h)
-        finite = h[done & np.isfinite(h)]
-        top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-        xs, ys, brushes = [], [], []
-        mx, my = [], []
-        for x in np.nonzero(done)[0]:
-            v = h[x]
-            status = self._status[x]
-            if status == "same" or v == 0:
-                mx.append(x)
-                my.append(0.0)
-                continue
-            xs.append(x)
-            if math.isfinite(v):
-                ys.append(v)
-                brushes.append(status_color(status))
-            else:                       # A all zeros: an infinite relative change, drawn full height in red
-                ys.append(top)
-                brushes.append(status_color("shape"))
-        self.bars.setOpts(x=np.asarray(xs, dtype=float), height=np.asarray(ys, dtype=float), width=0.8,
-                          brushes=brushes or None, pens=[None] * len(xs) if xs else None)
-        self.marks.setData(x=np.asarray(mx, dtype=float), y=np.asarray(my, dtype=float))
+        h, codes = self._heights, self._codes
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(h)
+            same = (codes == self.SAME) | ((codes == self.CHANGED) & finite & (h == 0))
+            changed = (codes == self.CHANGED) & finite & (h > 0)
+            dtype = (codes == self.DTYPE) & finite
+            inf = np.isinf(h) & ((codes == self.CHANGED) | (codes == self.DTYPE))
+        shown = h[changed | dtype]
+        top = float(shown.max()) if shown.size and shown.max() > 0 else 1.0
+        for kind, mask in (("same", same), ("changed", changed), ("dtype", dtype), ("inf", inf)):
+            xs = np.nonzero(mask)[0].astype(float)
+            if kind == "same":
+                ys = np.full(xs.size, 0.015 * top)       # a mark on the axis, not a change
+            elif kind == "inf":
+                ys = np.full(xs.size, top)
+            else:
+                ys = h[mask]
+            self.bars[kind].setOpts(x=xs, height=ys, width=0.8)
 
     def _apply_colors(self) -> None:
         _style_plot(self.plot, self)
         grey = status_color("same")
-        self.marks.setBrush(grey)
+        for kind, status in (("same", "same"), ("changed", "changed"), ("dtype", "dtype"), ("inf", "shape")):
+            color = status_color(status)
+            if kind == "inf":
+                color.setAlpha(110)      # not a measured height: drawn lighter than the real bars
+            self.bars[kind].setOpts(brush=color, pen=self._pg.mkPen(None))
         self.cursor.setPen(self._pg.mkPen(self.palette().color(QPalette.ColorRole.Highlight), width=2))
         self.legend.setStyleSheet(f"color: {grey.name()};")
         self.empty.setColor(self.palette().color(QPalette.ColorRole.Text))
@@ -370,8 +385,15 @@ class LayerChart(QWidget):
             self.hover.setText("")
             return
         i = self._pos[idx]
-        v = self._heights[i]
-        value = "not compared yet" if np.isnan(v) else ("identical" if self._status[i] == "same" else f"{v:.4g}")
+        v, code = self._heights[i], self._codes[i]
+        if code == self.PENDING:
+            value = "not compared yet"
+        elif code == self.SAME:
+            value = "identical"
+        elif code == self.ERROR:
+            value = "unreadable"
+        else:
+            value = f"{v:.4g}" + (" (A is all zeros)" if np.isinf(v) else "")
         self.hover.setText(f"{self._labels[i]}: {value}")
 
     def view_point(self, x: float, y: float = 0.0) -> QPoint:

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QFileDialog, QFrame
 from ..core.diff import STATUS_TEXT, STATUSES
 from ..core.stats import Progress
 from ..core.tensor import TensorRef
-from ..core.textsafe import path_text, safe_text
+from ..core.textsafe import safe_text
 from ..core.tree import value_text
 from ..core.units import human_bytes, shape_text
 from .diff_charts import LayerChart, PairHistogramPanel
@@ -308,9 +308,7 @@ class DiffTab(QWidget):
         self.session = session
         self.compare_button.setEnabled(True)
         self._install_model(session)
-        labels = [path_text(session.run.entries[i].path) for i in session.chart_entries]
-        self.chart.set_entries(session.chart_entries, labels)
-        self.chart.set_values(self._chart_items(range(len(session.run.entries))))
+        self.chart.set_entries(session.chart_entries, session.chart_labels)
         self.stack.setCurrentWidget(self._page)
         self._update_counts()
         self._show_hint(session)
@@ -430,18 +428,21 @@ class DiffTab(QWidget):
         self.compare_done = True
         self.progress.hide()
         self.cancel_button.hide()
-        self._finish_chart()
+        self._finish_chart(batch.layer_changes)
         self._update_counts()
         self.compare_finished.emit(self)
 
-    def _finish_chart(self) -> None:
-        """The chart's final heights come from the core's ``layer_changes`` (key order)."""
+    def _finish_chart(self, changes: list[tuple[str, float]] | None) -> None:
+        """The chart's final heights come from the core's ``layer_changes`` (key order; computed by the
+        worker with the last batch, or here when nothing had to be compared)."""
         run = self.session.run
         final = [i for i in self.session.chart_entries
                  if run.entries[i].status in ("same", "changed", "dtype") and run.entries[i].metrics is not None]
-        changes = run.layer_changes()
+        if changes is None:
+            changes = run.layer_changes()
         if len(changes) == len(final):
             self.chart.set_values([(i, run.entries[i].status, value) for i, (_, value) in zip(final, changes)])
+        self.chart.flush()
 
     def _on_compare_error(self, err: WorkerError) -> None:
         self.comparing = False

@@ -30,7 +30,7 @@ from ..core.ops import SelectModel, apply_steps
 from ..core.stats import (SAMPLE_SIZE, SAMPLE_THRESHOLD, Histogram, Progress, StatsAccumulator, auto_bins,
                           histogram_edges, numbers_of, sample_values)
 from ..core.tensor import CHUNK_BYTES, TensorRef
-from ..core.textsafe import key_text, path_text
+from ..core.textsafe import MAX_SHOWN, key_text
 
 # How often the comparing worker reports finished entries (seconds). Tests set 0: every entry.
 BATCH_SECONDS = 0.15
@@ -131,36 +131,51 @@ class DiffNode:
         return f"<DiffNode {self.prefix or self.name} {self.status or 'group'}>"
 
 
-def _parts(path: tuple) -> list[tuple[Any, str, str]]:
-    """(group key, label, key path so far) for each level of ``path``. A dotted string key is split
-    into its module path, as the checkpoint tree groups ``conv1.weight`` under ``conv1``."""
-    out: list[tuple[Any, str, str]] = []
-    base = ""
+def _label(x: Any) -> str:
+    """``key_text(x)``, with a fast path for the common key (short printable ASCII, which it returns as is)."""
+    if isinstance(x, str) and len(x) <= MAX_SHOWN and x.isascii() and x.isprintable():
+        return x
+    return key_text(x)
+
+
+def _levels(path: tuple) -> list[tuple[Any, Any, str]]:
+    """(group key, raw piece, separator before it) for each level of ``path``. A dotted string key is
+    split into its module path, as the checkpoint tree groups ``conv1.weight`` under ``conv1``."""
+    out: list[tuple[Any, Any, str]] = []
     for comp in path:
-        text = key_text(comp)
-        pieces = comp.split(".") if isinstance(comp, str) else []
-        if len(pieces) > 1 and all(pieces):
-            for i in range(len(pieces)):
-                out.append((("module", pieces[i]), key_text(pieces[i]),
-                            base + ".".join(key_text(p) for p in pieces[:i + 1])))
+        pieces = comp.split(".") if type(comp) is str and "." in comp else ()
+        if pieces and "" not in pieces:
+            sep = " / "
+            for p in pieces:
+                out.append((("module", p), p, sep))
+                sep = "."
         else:
-            out.append((("key", type(comp).__name__, comp if isinstance(comp, (str, int)) else text), text,
-                        base + text))
-        base += text + " / "
+            key = comp if isinstance(comp, (str, int)) else _label(comp)
+            out.append((("key", type(comp).__name__, key), comp, " / "))
     return out
 
 
 def build_diff_tree(run: DiffRun) -> tuple[DiffNode, list[DiffNode]]:
-    """The merged tree of ``run.entries`` grouped by key path, and the leaf of each entry (by index)."""
+    """The merged tree of ``run.entries`` grouped by key path, and the leaf of each entry (by index).
+    Labels are made once per group (a model with 100,000 keys has far fewer groups)."""
     root = DiffNode(None, "(root)")
     leaves: list[DiffNode] = []
     for i, e in enumerate(run.entries):
-        parts = _parts(tuple(e.path))
+        levels = _levels(tuple(e.path))
         node = root
-        for key, label, prefix in parts[:-1]:
-            node = node._group(key, label, prefix)
-        _, label, prefix = parts[-1] if parts else (None, "(root)", "(root)")
-        leaf = DiffNode(node, label, path_text(e.path))
+        for key, piece, sep in levels[:-1]:
+            g = node._groups.get(key) if node._groups is not None else None
+            if g is None:
+                label = _label(piece)
+                g = node._group(key, label, label if node is root else node.prefix + sep + label)
+            node = g
+        if levels:
+            _, piece, sep = levels[-1]
+            label = _label(piece)
+            prefix = label if node is root else node.prefix + sep + label
+        else:
+            label = prefix = "(root)"
+        leaf = DiffNode(node, label, prefix)
         leaf.row = len(node.children)
         leaf.entry = e
         leaf.index = i
@@ -214,6 +229,7 @@ class DiffSession:
     leaves: list[DiffNode]
     seconds: float = 0.0
     chart_entries: list[int] = field(default_factory=list)   # entry indices of the per-layer chart, key order
+    chart_labels: list[str] = field(default_factory=list)    # their keys as text
 
     def close(self) -> None:
         for c in {id(self.ckpt_a): self.ckpt_a, id(self.ckpt_b): self.ckpt_b}.values():
@@ -259,8 +275,9 @@ def prepare_steps(setup: DiffSetup, reuse: tuple[Checkpoint, Checkpoint] | None 
         yield Progress(3, 4, "Building the tree")
         root, leaves = build_diff_tree(run)
         chart = [i for i, e in enumerate(run.entries) if chartable(e)]
+        labels = [leaves[i].prefix for i in chart]
         yield Progress(4, 4, "Comparing")
-        return DiffSession(setup, ckpt_a, ckpt_b, run, root, leaves, time.perf_counter() - t0, chart)
+        return DiffSession(setup, ckpt_a, ckpt_b, run, root, leaves, time.perf_counter() - t0, chart, labels)
     except BaseException:
         for c in opened:          # cancelled or failed: nothing of ours stays open
             c.close()
@@ -270,11 +287,13 @@ def prepare_steps(setup: DiffSetup, reuse: tuple[Checkpoint, Checkpoint] | None 
 # -- comparing -----------------------------------------------------------------------------------------------
 @dataclass
 class CompareBatch:
-    """Entries that finished since the last batch (indices into ``run.entries``) and bytes so far."""
+    """Entries that finished since the last batch (indices into ``run.entries``) and bytes so far.
+    The last batch also carries ``run.layer_changes()`` (made in the worker: O(keys) text work)."""
 
     finished: list[int]
     done: int
     total: int
+    layer_changes: list[tuple[str, float]] | None = None
 
     @property
     def fraction(self) -> float:
@@ -303,7 +322,7 @@ def compare_steps(run: DiffRun, interval: float | None = None) -> Generator[Comp
                 last = now
     finally:
         gen.close()
-    return CompareBatch(finished, total, total)
+    return CompareBatch(finished, total, total, run.layer_changes())
 
 
 # -- histograms of a pair ------------------------------------------------------------------------------------
