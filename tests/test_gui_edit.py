@@ -606,3 +606,69 @@ def test_dialogs_open_from_the_menu_and_apply_their_step(qtbot, window, ckpts, m
     wait_idle(qtbot, tab)
     assert shown == ["StripPrefixDialog", "RemapDevicesDialog", "RenameDialog", "WarmStartDialog", "ExportDialog"]
     assert len(tab.session.document.steps) == 1
+
+
+def test_a_key_group_is_dropped_with_a_pattern_from_the_context_menu(qtbot, window, ckpts):
+    from ckptviewer.core.ops import Drop
+
+    tab = open_one(qtbot, window, ckpts["state_dict.pt"])
+    wait_idle(qtbot, tab)
+    group = next(n for n in tab.model.top_nodes() if n.kind == "group" and n.key == "fc1")
+    tab._on_context_menu(tab.view.visualRect(tab.view_index(group)).center())
+    actions = {a.text(): a for a in tab.context_menu.actions() if a.text()}
+    assert not actions["Keep only this"].isEnabled()          # a key group is not an entry of the file
+    tab.context_menu.close()
+    actions["Drop all fc1.* keys"].trigger()
+    wait_idle(qtbot, tab)
+    assert tab.session.document.steps == [Drop(("fc1.*",))]
+    assert {p[-1] for p in tensor_keys(tab)} == set(ckpts.objects["state_dict.pt"]) - {"fc1.weight", "fc1.bias"}
+
+
+def test_dialogs_show_file_text_as_plain_text(qtbot, window, tmp_path):
+    from ckptviewer.gui.dialogs import RenameDialog, WarmStartDialog
+
+    evil = {"<b>bold</b>\u202e.weight": torch.ones(2), "fc.bias": torch.ones(3)}
+    path = tmp_path / "evil.pt"
+    torch.save(evil, path)
+    tab = open_one(qtbot, window, path)
+    dlg = RenameDialog(tab, tab.session.root)
+    qtbot.addWidget(dlg)
+    dlg.add_rule("add_prefix")
+    dlg.prefix_edit.setText("m.")
+    dlg.prefix_edit.textEdited.emit("m.")
+    dlg.flush()
+    shown = [dlg.preview_model.index(r, 1).data() for r in range(dlg.preview_model.rowCount())]
+    assert "m.<b>bold</b>\\u202e.weight" in shown
+    target = tmp_path / "target.pt"
+    torch.save({"<b>bold</b>\u202e.weight": torch.ones(2)}, target)
+    ws = WarmStartDialog(tab, tab.session.root)
+    qtbot.addWidget(ws)
+    ws.open_target(str(target))
+    qtbot.waitUntil(lambda: ws.state.report is not None, timeout=10_000)
+    assert ws.matched_list.item(0).text() == "<b>bold</b>\\u202e.weight"
+    ws.reject()
+
+
+def test_warm_start_target_can_be_a_pickled_model(qtbot, window, ckpts):
+    from ckptviewer.gui.dialogs import WarmStartDialog
+
+    tab = open_one(qtbot, window, ckpts["state_dict.pt"])
+    dlg = WarmStartDialog(tab, tab.session.root)
+    qtbot.addWidget(dlg)
+    dlg.open_target(str(ckpts["whole_model.pt"]))
+    qtbot.waitUntil(lambda: dlg.state.report is not None, timeout=10_000)
+    assert dlg.state.target.state_dicts[0].kind == "module"
+    assert "pickled module" in dlg.target_combo.itemText(0)
+    assert dlg.state.report.loads_strictly and "strict=True" in dlg.summary_label.text()
+    dlg.reject()
+
+
+def test_a_dropped_entry_is_noted_on_its_parent(qtbot, window, ckpts):
+    from ckptviewer.core.ops import Drop
+
+    tab = open_one(qtbot, window, ckpts["checkpoint.tar"])
+    apply_and_wait(qtbot, tab, Drop(("model_state_dict/fc3.bias", "model_state_dict/fc3.weight")))
+    sd = node_at(tab, ("model_state_dict",), "state_dict")
+    assert tab.model.mark_of(sd) == "dropped fc3.bias, fc3.weight"
+    assert "✎ dropped fc3.bias, fc3.weight" in tab.model.index_for_node(sd, 7).data()
+    assert tab.model.index_for_node(sd).data(Qt.ItemDataRole.FontRole).italic()

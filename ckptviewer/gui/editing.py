@@ -150,6 +150,7 @@ def change_marks(root: Any, log: EditLog, sources: dict[int, list[tuple]]) -> di
         if holder is not None and not _has_key(holder, path[-1]):
             dropped.setdefault(parent, []).append(path[-1])
     for parent, keys in dropped.items():
+        keys.sort(key=lambda k: (type(k).__name__, str(k)))       # the log is a set: name them in a stable order
         names = ", ".join(key_text(k) for k in keys[:MAX_DROP_NAMES])
         more = f" and {len(keys) - MAX_DROP_NAMES} more" if len(keys) > MAX_DROP_NAMES else ""
         note = f"dropped {names}{more}"

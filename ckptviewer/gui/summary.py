@@ -169,8 +169,8 @@ class SummaryStrip(QFrame):
             lab.setWordWrap(True)
             button = QPushButton(f"Strip '{safe_text(prefix, 40)}'", banner)
             button.setObjectName("strip-banner-button")
-            button.setToolTip(f"Remove '{safe_text(prefix, 40)}' from every key of this state_dict "
-                              "(an edit you can undo; the file is not changed)")
+            button.setToolTip(plain_tooltip(f"Remove '{safe_text(prefix, 40)}' from every key of this state_dict "
+                                            "(an edit you can undo; the file is not changed)"))
             button.clicked.connect(lambda _checked=False, p=prefix, sd=path: self.strip_requested.emit(p, sd))
             row.addWidget(lab, 1)
             row.addWidget(button)

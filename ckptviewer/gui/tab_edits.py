@@ -161,7 +161,8 @@ class TabEditsMixin:
             menu.addAction(action)
         if node.kind == "group" and node.path:
             # A key group stands for every key starting with "<group>.": drop them with a pattern.
-            action = QAction(f"Drop all {safe_text(node.key, 60)}.* keys", menu)
+            label = safe_text(node.key, 60).replace("&", "&&")       # not a mnemonic
+            action = QAction(f"Drop all {label}.* keys", menu)
             action.triggered.connect(lambda: self.apply_steps(Drop((group_pattern(node),))))
             menu.addAction(action)
 
