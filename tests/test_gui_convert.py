@@ -285,10 +285,47 @@ def test_step_dialogs_plug_into_the_editor(qtbot, window, tmp_path):
         assert ed.dialog_button.isVisibleTo(ed)
         ed.dialog_button.click()
         assert len(calls) == 2 and calls[1].rules == (("replace", "fc", "head"),)
-        ed.steps_list.setCurrentRow(0)
+        ed.choose_preset("fp16")
+        ed.steps_list.setCurrentRow(0)                          # select_model has no dialog
         assert not ed.dialog_button.isVisibleTo(ed)
     finally:
         recipe_editor.STEP_DIALOGS.pop("rename", None)
+
+
+def test_cleaning_dialogs_edit_recipe_steps_previewed_on_the_current_tab(qtbot, window, ckpts, monkeypatch, tmp_path):
+    from ckptviewer.core.ops import RemapDevice, Rename, StripPrefix
+    from ckptviewer.gui import dialogs
+    from gui_support import open_one
+
+    calls = []
+    monkeypatch.setattr(dialogs.RenameDialog, "ask", classmethod(
+        lambda cls, parent, root, rules=None: calls.append(("rename", root, rules)) or Rename((("replace", "fc", "head"),))))
+    monkeypatch.setattr(dialogs.StripPrefixDialog, "ask", classmethod(
+        lambda cls, parent, root, prefix="", at=None: calls.append(("strip", root, prefix)) or StripPrefix("module.")))
+    monkeypatch.setattr(dialogs.RemapDevicesDialog, "ask", classmethod(
+        lambda cls, parent, devices: calls.append(("remap", devices)) or RemapDevice((("cuda:1", "cpu"),))))
+    panel = panel_of(window, "clean-dataparallel", tmp_path)
+    ed = panel.editor
+    # no tab open: a new rename step starts from its default, with no dialog
+    ed.add_step("rename")                                      # after the selected first step
+    assert calls == [] and ed.steps()[1].rules == (("remove_prefix", "module."),)
+    ed.remove_step()
+    assert [s.kind for s in ed.steps()] == ["select_model", "strip_prefix", "remap_device"]
+    tab = open_one(qtbot, window, ckpts["gpu1_checkpoint.tar"])
+    root = tab.file.checkpoint.root
+    ed.steps_list.setCurrentRow(1)                              # Strip prefix (detected)
+    assert ed.dialog_button.isVisibleTo(ed)
+    ed.dialog_button.click()
+    assert calls[-1] == ("strip", root, "") and ed.steps()[1] == StripPrefix("module.")
+    ed.steps_list.setCurrentRow(2)                              # Remap devices: * -> cpu
+    ed.dialog_button.click()
+    assert calls[-1][0] == "remap" and calls[-1][1] == {"cuda:1": 21}
+    assert ed.steps()[2].mapping == (("cuda:1", "cpu"),)
+    ed.add_step("rename")
+    assert calls[-1] == ("rename", root, None) and ed.steps()[3].rules == (("replace", "fc", "head"),)
+    ed.steps_list.setCurrentRow(0)                              # select_model: no dialog
+    assert not ed.dialog_button.isVisibleTo(ed)
+    wait_idle(qtbot, window)
 
 
 def _cli(*args, cwd):

@@ -16,8 +16,9 @@ import copy
 import itertools
 import os
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from PySide6.QtCore import (QAbstractTableModel, QMimeData, QModelIndex, QPersistentModelIndex, QPoint, QSize, Qt,
                             QUrl, Signal)
@@ -27,6 +28,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QApplication, QCheckBox, QDock
                                QStyleOptionProgressBar, QStyleOptionViewItem, QTreeView, QVBoxLayout, QWidget)
 
 from ..core.batch import ConvertResult
+from ..core.ops import Step
+from ..core.walk import iter_tensors
 from ..core.errors import CheckpointError
 from ..core.export import ExportProgress
 from ..core.recipes import Recipe
@@ -34,7 +37,7 @@ from ..core.textsafe import safe_text
 from ..core.units import human_bytes
 from .convert_work import CANCELLED, Expansion, convert_job_steps, expand_steps
 from .drop_zone import FileDropZone, local_paths
-from .recipe_editor import RecipeEditor, read_recipe, write_recipe
+from .recipe_editor import RecipeEditor, default_step, read_recipe, write_recipe
 from .settings import Settings
 from .theme import plain_tooltip
 from .workers import TaskRunner, WorkerError
@@ -601,6 +604,44 @@ class ConvertPanel(QWidget):
             self.add_paths([folder])
 
 
+def install_cleaning_dialogs(editor: RecipeEditor, preview_root: Callable[[], Any | None]) -> None:
+    """Edit rename / remap / strip-prefix steps with the cleaning issue's dialogs, previewed on
+    ``preview_root()`` (a checkpoint's root, e.g. the current tab's file). Without one to preview on,
+    a new step starts from its default and keeps its inline editor."""
+
+    def rename(parent: QWidget, step: Step | None) -> Step | None:
+        root = preview_root()
+        if root is None:
+            return step or default_step("rename")
+        from .dialogs import RenameDialog
+        return RenameDialog.ask(parent, root, [tuple(r) for r in step.rules] if step is not None else None)
+
+    def remap(parent: QWidget, step: Step | None) -> Step | None:
+        root = preview_root()
+        if root is None:
+            return step
+        from .dialogs import RemapDevicesDialog
+        devices = Counter(t.device for _, t in iter_tensors(root))
+        return RemapDevicesDialog.ask(parent, dict(devices))
+
+    def strip(parent: QWidget, step: Step | None) -> Step | None:
+        root = preview_root()
+        if root is None:
+            return step
+        from .dialogs import StripPrefixDialog
+        return StripPrefixDialog.ask(parent, root, (step.prefix or "") if step is not None else "")
+
+    for kind, fn in (("rename", rename), ("remap_device", remap), ("strip_prefix", strip)):
+        editor.set_default_dialog(kind, fn)
+
+
+def current_tab_root(window: QWidget) -> Any | None:
+    """The root of the checkpoint shown in ``window``'s current tab, as the file holds it."""
+    tab = window.current_tab() if hasattr(window, "current_tab") else None
+    loaded = getattr(tab, "file", None)
+    return loaded.checkpoint.root if loaded is not None else None
+
+
 class ConvertDock(QDockWidget):
     """The Convert panel as a dock of the main window."""
 
@@ -611,3 +652,5 @@ class ConvertDock(QDockWidget):
                              | Qt.DockWidgetArea.BottomDockWidgetArea)
         self.panel = ConvertPanel(settings, self)
         self.setWidget(self.panel)
+        if parent is not None:
+            install_cleaning_dialogs(self.panel.editor, lambda: current_tab_root(parent))

@@ -4,10 +4,11 @@ The editor holds the recipe as core objects (``ops`` steps and an ``OutputRule``
 through the core's JSON form (``step_from_json``, ``recipe_from_json``), so the window accepts exactly
 what a recipe file and the command line accept and shows the core's message when a value is wrong.
 
-Steps are edited inline by small widgets registered per step kind in :data:`STEP_EDITORS`. The edit
-dialogs of the cleaning issue (rename, remap, strip prefix) plug in through
-:func:`register_step_dialog`: a registered ``fn(parent, step) -> step | None`` gets an "Edit…" button
-next to the inline editor of that kind (and is used when adding a step of that kind).
+Steps are edited inline by small widgets registered per step kind in :data:`STEP_EDITORS`. Dialogs plug
+in as ``fn(parent, step or None) -> step | None`` per kind: an "Edit…" button next to the inline editor
+opens it (and adding a rename step starts with it, since a rename needs its rules). The Convert panel
+plugs in the cleaning issue's dialogs (``RecipeEditor.set_default_dialog``), previewed on the checkpoint
+of the current tab; :func:`register_step_dialog` registers one for every editor, before those.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from ..core.textsafe import safe_text
 StepDialog = Callable[[QWidget, Step | None], Step | None]
 STEP_DIALOGS: dict[str, StepDialog] = {}
 
+DIALOG_ON_ADD = {"rename"}          # kinds whose default step is no use without the dialog
 STEP_LABELS = {"select_model": "Select the model's state_dict", "select": "Select an entry",
                "strip_prefix": "Strip a key prefix", "remap_device": "Remap devices", "cast": "Cast to a dtype",
                "drop": "Drop entries", "rename": "Rename keys"}
@@ -253,6 +255,7 @@ class RecipeEditor(QGroupBox):
         self._loading = False
         self._name = ""
         self._description = ""
+        self._dialogs: dict[str, StepDialog] = dict(STEP_DIALOGS)
         lay = QVBoxLayout(self)
 
         top = QHBoxLayout()
@@ -374,6 +377,15 @@ class RecipeEditor(QGroupBox):
         self.set_recipe(next(iter(self._presets.values())))
 
     # -- state ----------------------------------------------------------------------------------
+    def set_default_dialog(self, kind: str, fn: StepDialog) -> None:
+        """Use ``fn`` to edit steps of ``kind`` unless a dialog was registered for it globally."""
+        if kind not in STEP_DIALOGS:
+            self._dialogs[kind] = fn
+        self._on_step_selected(self.steps_list.currentRow())
+
+    def dialog_for(self, kind: str) -> StepDialog | None:
+        return self._dialogs.get(kind)
+
     def preset_ids(self) -> list[str]:
         return list(self._presets)
 
@@ -455,7 +467,7 @@ class RecipeEditor(QGroupBox):
 
     def add_step(self, kind: str) -> Step | None:
         step = default_step(kind)
-        dialog = STEP_DIALOGS.get(kind)
+        dialog = self._dialogs.get(kind) if kind in DIALOG_ON_ADD else None
         if dialog is not None:
             step = dialog(self, None)
             if step is None:
@@ -513,7 +525,7 @@ class RecipeEditor(QGroupBox):
             self._loading = was
             self.step_stack.setCurrentWidget(editor)
         self._fit_stack()
-        self.dialog_button.setVisible(step.kind in STEP_DIALOGS)
+        self.dialog_button.setVisible(step.kind in self._dialogs)
 
     def _fit_stack(self) -> None:
         """Size the step editor to the page shown, not to the tallest page."""
@@ -547,7 +559,7 @@ class RecipeEditor(QGroupBox):
         row = self.steps_list.currentRow()
         if not 0 <= row < len(self._steps):
             return
-        fn = STEP_DIALOGS.get(self._steps[row].kind)
+        fn = self._dialogs.get(self._steps[row].kind)
         step = fn(self, self._steps[row]) if fn is not None else None
         if step is not None:
             self._steps[row] = step
