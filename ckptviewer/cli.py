@@ -63,6 +63,8 @@ def cmd_info(argv: list[str]) -> int:
         except CheckpointError as e:
             _err(_single_line(str(e)))
             status = 1
+        except BrokenPipeError:
+            raise                  # the reader of our output went away (`| head`): not a file problem
         except Exception as e:  # a reader bug: say so in one line, keep going with the other files
             _err(_single_line(f"{os.path.basename(path)}: internal error ({type(e).__name__}: {e}); "
                               f"please report this file's problem"))

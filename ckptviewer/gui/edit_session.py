@@ -23,7 +23,7 @@ from ..core.ops import Step
 from ..core.stats import Progress
 from ..core.textsafe import safe_text
 from .editing import ExportRequest, ViewState, base_state, edit_steps, export_task
-from .loading import LoadedFile
+from .loading import LoadedFile, freeze_loaded_objects
 from .workers import TaskRunner, WorkerError
 
 
@@ -141,6 +141,7 @@ class EditSession(QObject):
         # The log covers every step (they are applied again from the file); this step's lines come last.
         said = state.log.lines[len(self.state.log.lines):]
         self.undo_stack.push(EditCommand(self, step, self.state, state))
+        freeze_loaded_objects()          # the new view is long-lived: keep the collector off it
         self.message.emit(safe_text(step.describe(), 120) + (": " + "; ".join(said[:3]) if said else ""))
         self._next()
 

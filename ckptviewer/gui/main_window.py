@@ -8,6 +8,7 @@ the other files or the app.
 from __future__ import annotations
 
 import operator
+import gc
 import os
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ from .actions import ACTIONS, MENUS, ActionSpec
 from .diff_tab import DiffTab, ask_compare_paths
 from .diff_work import DiffSetup
 from .edit_controller import EditController
-from .loading import demo_steps
+from .loading import demo_steps, freeze_loaded_objects
 from .messages import MessageBar
 from .resources import icon_pixmap
 from .settings import Settings
@@ -222,10 +223,8 @@ class MainWindow(QMainWindow):
                 self.tabs.setCurrentWidget(existing)
                 tabs.append(existing)
                 continue
-            if os.path.isdir(path):
-                self._report_failure(path, f"{safe_text(os.path.basename(path) or path)}: this is a folder, "
-                                           "not a checkpoint file.", "")
-                continue
+            # Folders go to the reader like files: a torch.distributed.checkpoint folder or a folder
+            # holding a shard index opens; any other folder fails with the reader's message.
             tab = CheckpointTab(path, self.settings, self.tabs)
             tab.loaded.connect(self._on_tab_loaded)
             tab.failed.connect(self._on_tab_failed)
@@ -259,6 +258,7 @@ class MainWindow(QMainWindow):
         return w if isinstance(w, CheckpointTab) else None
 
     def _on_tab_loaded(self, tab: CheckpointTab) -> None:
+        freeze_loaded_objects()
         self.settings.add_recent_file(tab.path)
         self._refresh_recent()
         f = tab.file
@@ -343,6 +343,9 @@ class MainWindow(QMainWindow):
             self.close_diff_tab(tab)
 
     def _remove_tab(self, tab: CheckpointTab) -> None:
+        # The tab's objects may be in the collector's permanent generation; hand them back so that
+        # their reference cycles (tree nodes and their parents) can be collected.
+        gc.unfreeze()
         tab.save_state()
         tab.shutdown(wait=False)
         index = self.tabs.indexOf(tab)
