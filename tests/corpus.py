@@ -174,7 +174,8 @@ def resource_attacks() -> dict[str, bytes]:
         "nested_lists_1e6": PROTO2 + b"]" * 10 ** 6 + b"a" * (10 ** 6 - 1) + b".",
         "nested_tuples_1e6": PROTO2 + b")" + b"\x85" * 10 ** 6 + b".",
         "nested_dicts_1e5": PROTO2 + (b"}" + s("k")) * 10 ** 5 + b"}" + b"s" * 10 ** 5 + b".",
-        "nested_lists_in_zip": torch_zip(PROTO2 + b"]" * 10 ** 5 + b"a" * (10 ** 5 - 1) + b"."),
+        "nested_lists_in_zip": torch_zip(PROTO2 + b"]" * 10 ** 6 + b"a" * (10 ** 6 - 1) + b"."),
+        "nested_tuples_in_legacy": torch_legacy(PROTO2 + b")" + b"\x85" * 10 ** 6 + b"."),
         # Cycles and exponential DAGs (2**100 paths)
         "list_contains_itself": torch_zip(PROTO2 + b"]" + put(0) + get(0) + b"a."),
         "dict_contains_itself": torch_zip(PROTO2 + b"}" + put(0) + b"(" + s("me") + get(0) + s("w") + one + b"u.",
@@ -270,6 +271,7 @@ def exercise(path) -> dict:
             plan = plan_export(ck.root, ExportOptions(fmt=fmt))
             facts[f"plan_{fmt}"] = len(plan.problems)
         facts["scan"] = scan_checkpoint(ck).rows()
+        facts["pickles"] = {p.pickle: dict(p.counts) for p in ck.pickles}
     return facts
 
 
@@ -304,3 +306,37 @@ def measure(fn, *args) -> tuple[object, float, int]:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return out, seconds, peak
+
+
+_RSS_SCRIPT = """
+import resource, sys, time
+sys.path.insert(0, {tests!r})
+import corpus
+from ckptviewer.core.errors import CheckpointError
+from ckptviewer.core.scan import scan_file
+def run(p):
+    try:
+        corpus.exercise(p)
+    except CheckpointError:
+        pass
+    scan_file(p)
+run({warmup!r})                       # imports and first-use costs are not the file's
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+run({path!r})
+print(time.perf_counter() - t0, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def measure_rss(path, warmup) -> tuple[float, int]:
+    """(seconds, growth of the peak resident set in bytes) of exercise + scan in a fresh process.
+
+    For files where tracemalloc's bookkeeping costs minutes (a million nested containers); the
+    peak resident set also counts what tracemalloc cannot see."""
+    import subprocess
+    import sys
+    code = _RSS_SCRIPT.format(tests=str(Path(__file__).resolve().parent), warmup=str(warmup), path=str(path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    seconds, grown = out.stdout.split()[-2:]
+    return float(seconds), int(grown)
+

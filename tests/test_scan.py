@@ -208,3 +208,16 @@ def test_distributed_checkpoint_metadata_and_shard_indexes(tmp_path, marker):
     index.write_text('{"metadata": {}, "weight_map": {"w": "model-00001.safetensors"}}')
     res = scan_file(index)
     assert res.status == 2 and "shard files" in res.error
+
+
+def test_deflated_pickle_in_a_zip_without_directory(tmp_path, marker):
+    import io
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a/data.pkl", hostile.payloads(marker)["global_reduce_os_system"])
+        z.writestr("a/version", "3")
+    raw = buf.getvalue()
+    path = tmp_path / "cut.pt"
+    path.write_bytes(raw[:raw.index(b"PK\x01\x02")])
+    res = scan_file(path)
+    assert res.status == 1 and [g.qualname for g in res.dangerous] == ["os.system"] and res.broken

@@ -203,6 +203,7 @@ _POP1_PUSH1 = frozenset(b"Q\x85")                          # BINPERSID, TUPLE1
 _POP2_PUSH1 = frozenset(b"R\x81\x86")                      # REDUCE, NEWOBJ, TUPLE2
 _MARK_PUSH1 = frozenset(b"tld\x91o")                       # TUPLE, LIST, DICT, FROZENSET, OBJ
 _FIXED_ARG = {0x4B: 1, 0x4D: 2, 0x4A: 4, 0x47: 8, 0x80: 1, 0x95: 8}   # BININT1/2, BININT, BINFLOAT, PROTO, FRAME
+_UNPACK_I = struct.Struct("<I").unpack_from
 
 
 def walk_pickle(data, *, start: int = 0, end: int | None = None, name: str = "pickle") -> PickleScan:
@@ -266,12 +267,80 @@ def walk_pickle(data, *, start: int = 0, end: int | None = None, name: str = "pi
         need(n)
         return n
 
+    unpack_I = _UNPACK_I
     try:
         while True:
             if pos >= end:
                 raise _Broken(f"{name} ends at byte {end - start} in the middle of a pickle", truncated=True)
             op = data[pos]
             pos += 1
+            # The opcodes of a state_dict pickle, most frequent first (this loop is the scan's hot path).
+            if op == 0x72:                                      # LONG_BINPUT
+                if pos + 4 > end or not stack:
+                    need(4)
+                    raise _Broken(f"{name}: PUT on an empty stack at byte {pos - start}")
+                memo[unpack_I(data, pos)[0]] = stack[-1]
+                pos += 4
+                continue
+            if op == 0x68:                                      # BINGET
+                if pos >= end:
+                    need(1)
+                idx = data[pos]
+                pos += 1
+                if idx not in memo:
+                    raise _Broken(f"{name}: memo entry {idx} read before it was written")
+                stack.append(memo[idx])
+                continue
+            if op == 0x4B or op == 0x89 or op == 0x29 or op == 0x5D or op == 0x7D or op == 0x88 or op == 0x4E:
+                # BININT1, NEWFALSE, EMPTY_TUPLE, EMPTY_LIST, EMPTY_DICT, NEWTRUE, NONE
+                if op == 0x4B:
+                    if pos >= end:
+                        need(1)
+                    pos += 1
+                stack.append(_V)
+                continue
+            if op == 0x28:                                      # MARK
+                metastack.append(stack)
+                stack = []
+                continue
+            if op == 0x58 or op == 0x8C:                        # BINUNICODE, SHORT_BINUNICODE
+                if op == 0x58:
+                    if pos + 4 > end:
+                        need(4)
+                    n = unpack_I(data, pos)[0]
+                    pos += 4
+                else:
+                    if pos >= end:
+                        need(1)
+                    n = data[pos]
+                    pos += 1
+                if pos + n > end:
+                    need(n)
+                stack.append(text(data[pos:pos + n]) if n <= MAX_NAME else _V)
+                pos += n
+                continue
+            if op == 0x52 or op == 0x81 or op == 0x86:          # REDUCE, NEWOBJ, TUPLE2
+                if len(stack) < 2:
+                    pop(2)
+                del stack[-1]
+                stack[-1] = _V
+                continue
+            if op == 0x74:                                      # TUPLE
+                if not metastack:
+                    pop_mark()
+                stack = metastack.pop()
+                stack.append(_V)
+                continue
+            if op == 0x61 or op == 0x62:                        # APPEND, BUILD
+                if len(stack) < 2:
+                    pop(2)
+                del stack[-1]
+                continue
+            if op == 0x85 or op == 0x51:                        # TUPLE1, BINPERSID
+                if not stack:
+                    pop(1)
+                stack[-1] = _V
+                continue
             if op in _FIXED_ARG:
                 n = _FIXED_ARG[op]
                 need(n)
@@ -666,8 +735,6 @@ def _inflate_bounded(view: memoryview, name: str) -> tuple[bytes, int, str | Non
         out.append(chunk)
         if total > MAX_INFLATE or (total > (1 << 20) and total > PICKLE_MAX_RATIO * max(used, 1)):
             return b"".join(out), used, f"zip member {name!r} inflates too far (a zip bomb?); scanned in part"
-        if d.unconsumed_tail:
-            continue
     return b"".join(out), used, None
 
 

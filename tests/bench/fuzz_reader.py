@@ -58,11 +58,15 @@ def exercise_buffer(raw: bytes) -> str:
     from ckptviewer.core.scan import scan_buffer, scan_checkpoint
     from ckptviewer.core.tree import build_tree
 
-    scan_buffer(raw, "fuzz")
+    light = scan_buffer(raw, "fuzz")
     try:
         ck = read_buffer(raw, "fuzz")
     except CheckpointError as e:
         return type(e).__name__
+    full = {p.pickle: dict(p.counts) for p in ck.pickles}
+    for p in light.pickles:         # differential: the light pass must name what the reader resolved
+        if p.complete and p.name in full and dict(p.counts) != full[p.name]:
+            raise AssertionError(f"scan and reader disagree on {p.name}: {dict(p.counts)} != {full[p.name]}")
     try:
         ck.tensor_entries()
         build_report(ck, checksums=True)
