@@ -101,7 +101,7 @@ def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: dtypes.DTy
     shape = _ints(size, "size")
     strides = _ints(stride, "stride") if stride is not None else contiguous_strides(shape)
     return TensorRef(st, offset if type(offset) is int else _int(offset, "storage offset"), shape, strides, dt,
-                     requires_grad=requires_grad is True or _bool(requires_grad))
+                     requires_grad=requires_grad is True or (requires_grad is not False and _bool(requires_grad)))
 
 
 def rebuild_tensor(args, ctx):            # torch._utils._rebuild_tensor (torch 0.3/0.4 files)

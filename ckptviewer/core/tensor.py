@@ -255,18 +255,30 @@ class TensorRef:
             if self.kind not in ("meta",):
                 self.problem = "the file holds no storage for this tensor"
             return
-        if len(self.shape) != len(self.stride):
-            self.problem = f"shape {list(self.shape)} and stride {list(self.stride)} differ in length"
-        elif self.offset < 0 or any(n < 0 for n in self.shape) or any(st < 0 for st in self.stride):
-            self.problem = (f"negative offset, size or stride (offset {self.offset}, shape {list(self.shape)}, "
-                            f"stride {list(self.stride)})")
+        shape, stride = self.shape, self.stride
+        # One pass over the dimensions (this runs for every tensor of a file when it opens).
+        negative = self.offset < 0
+        span, empty = 1, False
+        for n, st in zip(shape, stride):
+            if n < 0 or st < 0:
+                negative = True
+            elif n == 0:
+                empty = True
+            else:
+                span += (n - 1) * st
+        if empty:
+            span = 0
+        if len(shape) != len(stride):
+            self.problem = f"shape {list(shape)} and stride {list(stride)} differ in length"
+        elif negative:
+            self.problem = (f"negative offset, size or stride (offset {self.offset}, shape {list(shape)}, "
+                            f"stride {list(stride)})")
         elif self.numel > MAX_VIEW_ELEMENTS:
             self.problem = f"declares {self.numel:,} elements; values not read"
         elif self.storage.problem:
             self.problem = self.storage.problem
         else:
             itemsize = self.stored_dtype.itemsize
-            span = _span(self.shape, self.stride)
             if span:
                 have = self.storage.nbytes // itemsize
                 if self.offset + span > have:

@@ -48,6 +48,8 @@ _OP = {name: code[0] for name, code in {
 OPCODE_NAMES = {v: k for k, v in _OP.items()}
 
 _SIMPLE_KEY_TYPES = (str, int, float, bool, type(None), bytes, complex)
+# What a reconstructor raises on arguments of the wrong kind; the value becomes Unreadable.
+REBUILD_ERRORS = (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError, ArithmeticError)
 MAX_KEY_DEPTH = 32
 
 
@@ -158,13 +160,15 @@ class SafeUnpickler:
                 return StandIn(GlobalRef(func.module, func.name), args, kwargs, via)
             try:
                 return impl(args, self) if kwargs is None else impl(args, self, **kwargs)
-            except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError,
-                    ArithmeticError) as e:
-                self.warn(f"{func.qualname}{_short(args)} could not be rebuilt: {e}")
-                return Unreadable(func.qualname, str(e))
+            except REBUILD_ERRORS as e:
+                return self._rebuild_failed(func, args, e)
         if isinstance(func, (GlobalRef, StandIn)):
             return StandIn(func, args, kwargs, via)
         raise self._corrupt(f"{via} of a {type(func).__name__}, which is not callable", pos)
+
+    def _rebuild_failed(self, func: Reconstructor, args: tuple, e: Exception) -> Unreadable:
+        self.warn(f"{func.qualname}{_short(args)} could not be rebuilt: {e}")
+        return Unreadable(func.qualname, str(e))
 
     def _build(self, inst: Any, state: Any) -> None:
         if isinstance(inst, StandIn):
@@ -206,6 +210,7 @@ class SafeUnpickler:
         push = stack.append
         unpack_I, unpack_i, unpack_H = _unpack_I, _unpack_i, _unpack_H
         call = self._call
+        persistent = self.persistent_load_fn or self._persistent
         try:
             while True:
                 if pos >= end:
@@ -219,13 +224,6 @@ class SafeUnpickler:
                         raise self._corrupt("LONG_BINPUT on an empty stack", pos)
                     memo[unpack_I(data, pos)[0]] = stack[-1]
                     pos += 4
-                elif op == 0x71:  # BINPUT
-                    if pos >= end:
-                        raise self._truncated(end)
-                    if not stack:
-                        raise self._corrupt("BINPUT on an empty stack", pos)
-                    memo[data[pos]] = stack[-1]
-                    pos += 1
                 elif op == 0x68:  # BINGET
                     if pos >= end:
                         raise self._truncated(end)
@@ -263,7 +261,15 @@ class SafeUnpickler:
                     if len(stack) < 2:
                         raise self._corrupt("REDUCE needs a callable and its arguments", pos)
                     args = stack.pop()
-                    stack[-1] = call(stack[-1], args, pos)
+                    func = stack[-1]
+                    if type(func) is Reconstructor and type(args) is tuple and func.fn is not None:
+                        # The common case (a tensor rebuilder, OrderedDict) without _call's general path.
+                        try:
+                            stack[-1] = func.fn(args, self)
+                        except REBUILD_ERRORS as e:
+                            stack[-1] = self._rebuild_failed(func, args, e)
+                    else:
+                        stack[-1] = call(func, args, pos)
                 elif op == 0x85:  # TUPLE1
                     if not stack:
                         raise self._corrupt("TUPLE1 on an empty stack", pos)
@@ -288,7 +294,14 @@ class SafeUnpickler:
                 elif op == 0x51:  # BINPERSID
                     if not stack:
                         raise self._corrupt("BINPERSID on an empty stack", pos)
-                    stack[-1] = self._persistent(stack[-1])
+                    stack[-1] = persistent(stack[-1])
+                elif op == 0x71:  # BINPUT
+                    if pos >= end:
+                        raise self._truncated(end)
+                    if not stack:
+                        raise self._corrupt("BINPUT on an empty stack", pos)
+                    memo[data[pos]] = stack[-1]
+                    pos += 1
                 elif op == 0x4A:  # BININT
                     if pos + 4 > end:
                         raise self._truncated(end)
