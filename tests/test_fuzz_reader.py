@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import corpus
 import mutate
 from ckptviewer.core.errors import CheckpointError
-from ckptviewer.core.scan import scan_file
+from ckptviewer.core.scan import COMPUTED, scan_file
 
 EXAMPLES = 300
 
@@ -51,10 +51,16 @@ def check_file(path) -> str:
     assert res.status in (0, 1, 2)
     if facts is not None:                        # differential check: the light pass models the stack right
         for p in res.pickles:
-            if p.complete and p.name in facts["pickles"]:
+            if p.complete and p.name in facts["pickles"] and not _computed(p.counts):
                 assert dict(p.counts) == facts["pickles"][p.name], p.name
     assert time.perf_counter() - t0 < 10, "a mutated small file took over 10 s"
     return outcome
+
+
+def _computed(counts) -> bool:
+    """A STACK_GLOBAL operand computed while loading: the reader may resolve it (str(b"os", "ascii") is
+    one of its safe rebuilders), the light pass reports it as unknowable; the two differ by design."""
+    return any(COMPUTED in key for key in counts)
 
 
 @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,

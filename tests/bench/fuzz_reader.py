@@ -65,7 +65,8 @@ def exercise_buffer(raw: bytes) -> str:
         return type(e).__name__
     full = {p.pickle: dict(p.counts) for p in ck.pickles}
     for p in light.pickles:         # differential: the light pass must name what the reader resolved
-        if p.complete and p.name in full and dict(p.counts) != full[p.name]:
+        computed = any("<computed>" in key for key in p.counts)   # resolved by the reader, unknowable here
+        if p.complete and p.name in full and not computed and dict(p.counts) != full[p.name]:
             raise AssertionError(f"scan and reader disagree on {p.name}: {dict(p.counts)} != {full[p.name]}")
     try:
         ck.tensor_entries()
