@@ -270,7 +270,8 @@ def _count(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts of (finite) ``values`` per bin: ``edges[i] <= v < edges[i + 1]``, the last bin closed, values
     outside the edges left out. numpy's histogram with explicit edges does exactly this, searching in
     cache-sized blocks (five times faster than one searchsorted over a 16 MB chunk)."""
-    return np.histogram(values, bins=edges)[0].astype(np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):   # numpy diffs the edges; near ±1e308 that overflows
+        return np.histogram(values, bins=edges)[0].astype(np.int64)
 
 
 def histogram_of(values: np.ndarray, bins: int = DEFAULT_BINS, integer: bool = False) -> Histogram:
