@@ -38,6 +38,10 @@ def collect_warnings(ckpt: Checkpoint, entries: list[tuple[list, TensorRef]]) ->
     """Everything worth flagging: reader warnings, stand-ins, dangerous globals, unreadable tensors."""
     out = list(dict.fromkeys(ckpt.warnings))
     unknown, dangerous = stand_in_classes(ckpt)
+    # Classes a reader interprets itself (a DCP folder's metadata records) are the format, not content
+    # the user needs to hear about; `ckptviewer scan` still lists them.
+    records = set(ckpt.meta.get("record_classes", ()))
+    unknown = [name for name in unknown if name not in records]
     for name, reason in dangerous:
         out.append(f"DANGEROUS: the pickle names {name} ({reason}); it was not called")
     if unknown:

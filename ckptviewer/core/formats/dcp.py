@@ -518,6 +518,10 @@ class _Reader:
                 values[fqn] = Unreadable("entry", f"unknown storage metadata {what[:80]}")
         root = self.nest(values, a.get("planner_data"))
         meta = self.meta(a, split, n_tensors, n_values)
+        # The metadata's own dataclasses: interpreted here, so not worth a "not imported" warning.
+        meta["record_classes"] = sorted(f"{m}.{n}" for p in self.pickles if p.pickle == ".metadata"
+                                        for (m, n) in p.counts if m.startswith("torch.distributed.checkpoint.")
+                                        or (m, n) in (("pathlib", "PosixPath"), ("pathlib", "WindowsPath")))
         sizes = sum(f.size for f in self.files.values())
         return Checkpoint(self.folder, "torch-dcp", root, storages=self.storages, warnings=self.warnings, meta=meta,
                           pickles=self.pickles, file_size=md_size + sizes, resources=list(self.files.values()))
