@@ -68,6 +68,18 @@ def test_info_imports_neither_torch_nor_qt(ckpts):
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
 
 
+def test_listing_a_file_does_not_import_numpy(ckpts):
+    """numpy is most of what `info` costs on a big file; it loads only when values are needed."""
+    code = ("import sys\nfrom ckptviewer.cli import main\n"
+            f"rc = main(['info', '--json', {str(ckpts['checkpoint.tar'])!r}])\n"
+            "sys.stderr.write(repr((rc, 'numpy' in sys.modules)))\n"
+            f"main(['info', '--json', {str(ckpts['values.pt'])!r}])\n"
+            "sys.stderr.write(repr('numpy' in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # a file that holds numpy scalars and arrays needs numpy to rebuild them, and gets it
+    assert out.stderr.strip().splitlines()[-1] == "(0, False)True"
+
+
 def test_core_imports_with_qt_blocked():
     """The layering rule, made mechanical: every core module imports with PySide6/pyqtgraph unavailable."""
     code = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
+from .lazynp import np
 
 
 @dataclass(frozen=True)

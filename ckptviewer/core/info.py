@@ -9,7 +9,7 @@ import json
 from collections import Counter
 from typing import Any, Callable, Iterator
 
-import numpy as np
+from .lazynp import is_generic
 
 from .checkpoint import Checkpoint
 from .errors import CheckpointError
@@ -154,7 +154,7 @@ def _jsonable(v: Any, depth: int = 0) -> Any:
         return {str(k): _jsonable(x, depth + 1) for k, x in list(v.items())[:1000]}
     if isinstance(v, (list, tuple)):
         return [_jsonable(x, depth + 1) for x in list(v)[:1000]]
-    if isinstance(v, np.generic):
+    if is_generic(v):
         return v.item()
     return repr(v)
 

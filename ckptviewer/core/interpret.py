@@ -280,8 +280,8 @@ def analyze(root: Any) -> Analysis:
 
 
 def _is_numpy_scalar(v: Any) -> bool:
-    import numpy as np
-    return isinstance(v, np.generic) and v.dtype.kind in "iuf"
+    from .lazynp import is_generic
+    return is_generic(v) and v.dtype.kind in "iuf"
 
 
 def _worth_visiting(v: Any) -> bool:

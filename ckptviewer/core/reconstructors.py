@@ -12,7 +12,7 @@ import _compat_pickle
 import re
 from typing import Any
 
-import numpy as np
+from .lazynp import is_integer, is_ndarray, np
 
 from . import dtypes
 from .danger import danger_reason
@@ -50,7 +50,7 @@ class ClassMarker:
 
 # -- argument checks ------------------------------------------------------------------------------
 def _int(x: Any, what: str) -> int:
-    if type(x) is bool or not isinstance(x, (int, np.integer)):
+    if type(x) is bool or not is_integer(x):
         raise TypeError(f"{what} is a {type(x).__name__}, not an int")
     return int(x)
 
@@ -86,7 +86,9 @@ def _storage_arg(x: Any) -> StorageRef:
 
 
 def _bool(x: Any) -> bool:
-    return bool(x) if isinstance(x, (bool, int, np.bool_)) else False
+    if isinstance(x, (bool, int)):
+        return bool(x)
+    return bool(x) if type(x).__name__ == "bool" and type(x).__module__ == "numpy" else False
 
 
 # -- tensors --------------------------------------------------------------------------------------
@@ -195,7 +197,7 @@ def rebuild_sparse_tensor(args, ctx):     # (layout, data)
 
 def rebuild_device_tensor_from_numpy(args, ctx):  # (data: ndarray, dtype, device, requires_grad)
     data, dtype, device, requires_grad = args
-    if not isinstance(data, np.ndarray):
+    if not is_ndarray(data):
         raise TypeError("data is not a numpy array")
     dt = _dtype_arg(dtype)
     raw = np.ascontiguousarray(data)

@@ -15,7 +15,7 @@ import math
 import mmap
 from typing import Callable, Iterator
 
-import numpy as np
+from .lazynp import np
 
 from .dtypes import DType, to_numbers
 from .errors import LimitExceededError, StorageError

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import numpy as np
+from .lazynp import is_generic, is_ndarray, np
 
 from .interpret import Analysis, OptimizerInfo, StateDictInfo, analyze, is_state_dict
 from .objects import GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
@@ -244,11 +244,11 @@ def value_text(v: Any, limit: int = 120) -> str:
         return '"' + safe_text(v, limit) + '"'
     if isinstance(v, (bytes, bytearray)):
         return f"{type(v).__name__} of {len(v):,}"
-    if isinstance(v, np.ndarray):
+    if is_ndarray(v):
         if v.size <= 8 and v.ndim <= 1:
             return safe_text(np.array2string(v, separator=", "), limit)
         return f"ndarray {v.dtype} {shape_text(v.shape)}"
-    if isinstance(v, np.generic):
+    if is_generic(v):
         return f"{v.item()!r} ({type(v).__name__})"
     if isinstance(v, (TorchSize, TorchDevice, TorchEnum)):
         return repr(v) if not isinstance(v, TorchDevice) else f"device('{v}')"
@@ -327,7 +327,7 @@ def classify_value(value: Any, an: Analysis | None, path: tuple) -> tuple[str, s
         if module_attrs(value) is not None:
             return "module", _short_class(value.qualname), None
         return "object", value.qualname, None
-    if isinstance(value, np.ndarray):
+    if is_ndarray(value):
         return "ndarray", "ndarray", None
     if isinstance(value, Unreadable):
         return "unreadable", "unreadable", None
@@ -337,7 +337,7 @@ def classify_value(value: Any, an: Analysis | None, path: tuple) -> tuple[str, s
         return "none", "None", None
     if isinstance(value, (TorchSize, TorchDevice, TorchEnum)):
         return "scalar", {TorchSize: "torch.Size", TorchDevice: "torch.device"}.get(type(value), "torch " + getattr(value, "kind", "")), None
-    if isinstance(value, np.generic):
+    if is_generic(value):
         return "scalar", f"numpy.{type(value).__name__}", None
     if isinstance(value, GlobalRef):
         return "scalar", "class", None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-import numpy as np
+from .lazynp import is_generic
 
 from .objects import StandIn
 from .reconstructors import NumpyArrayPending, NumpyDType, finish_value
@@ -199,4 +199,4 @@ def numel_of(value: Any) -> int:
 
 
 def is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic))
+    return value is None or isinstance(value, (bool, int, float, complex, str, bytes)) or is_generic(value)

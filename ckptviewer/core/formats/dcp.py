@@ -29,7 +29,7 @@ import os
 import threading
 from typing import Any
 
-import numpy as np
+from ..lazynp import np
 
 from ..checkpoint import Checkpoint, PickleGlobals, close_quietly, map_file
 from ..dtypes import DType, by_name
