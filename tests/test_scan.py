@@ -221,3 +221,18 @@ def test_deflated_pickle_in_a_zip_without_directory(tmp_path, marker):
     path.write_bytes(raw[:raw.index(b"PK\x01\x02")])
     res = scan_file(path)
     assert res.status == 1 and [g.qualname for g in res.dangerous] == ["os.system"] and res.broken
+
+
+def test_skip_leaves_out_members_the_caller_has_read(tmp_path, marker):
+    """The window passes the pickles the reader walked; the light pass walks only the other members."""
+    import io
+    buf = io.BytesIO(hostile.torchscript(hostile.CLEAN_DICT))
+    with zipfile.ZipFile(buf, "a") as z:
+        z.writestr("archive/code/__torch__/m.py.debug_pkl", hostile.payloads(marker)["global_reduce_os_system"])
+    path = tmp_path / "scripted.pt"
+    path.write_bytes(buf.getvalue())
+    assert {p.name for p in scan_file(path).pickles} == {"data.pkl", "code/__torch__/m.py.debug_pkl",
+                                                         "constants.pkl"}
+    res = scan_file(path, skip=frozenset({"data.pkl", "constants.pkl"}))
+    assert [p.name for p in res.pickles] == ["code/__torch__/m.py.debug_pkl"]
+    assert [g.qualname for g in res.dangerous] == ["os.system"]

@@ -504,8 +504,11 @@ def walk_pickle(data, *, start: int = 0, end: int | None = None, name: str = "pi
 
 
 # -- containers ---------------------------------------------------------------------------------------
-def scan_file(path: str | os.PathLike) -> ScanResult:
-    """The safety report of the file at ``path`` (never raises for what the file holds)."""
+def scan_file(path: str | os.PathLike, *, skip: frozenset[str] = frozenset()) -> ScanResult:
+    """The safety report of the file at ``path`` (never raises for what the file holds).
+
+    ``skip``: zip members, named as the report names its pickles (``data.pkl``), not to walk because
+    the caller already has their globals (the window has them from the reader)."""
     from .checkpoint import close_quietly, map_file
     path = os.fspath(path)
     result = ScanResult(path)
@@ -525,12 +528,13 @@ def scan_file(path: str | os.PathLike) -> ScanResult:
         result.error = f"cannot read the file ({e.strerror or e})"
         return result
     try:
-        return scan_buffer(buf, path, result)
+        return scan_buffer(buf, path, result, skip=skip)
     finally:
         close_quietly(resources)
 
 
-def scan_buffer(buf, path: str, result: ScanResult | None = None) -> ScanResult:
+def scan_buffer(buf, path: str, result: ScanResult | None = None, *,
+                skip: frozenset[str] = frozenset()) -> ScanResult:
     """The safety report of a file held in ``buf`` (bytes or an mmap); ``path`` names it."""
     from .formats import describe_other, sniff
     result = result or ScanResult(path)
@@ -542,7 +546,7 @@ def scan_buffer(buf, path: str, result: ScanResult | None = None) -> ScanResult:
     kind = sniff(head, size)
     try:
         if kind == "zip":
-            _scan_zip(buf, result)
+            _scan_zip(buf, result, skip)
         elif kind == "torch-legacy":
             _scan_legacy(buf, result)
         elif kind == "tar":
@@ -663,7 +667,7 @@ def _is_pickle_member(name: str, prefix_folders: tuple[str, ...]) -> bool:
     return base.endswith("pkl") or base.endswith(".pickle")
 
 
-def _scan_zip(buf, result: ScanResult) -> None:
+def _scan_zip(buf, result: ScanResult, skip: frozenset[str] = frozenset()) -> None:
     from .formats.zipreader import PICKLE_MAX_RATIO, ZipArchive, inflate
     try:
         archive = ZipArchive(buf, name=result.path)
@@ -685,6 +689,8 @@ def _scan_zip(buf, result: ScanResult) -> None:
     for name in names:
         is_npy = name.endswith(".npy")
         if not is_npy and not _is_pickle_member(name, storage_folders):
+            continue
+        if skip and _member_label(name, prefix) in skip:
             continue
         m = archive.members[name]
         try:
