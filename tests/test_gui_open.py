@@ -315,3 +315,37 @@ def test_closing_a_busy_tab_does_not_wait_for_its_worker(qtbot, window, tmp_path
     assert time.perf_counter() - t0 < 0.5
     assert window.checkpoint_tabs() == []
     assert QThreadPool.globalInstance().waitForDone(5000)
+
+
+def test_many_files_at_once_are_built_one_per_pass_and_closing_early_is_safe(qtbot, window, ckpts, tmp_path):
+    """Tabs of files that finish loading together are built one per pass of the event loop; a tab closed
+    while it waits for its turn is dropped (its file closed), and the status bar ends idle."""
+    from ckptviewer.gui import tab as tab_module
+    paths = []
+    for i in range(12):
+        p = tmp_path / f"copy{i}.pt"
+        p.write_bytes(Path(ckpts["state_dict.pt"]).read_bytes())
+        paths.append(p)
+    built = []
+    original = tab_module.CheckpointTab.finish_loading
+
+    def record(self):
+        built.append((self.title, len(tab_module.build_queue()._queue)))
+        original(self)
+
+    tab_module.CheckpointTab.finish_loading = record
+    try:
+        tabs = window.open_paths(paths)
+        first = tabs[0]
+        qtbot.waitUntil(lambda: first._pending_file is not None or first.is_loaded, timeout=20_000)
+        if not first.is_loaded:
+            window.tabs.setCurrentWidget(first)
+            window.close_current_tab()                  # closed before its widgets were built
+        qtbot.waitUntil(lambda: all(t.is_loaded for t in window.checkpoint_tabs())
+                        and not window.has_pending_work(), timeout=30_000)
+    finally:
+        tab_module.CheckpointTab.finish_loading = original
+    assert len(window.checkpoint_tabs()) in (11, 12)
+    assert first.file is None or first.is_loaded
+    assert not window.progress.isVisibleTo(window) and not window.cancel_button.isVisibleTo(window)
+    assert any(waiting for _, waiting in built)         # some builds waited for an earlier one's pass

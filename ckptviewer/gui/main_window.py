@@ -34,10 +34,19 @@ from .resources import icon_pixmap
 from .settings import Settings
 from .tab import CheckpointTab, error_text
 from .theme import plain_tooltip
-from .workers import TaskRunner, WorkerError
+from .workers import TaskRunner, WorkerError, keep_gui_responsive
 
 FILE_FILTER = ("Checkpoints (*.pt *.pth *.tar *.bin *.ckpt *.safetensors *.pkl *.pth.tar);;"
                "All files (*)")
+
+
+def file_key(path: str) -> tuple[int, int] | None:
+    """(device, inode) of ``path``: the identity of a file or folder whatever name reaches it."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
 
 
 def paths_from_urls(urls: Iterable[QUrl]) -> list[str]:
@@ -122,6 +131,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: Settings | None = None, parent: QWidget | None = None):
         super().__init__(parent)
+        keep_gui_responsive()
         self.settings = settings or Settings()
         self.setWindowTitle("ckptviewer")
         self.setAcceptDrops(True)
@@ -233,10 +243,11 @@ class MainWindow(QMainWindow):
     # -- the one way in -------------------------------------------------------------------------
     def open_paths(self, paths: Iterable[str | os.PathLike]) -> list[CheckpointTab]:
         """Open each path in a tab (or show the tab that has it). Failures go to the message bar."""
-        tabs = []
+        tabs, new = [], []
         for raw in paths:
             path = os.path.abspath(os.fspath(raw))
-            existing = self.tab_for_path(path)
+            key = file_key(path)
+            existing = self.tab_for_path(path, key)
             if existing is not None:
                 self.tabs.setCurrentWidget(existing)
                 tabs.append(existing)
@@ -244,6 +255,7 @@ class MainWindow(QMainWindow):
             # Folders go to the reader like files: a torch.distributed.checkpoint folder or a folder
             # holding a shard index opens; any other folder fails with the reader's message.
             tab = CheckpointTab(path, self.settings, self.tabs)
+            tab.file_key = key
             tab.loaded.connect(self._on_tab_loaded)
             tab.failed.connect(self._on_tab_failed)
             tab.status_message.connect(self.show_status)
@@ -252,16 +264,29 @@ class MainWindow(QMainWindow):
             index = self.tabs.addTab(tab, safe_text(tab.title, 60))
             self.tabs.setTabToolTip(index, plain_tooltip(safe_text(path, 400)))
             self.tabs.setCurrentIndex(index)
-            tab.start_loading()
             tabs.append(tab)
+            new.append(tab)
+        # Workers start once every tab exists: a running loader holds the GIL for up to 5 ms each time
+        # this thread lets go of it (a stat, a signal connection), which made opening 50 files at once
+        # freeze the window for 2.4 s.
+        for tab in new:
+            tab.start_loading()
         self._sync_stack()
         self.raise_and_activate()
         return tabs
 
-    def tab_for_path(self, path: str) -> CheckpointTab | None:
-        for tab in self.checkpoint_tabs():
-            if tab.path == path or (os.path.exists(path) and os.path.exists(tab.path)
-                                    and os.path.samefile(tab.path, path)):
+    def tab_for_path(self, path: str, key: tuple[int, int] | None = None) -> CheckpointTab | None:
+        """The tab showing ``path`` (the same file or folder under another name too). ``key`` is the
+        path's :func:`file_key` when the caller has it; each tab keeps its own, so this stats once."""
+        tabs = self.checkpoint_tabs()
+        for tab in tabs:
+            if tab.path == path:
+                return tab
+        key = key if key is not None else file_key(path)
+        if key is None:
+            return None
+        for tab in tabs:
+            if tab.file_key == key:
                 return tab
         return None
 

@@ -7,9 +7,11 @@ the old computation and drops its late results.
 from __future__ import annotations
 
 import os
+from collections import deque
 from typing import Any
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, Signal
+import shiboken6
+from PySide6.QtCore import QCoreApplication, QItemSelectionModel, QModelIndex, QObject, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QMenu, QProgressBar, QSplitter,
                                QStackedWidget, QTreeView, QVBoxLayout, QWidget)
@@ -69,6 +71,50 @@ def find_node(start: Node, target: tuple, kind: str | None = None) -> Node | Non
     return None
 
 
+class BuildQueue(QObject):
+    """Builds the widgets of loaded tabs one per pass of the event loop.
+
+    When many files finish loading together (a drop of 50 small files), building every tab in one
+    delivery of the workers' results kept the window from handling its timers and input for seconds.
+    One build per pass of a zero-interval timer (a timer, serviced with the others, not a posted event)
+    lets the window react between builds.
+    """
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._queue: deque[CheckpointTab] = deque()
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self._on_timeout)
+
+    def add(self, tab: "CheckpointTab") -> None:
+        self._queue.append(tab)
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def _on_timeout(self) -> None:
+        try:
+            while self._queue:
+                tab = self._queue.popleft()
+                if shiboken6.isValid(tab):       # a tab closed while it waited is gone
+                    tab.finish_loading()
+                    break
+        finally:
+            if self._queue:
+                self._timer.start()
+
+
+_build_queue: BuildQueue | None = None
+
+
+def build_queue() -> BuildQueue:
+    global _build_queue
+    if _build_queue is None or not shiboken6.isValid(_build_queue):
+        _build_queue = BuildQueue(QCoreApplication.instance())
+    return _build_queue
+
+
 class CheckpointTab(TabEditsMixin, QWidget):
     loaded = Signal(object)              # the tab
     failed = Signal(object, object)      # the tab, the WorkerError
@@ -80,6 +126,7 @@ class CheckpointTab(TabEditsMixin, QWidget):
     def __init__(self, path: str, settings: Settings, parent: QWidget | None = None):
         super().__init__(parent)
         self.path = os.path.abspath(path)
+        self.file_key: tuple[int, int] | None = None     # (device, inode), set by the window
         self.settings = settings
         self.file: LoadedFile | None = None
         self.error: WorkerError | None = None
@@ -95,6 +142,8 @@ class CheckpointTab(TabEditsMixin, QWidget):
         self._shared_index: dict[int, list[tuple]] | None = None
         self._stats_for: Node | None = None
         self.last_stats: TensorStats | None = None
+        self._pending_file: LoadedFile | None = None     # loaded, waiting for its turn to be built
+        self._shut = False
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -138,9 +187,22 @@ class CheckpointTab(TabEditsMixin, QWidget):
     def _on_load_result(self, f: LoadedFile | None) -> None:
         if f is None:
             return
+        if self._shut:
+            f.close()
+            return
+        self._pending_file = f
+        build_queue().add(self)
+
+    def finish_loading(self) -> None:
+        """Build the widgets of the file the worker loaded (called by the :class:`BuildQueue`)."""
+        f, self._pending_file = self._pending_file, None
+        if f is None or self._shut:
+            return
         self.file = f
         self._build_content(f)
         self.loaded.emit(self)
+        if not self.has_pending_work():
+            self.work_progressed.emit(None)      # the loader ended before its tab was built: idle now
 
     def _build_content(self, f: LoadedFile) -> None:
         page = QWidget(self)
@@ -248,7 +310,8 @@ class CheckpointTab(TabEditsMixin, QWidget):
 
     # -- work and shutdown ----------------------------------------------------------------------
     def has_pending_work(self) -> bool:
-        return self.runner.is_busy() or self._search.running or (self.session is not None and self.session.busy)
+        return (self.runner.is_busy() or self._search.running or self._pending_file is not None
+                or (self.session is not None and self.session.busy))
 
     def _on_busy_changed(self, busy: bool) -> None:
         if not busy:
@@ -271,10 +334,14 @@ class CheckpointTab(TabEditsMixin, QWidget):
         a worker is safe: a read of a closed map raises, and a map with live views stays open until
         they are gone (see Checkpoint.close).
         """
+        self._shut = True
         self._search.cancel()
         if self.session is not None:
             self.session.shutdown(wait=wait)
         self.runner.shutdown(wait=wait)
+        if self._pending_file is not None:
+            self._pending_file.close()
+            self._pending_file = None
         if self.file is not None:
             self.file.close()
 

@@ -17,7 +17,9 @@ until it returns, so no Python wrapper of a running ``QRunnable`` can be collect
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Generator
@@ -25,7 +27,30 @@ from typing import Any, Callable, Generator
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
 from ..core.errors import CancelledError
+from ..core.stats import Progress
 from .qtcompat import top_up
+
+
+# Progress steps (a Progress, or None) are sent at most this often per worker; the newest one waiting is
+# sent before a partial result and before the end. Every queued signal costs the GUI thread a hand-over
+# of the GIL from the busy worker (up to sys.getswitchinterval(), 5 ms): a loader that reported every
+# step kept the window busy delivering its backlog, without repainting, for seconds when 50 files opened.
+PROGRESS_INTERVAL_S = 0.05
+_NOTHING = object()
+
+# How long a busy worker may keep the GIL while the GUI thread waits for it (Python's default: 5 ms).
+# Qt calls back into Python for every cell it paints (the models' data()), and each call must win the
+# GIL back from a worker running pure-Python code: at 5 ms a hand-over, one repaint while a file was
+# loading froze the window for over a second (50 hostile files opened at once: longest stall 1.3 s at
+# 5 ms, 0.56 s at 1 ms, 0.16 s at 0.25 ms, total time unchanged).
+GUI_SWITCH_INTERVAL_S = 0.00025
+
+
+def keep_gui_responsive() -> None:
+    """Shorten the interpreter's thread switch interval for a process that runs the window (never
+    lengthens it). Called when the main window is made."""
+    if sys.getswitchinterval() > GUI_SWITCH_INTERVAL_S:
+        sys.setswitchinterval(GUI_SWITCH_INTERVAL_S)
 
 
 class WorkerSignals(QObject):
@@ -78,6 +103,8 @@ class GeneratorWorker:
             if isinstance(result, Generator):
                 gen = result
                 result = None
+                last = 0.0
+                held: Any = _NOTHING       # the newest progress step not sent yet
                 while True:
                     if self._cancel.is_set():
                         gen.close()
@@ -87,7 +114,18 @@ class GeneratorWorker:
                     except StopIteration as stop:
                         result = stop.value
                         break
+                    if step is None or isinstance(step, Progress):
+                        now = time.monotonic()
+                        if now - last < PROGRESS_INTERVAL_S:
+                            held = step
+                            continue
+                        last = now
+                    elif held is not _NOTHING and held is not None:
+                        sig.progressed.emit(self.id, held)     # partial results come after their progress
+                    held = _NOTHING
                     sig.progressed.emit(self.id, step)
+                if held is not _NOTHING and held is not None and not self._cancel.is_set():
+                    sig.progressed.emit(self.id, held)
             sig.finished.emit(self.id, None if self._cancel.is_set() else result)
         except CancelledError:
             sig.finished.emit(self.id, None)
