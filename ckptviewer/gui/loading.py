@@ -19,6 +19,7 @@ from ..core.info import collect_warnings, stand_in_classes
 from ..core.interpret import Analysis, analyze
 from ..core.stats import Progress
 from ..core.tree import Node, build_tree
+from .safety_report import SafetyReport, build_report, file_scan, refused_scan
 
 # Build at most this many nodes ahead of time (the rest is built when rows are expanded).
 PREBUILD_NODES = 60_000
@@ -38,6 +39,7 @@ class LoadedFile:
     numel: int
     nbytes: int
     numel_by_dtype: dict[str, int]
+    safety: SafetyReport                               # the imports report (banner and Safety panel)
     warmed: set[int] = field(default_factory=set)     # ids of nodes whose totals are computed
     seconds: float = 0.0
 
@@ -45,12 +47,26 @@ class LoadedFile:
         self.checkpoint.close()
 
 
+class RefusedFile(Exception):
+    """The reader refused a file. ``error`` is why; ``safety`` is what the light pass saw in the file's
+    pickles (or None), so that the message about a refused file still says when it is dangerous."""
+
+    def __init__(self, error: BaseException, safety: SafetyReport | None):
+        super().__init__(str(error))
+        self.error = error
+        self.safety = safety
+
+
 def load_steps(path: str) -> Generator[Progress, None, LoadedFile]:
     t0 = time.perf_counter()
     path = os.path.abspath(os.fspath(path))
     name = os.path.basename(path)
     yield Progress(0, 5, f"Reading {name}")
-    ckpt = open_checkpoint(path)
+    try:
+        ckpt = open_checkpoint(path)
+    except Exception as e:
+        yield Progress(0, 5, f"Scanning what {name} would import")
+        raise RefusedFile(e, refused_scan(path)) from e
     try:
         yield Progress(1, 5, f"Analysing {name}")
         entries = ckpt.tensor_entries()
@@ -60,6 +76,7 @@ def load_steps(path: str) -> Generator[Progress, None, LoadedFile]:
         warmed = yield from prebuild_steps(root, name, 2, 5)
         yield Progress(4, 5, f"Checking {name}")
         unknown, dangerous = stand_in_classes(ckpt)
+        safety = build_report(file_scan(ckpt))
         warnings = collect_warnings(ckpt, entries)
         distinct = ckpt.all_tensors()
         by_dtype: dict[str, int] = {}
@@ -68,7 +85,7 @@ def load_steps(path: str) -> Generator[Progress, None, LoadedFile]:
         yield Progress(5, 5, f"Opened {name}")
         return LoadedFile(path, ckpt, an, root, unknown, dangerous, warnings, len(distinct),
                           sum(t.numel for t in distinct), sum(t.nbytes for t in distinct),
-                          dict(sorted(by_dtype.items(), key=lambda kv: -kv[1])), warmed,
+                          dict(sorted(by_dtype.items(), key=lambda kv: -kv[1])), safety, warmed,
                           time.perf_counter() - t0)
     except BaseException:
         ckpt.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from PySide6.QtCore import QUrl, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QPaintEvent
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QPaintEvent
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow,
                                QMenu, QProgressBar, QPushButton, QStackedWidget, QTabWidget, QToolButton,
                                QVBoxLayout, QWidget)
@@ -28,12 +28,13 @@ from .actions import ACTIONS, MENUS, ActionSpec
 from .diff_tab import DiffTab, ask_compare_paths
 from .diff_work import DiffSetup
 from .edit_controller import EditController
-from .loading import demo_steps, freeze_loaded_objects
+from .loading import RefusedFile, demo_steps, freeze_loaded_objects
 from .messages import MessageBar
 from .resources import icon_pixmap
+from .safety_report import SafetyReport
 from .settings import Settings
 from .tab import CheckpointTab, error_text
-from .theme import plain_tooltip
+from .theme import level_icon, plain_tooltip
 from .workers import TaskRunner, WorkerError, keep_gui_responsive
 
 FILE_FILTER = ("Checkpoints (*.pt *.pth *.tar *.bin *.ckpt *.safetensors *.pkl *.pth.tar);;"
@@ -47,6 +48,16 @@ def file_key(path: str) -> tuple[int, int] | None:
     except (OSError, ValueError):
         return None
     return st.st_dev, st.st_ino
+
+
+def refused_message(message: str, report: SafetyReport) -> str:
+    """The message about a refused file, with what its pickles would have imported when that matters."""
+    if report.is_dangerous:
+        names = ", ".join(name for name, _ in report.dangerous[:4])
+        more = f" and {len(report.dangerous) - 4} more" if len(report.dangerous) > 4 else ""
+        return (f"{message} It is also DANGEROUS: its pickles name {names}{more}, which plain "
+                f"torch.load(weights_only=False) or pickle would import and call. Nothing was run.")
+    return message
 
 
 def paths_from_urls(urls: Iterable[QUrl]) -> list[str]:
@@ -302,6 +313,7 @@ class MainWindow(QMainWindow):
 
     def _on_tab_loaded(self, tab: CheckpointTab) -> None:
         freeze_loaded_objects()
+        self._show_tab_safety(tab)
         self.settings.add_recent_file(tab.path)
         self._refresh_recent()
         f = tab.file
@@ -309,13 +321,33 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self.tab_opened.emit(tab)
 
+    def _show_tab_safety(self, tab: CheckpointTab) -> None:
+        """A tab of a file that names dangerous globals carries a warning icon in the tab bar."""
+        index = self.tabs.indexOf(tab)
+        report = tab.safety
+        if index < 0 or report is None:
+            return
+        tip = safe_text(tab.path, 400)
+        if report.is_dangerous:
+            self.tabs.setTabIcon(index, level_icon(report.level))
+            tip += "\n" + report.verdict
+        else:
+            self.tabs.setTabIcon(index, QIcon())
+        self.tabs.setTabToolTip(index, plain_tooltip(tip))
+
     def _on_tab_failed(self, tab: CheckpointTab, err: WorkerError) -> None:
         self._remove_tab(tab)
-        self._report_failure(tab.path, f"Could not open {error_text(err.exc)}", err.details)
+        message = f"Could not open {error_text(err.exc)}"
+        details = err.details
+        report = err.exc.safety if isinstance(err.exc, RefusedFile) else None
+        if report is not None:
+            message = refused_message(message, report)
+            details = f"Safety scan of the file:\n{report.text()}\n\n{details}"
+        self._report_failure(tab.path, message, details, danger=report is not None and report.is_dangerous)
 
-    def _report_failure(self, path: str, message: str, details: str) -> None:
+    def _report_failure(self, path: str, message: str, details: str, *, danger: bool = False) -> None:
         full = f"File: {path}\n\n{message}\n\n{details}".strip()
-        self.messages.add_error(message, full)
+        self.messages.add_error(message, full, danger=danger)
         self.show_status(message)
         self.open_failed.emit(path, message)
 

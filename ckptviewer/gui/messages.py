@@ -10,17 +10,29 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QToolButton, QVBoxLayout, QWidget
 
 from ..core.textsafe import safe_text
+from .theme import level_icon
+
+
+ERROR_STYLE = ("#message-item { background: rgba(217, 83, 79, 0.16); border: 1px solid rgba(217, 83, 79, 0.6); "
+               "border-radius: 4px; }")
+# A refused file that names dangerous globals: as strong as a tab's safety banner.
+DANGER_STYLE = ("#message-item { background: #c0392b; border: 2px solid #8e1b10; border-radius: 4px; }"
+                "#message-item QLabel { color: #ffffff; }")
 
 
 class MessageItem(QFrame):
-    def __init__(self, text: str, details: str = "", parent: QWidget | None = None):
+    def __init__(self, text: str, details: str = "", parent: QWidget | None = None, *, danger: bool = False):
         super().__init__(parent)
         self.setObjectName("message-item")
-        self.setStyleSheet("#message-item { background: rgba(217, 83, 79, 0.16); border: 1px solid "
-                           "rgba(217, 83, 79, 0.6); border-radius: 4px; }")
+        self.danger = danger
+        self.setStyleSheet(DANGER_STYLE if danger else ERROR_STYLE)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(8, 4, 4, 4)
         row = QHBoxLayout()
+        if danger:
+            icon = QLabel(self)
+            icon.setPixmap(level_icon("dangerous", 20, on_color=True).pixmap(20, 20))
+            row.addWidget(icon, 0, Qt.AlignmentFlag.AlignTop)
         self.text = QLabel(self)
         self.text.setTextFormat(Qt.TextFormat.PlainText)
         self.text.setText(text)
@@ -67,8 +79,9 @@ class MessageBar(QWidget):
         self._items: list[MessageItem] = []
         self.hide()
 
-    def add_error(self, text: str, details: str = "") -> MessageItem:
-        item = MessageItem(safe_text(text, 600), details, self)
+    def add_error(self, text: str, details: str = "", *, danger: bool = False) -> MessageItem:
+        """Show ``text`` (plain); ``danger`` for a file that names dangerous globals (strong red)."""
+        item = MessageItem(safe_text(text, 800), details, self, danger=danger)
         item.dismissed = lambda it=item: self._remove(it)
         self._items.append(item)
         self._lay.addWidget(item)

@@ -9,6 +9,7 @@ from ..core.interpret import Analysis
 from ..core.textsafe import safe_text
 from ..core.units import human_bytes
 from .loading import LoadedFile
+from .safety_report import CLEAN, INCOMPLETE, SafetyReport
 from .theme import plain_tooltip
 
 FORMAT_NAMES = {"torch-zip": "torch.save zip archive", "torch-legacy": "torch.save legacy (pre-1.6) format",
@@ -52,10 +53,7 @@ def summary_lines(f: LoadedFile) -> dict[str, str]:
         lines["stand_ins"] = (f"This file names {n} class{'es' if n != 1 else ''} or function{'s' if n != 1 else ''} "
                               f"that {'were' if n != 1 else 'was'} not imported: {shown}{more}. They are shown as "
                               "inert stand-ins; nothing was run.")
-    if f.dangerous:
-        lines["dangerous"] = ("DANGEROUS: the pickle names " + ", ".join(
-            f"{safe_text(n, 80)} ({safe_text(r, 80)})" for n, r in f.dangerous[:5])
-            + ". Nothing was called, but do not load this file with torch.load(weights_only=False).")
+    # Dangerous globals are the safety banner's (safety.py), above this strip.
     return lines
 
 
@@ -66,6 +64,7 @@ def strip_offers(analysis: Analysis) -> list[tuple[tuple, str, str]]:
 
 
 MAX_STRIP_OFFERS = 4
+SAFETY_TINTS = {CLEAN: "rgba(31, 138, 76, 0.16)", INCOMPLETE: "rgba(214, 140, 30, 0.22)"}
 BANNER_STYLE = "#strip-banner { background: rgba(52, 152, 219, 0.14); border-radius: 3px; }"
 EDITS_STYLE = "background: rgba(230, 126, 34, 0.16); border-radius: 3px; padding: 3px;"
 
@@ -110,15 +109,13 @@ class SummaryStrip(QFrame):
         self._label("roles", lines["roles"], bold=True)
         self._label("format", lines["format"])
         self._label("tensors", lines["tensors"])
+        self._label("safety", "").hide()
         self._banner_index = self._lay.count()
         self._set_strip_banner(f.analysis)
         self._label("edits", "", style=EDITS_STYLE).hide()
         if "stand_ins" in lines:
             self._label("stand_ins", lines["stand_ins"],
                         style="background: rgba(168, 50, 143, 0.15); border-radius: 3px; padding: 3px;")
-        if "dangerous" in lines:
-            self._label("dangerous", lines["dangerous"], bold=True,
-                        style="background: rgba(192, 57, 43, 0.25); border-radius: 3px; padding: 3px;")
         if f.warnings:
             button = QToolButton(self)
             button.setText(f"{len(f.warnings)} warning{'s' if len(f.warnings) != 1 else ''} ▸")
@@ -134,6 +131,20 @@ class SummaryStrip(QFrame):
             self._lay.addWidget(button)
             self._lay.addWidget(box)
         self.setToolTip(plain_tooltip(lines["file"]))
+
+    def set_safety(self, report: SafetyReport) -> None:
+        """A short verdict line for a clean or incompletely scanned file (a dangerous one has the banner
+        above, a file with stand-ins the stand-ins line)."""
+        lab = self.labels["safety"]
+        tint = SAFETY_TINTS.get(report.level)
+        if tint is None:
+            lab.hide()
+            return
+        word, _, rest = report.verdict.partition(": ")
+        lab.setText(f"Safety: {word.lower()} — {rest}" if rest else f"Safety: {report.verdict}")
+        lab.setStyleSheet(f"background: {tint}; border-radius: 3px; padding: 3px;")
+        lab.setToolTip(plain_tooltip(report.full_verdict))
+        lab.show()
 
     # -- edits ----------------------------------------------------------------------------------
     def _set_strip_banner(self, analysis: Analysis) -> None:

@@ -14,7 +14,7 @@ import shiboken6
 from PySide6.QtCore import QCoreApplication, QItemSelectionModel, QModelIndex, QObject, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QMenu, QProgressBar, QSplitter,
-                               QStackedWidget, QTreeView, QVBoxLayout, QWidget)
+                               QStackedWidget, QTabWidget, QTreeView, QVBoxLayout, QWidget)
 
 from ..core.errors import CheckpointError
 from ..core.snippet import key_path_text, load_snippet
@@ -26,11 +26,14 @@ from ..core.walk import iter_tensors
 from .details import DetailsPanel
 from .drop_zone import CompareZone
 from .histogram import HistogramPanel
-from .loading import LoadedFile, load_steps, totals_steps
+from .loading import LoadedFile, RefusedFile, load_steps, totals_steps
+from .safety import SafetyBanner, SafetyPanel
+from .safety_report import CLEAN, INCOMPLETE, SafetyReport
 from .search import FindBar, SearchIndex, SearchResult, SliceRunner, tree_search_steps
 from .settings import Settings
 from .summary import SummaryStrip
 from .tab_edits import TabEditsMixin
+from .theme import level_icon
 from .tree_model import CheckpointTreeModel, KeyFilterProxy, compile_matcher
 from .workers import TaskRunner, WorkerError
 
@@ -41,6 +44,8 @@ AUTO_EXPAND_CHILDREN = 300
 
 def error_text(error: BaseException) -> str:
     """One readable line for an error from opening or reading a file."""
+    if isinstance(error, RefusedFile):
+        error = error.error
     if isinstance(error, CheckpointError):
         return str(error)
     return f"{type(error).__name__}: {error}"
@@ -69,6 +74,12 @@ def find_node(start: Node, target: tuple, kind: str | None = None) -> Node | Non
         if n.has_children:
             stack.extend(c for c in reversed(n.children()) if _could_contain(c, target))
     return None
+
+
+def safety_tab_text(report: SafetyReport) -> str:
+    if report.is_dangerous:
+        return f"Safety: {len(report.dangerous)} dangerous"
+    return {CLEAN: "Safety: clean", INCOMPLETE: "Safety: incomplete"}.get(report.level, "Safety")
 
 
 class BuildQueue(QObject):
@@ -142,6 +153,7 @@ class CheckpointTab(TabEditsMixin, QWidget):
         self._shared_index: dict[int, list[tuple]] | None = None
         self._stats_for: Node | None = None
         self.last_stats: TensorStats | None = None
+        self._safety_auto = False         # the Safety panel was brought forward for a dangerous file
         self._pending_file: LoadedFile | None = None     # loaded, waiting for its turn to be built
         self._shut = False
 
@@ -208,6 +220,9 @@ class CheckpointTab(TabEditsMixin, QWidget):
         page = QWidget(self)
         lay = QVBoxLayout(page)
         lay.setContentsMargins(4, 4, 4, 4)
+        self.safety_banner = SafetyBanner(page)
+        self.safety_banner.details_requested.connect(self.show_safety_panel)
+        lay.addWidget(self.safety_banner)
         self.summary = SummaryStrip(page)
         self.summary.set_file(f)
         lay.addWidget(self.summary)
@@ -240,7 +255,14 @@ class CheckpointTab(TabEditsMixin, QWidget):
         for col, width in enumerate((250, 140, 100, 72, 88, 78, 62, 110)):
             self.view.setColumnWidth(col, width)
 
-        self.v_split = QSplitter(Qt.Orientation.Vertical, self.h_split)
+        # Right of the tree: the selected entry (details over histogram) and the file's Safety panel.
+        self.side_tabs = QTabWidget(self.h_split)
+        self.side_tabs.setDocumentMode(True)
+        self.side_tabs.tabBarClicked.connect(self._on_side_tab_clicked)
+        self.v_split = QSplitter(Qt.Orientation.Vertical, self.side_tabs)
+        self.side_tabs.addTab(self.v_split, "Details")
+        self.safety_panel = SafetyPanel(self.side_tabs)
+        self.side_tabs.addTab(self.safety_panel, "Safety")
         self.details = DetailsPanel(self.v_split)
         self.details.set_helpers(self.resolve_parameter, self.shared_with)
         self.details.navigate_requested.connect(self._on_navigate_requested)
@@ -265,6 +287,31 @@ class CheckpointTab(TabEditsMixin, QWidget):
         self._auto_expand()
         self.details.set_note_provider(self.edit_note)
         self._init_edits(f)
+        self._show_safety(f.safety)
+        if f.safety.is_dangerous:
+            self._safety_auto = True
+            self.side_tabs.setCurrentWidget(self.safety_panel)
+
+    # -- safety report --------------------------------------------------------------------------
+    @property
+    def safety(self) -> SafetyReport | None:
+        return self.file.safety if self.file is not None else None
+
+    def _show_safety(self, report: SafetyReport) -> None:
+        self.safety_banner.set_report(report)
+        self.safety_panel.set_report(report)
+        self.summary.set_safety(report)
+        index = self.side_tabs.indexOf(self.safety_panel)
+        self.side_tabs.setTabText(index, safety_tab_text(report))
+        self.side_tabs.setTabIcon(index, level_icon(report.level))
+
+    def show_safety_panel(self) -> None:
+        if self.file is not None:
+            self._safety_auto = False
+            self.side_tabs.setCurrentWidget(self.safety_panel)
+
+    def _on_side_tab_clicked(self, _index: int) -> None:
+        self._safety_auto = False
 
     def _set_view_model(self, model) -> None:
         old = self.view.selectionModel()
@@ -362,6 +409,10 @@ class CheckpointTab(TabEditsMixin, QWidget):
 
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         node = self.node_at(current)
+        if node is not None and self._safety_auto:
+            # Shown first for a dangerous file; the first entry the user picks brings its details back.
+            self._safety_auto = False
+            self.side_tabs.setCurrentWidget(self.v_split)
         self.runner.cancel("stats")
         self.runner.cancel("details-totals")
         self.last_stats = None

@@ -10,8 +10,8 @@ import html
 import os
 from functools import lru_cache
 
-from PySide6.QtCore import QObject, QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QGuiApplication, QIcon, QPainter, QPalette, QPixmap
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QGuiApplication, QIcon, QPainter, QPalette, QPixmap, QPolygonF
 from PySide6.QtWidgets import QApplication
 
 # kind -> (letter, light colour, dark colour, label)
@@ -96,6 +96,61 @@ def _icon(kind: str, dark: bool, size: int = 16) -> QIcon:
         p.end()
         icon.addPixmap(px)
     return icon
+
+
+# Safety levels (see safety_report.py) -> (light colour, dark colour): the verdict's icon and tint.
+_LEVELS: dict[str, tuple[str, str]] = {
+    "dangerous": ("#c0392b", "#ff6b5b"),
+    "incomplete": ("#b7791f", "#f0b43c"),
+    "unknown": ("#a8328f", "#e070c8"),
+    "clean": ("#1f8a4c", "#4cc27e"),
+    "safe": ("#1f8a4c", "#4cc27e"),
+}
+
+
+def level_color(level: str, dark: bool | None = None) -> QColor:
+    dark = is_dark() if dark is None else dark
+    spec = _LEVELS.get(level, ("#808080", "#a0a0a0"))
+    return QColor(spec[1] if dark else spec[0])
+
+
+@lru_cache(maxsize=64)
+def _level_icon(level: str, dark: bool, size: int, on_color: bool) -> QIcon:
+    """A warning triangle (dangerous, incomplete) or a round badge (unknown ?, clean ✓)."""
+    color = QColor("#ffffff") if on_color else level_color(level, dark)
+    mark = QColor("#c0392b" if level == "dangerous" else "#8a5a00") if on_color else QColor("#ffffff")
+    icon = QIcon()
+    for scale in (1, 2):
+        s = size * scale
+        px = QPixmap(s, s)
+        px.fill(Qt.GlobalColor.transparent)
+        p = QPainter(px)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(color)
+        f = QFont()
+        f.setBold(True)
+        if level in ("dangerous", "incomplete"):
+            tri = QPolygonF([QPointF(s / 2, s * 0.06), QPointF(s * 0.97, s * 0.92), QPointF(s * 0.03, s * 0.92)])
+            p.drawPolygon(tri)
+            f.setPixelSize(max(int(s * 0.62), 6))
+            p.setFont(f)
+            p.setPen(mark)
+            p.drawText(QRectF(0, s * 0.26, s, s * 0.66), Qt.AlignmentFlag.AlignCenter, "!")
+        else:
+            p.drawEllipse(QRectF(s * 0.06, s * 0.06, s * 0.88, s * 0.88))
+            f.setPixelSize(max(int(s * 0.6), 6))
+            p.setFont(f)
+            p.setPen(mark if on_color else QColor("#ffffff"))
+            p.drawText(QRectF(0, 0, s, s), Qt.AlignmentFlag.AlignCenter, "?" if level == "unknown" else "✓")
+        p.end()
+        icon.addPixmap(px)
+    return icon
+
+
+def level_icon(level: str, size: int = 16, *, on_color: bool = False) -> QIcon:
+    """The icon of a safety level; ``on_color`` draws it white, for a strongly coloured background."""
+    return _level_icon(level, is_dark(), size, on_color)
 
 
 def plain_tooltip(text: str) -> str:
