@@ -1,6 +1,6 @@
 """The window on hostile and broken files (issue 7): every checkpoint tab shows a safety report (a banner for
 dangerous globals, a Safety panel listing every global), a refused file gets a clear message, and the window
-stays responsive while it opens the whole corpus.
+stays responsive while it opens the whole corpus. Also: opening sharded and distributed checkpoint folders.
 
 Corpus (built at test time from tests/hostile.py and tests/corpus.py):
 * every payload of hostile.py in every container of ``hostile.containers()`` (zip, legacy, legacy sys_info and
@@ -17,6 +17,8 @@ Each batch is opened at once while a 5 ms timer measures the longest event-loop 
 """
 from __future__ import annotations
 
+import json
+import os
 import struct
 import time
 import zipfile
@@ -24,12 +26,12 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QFileDialog
 
 import corpus
 import hostile
 from ckptviewer.core.scan import COMPUTED, walk_pickle
-from gui_support import QT_STRICT, isolated_settings, no_workers_left, open_one, wait_idle, window  # noqa: F401
+from gui_support import QT_STRICT, isolated_settings, no_workers_left, open_one, wait_idle, wait_loaded, window  # noqa: F401
 
 pytestmark = QT_STRICT
 
@@ -334,3 +336,98 @@ def test_truncated_files_open_in_part_or_are_refused(qtbot, window, ckpts, tmp_p
         assert Path(path).name in message and "DANGEROUS" not in message
     close_all(window)
     assert_window_works(qtbot, window, ckpts)
+
+
+# -- folders ----------------------------------------------------------------------------------------------------
+def write_sharded(folder: Path) -> tuple[Path, dict]:
+    """Two safetensors shards and their index, as transformers writes them."""
+    import torch
+    from safetensors.torch import save_file
+    folder.mkdir()
+    sd = {f"layers.{i}.weight": torch.full((3, 2), float(i)) for i in range(4)}
+    weight_map = {}
+    for n, names in enumerate((["layers.0.weight", "layers.1.weight"], ["layers.2.weight", "layers.3.weight"]), 1):
+        shard = f"model-0000{n}-of-00002.safetensors"
+        save_file({k: sd[k] for k in names}, folder / shard)
+        weight_map.update({k: shard for k in names})
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return index, sd
+
+
+def test_open_folder_action_opens_a_sharded_checkpoint(qtbot, window, tmp_path, monkeypatch):
+    index, sd = write_sharded(tmp_path / "sharded")
+    asked = {}
+
+    def fake_dir(parent, caption, start):
+        asked["caption"] = caption
+        return str(index.parent)
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(fake_dir))
+    window.actions_by_id["file.open_folder"].trigger()
+    tab = wait_loaded(qtbot, window.current_tab())
+    wait_idle(qtbot, tab)
+    assert tab.path == str(index.parent) and tab.title == "sharded"
+    assert "folder" in asked["caption"]
+    assert tab.file.n_tensors == len(sd)
+    assert tab.select_path(("layers.3.weight",))
+    qtbot.waitUntil(lambda: tab.last_stats is not None, timeout=20_000)
+    assert tab.last_stats.max == 3.0
+    assert tab.safety.level == "clean" and "holds no pickle" in tab.safety_panel.verdict.text()
+    assert window.settings.recent_files()[0] == str(index.parent)      # folders stay in Open Recent
+    # The same folder again switches to its tab.
+    assert window.open_paths([index.parent]) == [tab]
+
+
+def test_open_dialog_offers_index_files_and_opens_one(qtbot, window, tmp_path, monkeypatch):
+    index, sd = write_sharded(tmp_path / "sharded")
+    seen = {}
+
+    def fake_open(parent, caption, start, filters):
+        seen["filters"] = filters
+        return [str(index)], filters.split(";;")[0]
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", staticmethod(fake_open))
+    window.actions_by_id["file.open"].trigger()
+    first = seen["filters"].split(";;")[0]
+    assert "*.json" in first and "*.safetensors" in first and "*.pt" in first
+    tab = wait_loaded(qtbot, window.current_tab())
+    wait_idle(qtbot, tab)
+    assert tab.path == str(index) and tab.file.n_tensors == len(sd)
+    assert tab.file.checkpoint.format.startswith("sharded")
+
+
+def test_folders_that_are_not_checkpoints_and_hostile_dcp_metadata(qtbot, window, ckpts, tmp_path, marker):
+    plain = tmp_path / "photos"
+    plain.mkdir()
+    (plain / "a.txt").write_text("x")
+    dcp = tmp_path / "dcp"
+    dcp.mkdir()
+    (dcp / ".metadata").write_bytes(hostile.payloads(marker)["subprocess_popen"])
+    loaded, failures, _ = open_batch(qtbot, window, [str(plain), str(dcp)])
+    assert not loaded
+    assert "photos" in failures[str(plain)] and "index.json" in failures[str(plain)]
+    msg = failures[str(dcp)]
+    assert "DANGEROUS" in msg and "subprocess.Popen" in msg
+    danger = [i for i in window.messages.items() if i.danger]
+    assert len(danger) == 1 and "subprocess.Popen" in danger[0].details.toPlainText()
+    assert not marker.exists()
+    assert_window_works(qtbot, window, ckpts)
+
+
+def test_a_distributed_checkpoint_folder_opens(qtbot, window, tmp_path):
+    dcp = pytest.importorskip("torch.distributed.checkpoint")
+    import warnings
+
+    import torch
+    folder = tmp_path / "run" / "step_100"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"w": torch.arange(6.0).reshape(2, 3), "step": 100}, checkpoint_id=str(folder))
+    tab = open_one(qtbot, window, folder)
+    wait_idle(qtbot, tab)
+    assert tab.file.checkpoint.format == "torch-dcp" and tab.file.n_tensors == 1
+    assert "torch.distributed.checkpoint folder" in tab.summary.labels["format"].text()
+    assert not tab.safety.is_dangerous and tab.safety_banner.isHidden()
+    assert tab.safety.rows                                   # .metadata is a pickle: its globals are listed
+    assert os.path.isdir(tab.path)

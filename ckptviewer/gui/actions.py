@@ -26,6 +26,9 @@ class ActionSpec:
 
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("file.open", "&File", "&Open…", "open_dialog", SK.Open, "Open one or more checkpoints"),
+    ActionSpec("file.open_folder", "&File", "Open &Folder…", "open_folder_dialog", "Ctrl+Shift+O",
+               "Open a sharded checkpoint's folder (with an *.index.json) or a torch.distributed.checkpoint "
+               "folder (with .metadata)"),
     ActionSpec("file.demo", "&File", "Open &Demo Checkpoint", "open_demo", None,
                "Write the tutorial's training checkpoint to a temporary folder and open it"),
     ActionSpec("file.compare", "&File", "Co&mpare…", "compare_dialog", None,

@@ -37,7 +37,9 @@ from .tab import CheckpointTab, error_text
 from .theme import level_icon, plain_tooltip
 from .workers import TaskRunner, WorkerError, keep_gui_responsive
 
-FILE_FILTER = ("Checkpoints (*.pt *.pth *.tar *.bin *.ckpt *.safetensors *.pkl *.pth.tar);;"
+# *.json: a sharded checkpoint's index (model.safetensors.index.json, pytorch_model.bin.index.json).
+FILE_FILTER = ("Checkpoints and shard indexes (*.pt *.pth *.tar *.bin *.ckpt *.safetensors *.pkl *.pth.tar "
+               "*.json);;Shard indexes (*.index.json);;"
                "All files (*)")
 
 
@@ -82,7 +84,8 @@ class WelcomePage(QWidget):
         title.setFont(f)
         title.setAlignment(Qt.AlignmentFlag.AlignCenter)
         lay.addWidget(title)
-        text = QLabel("Drop checkpoints here, or open one with File > Open (Ctrl+O).\n"
+        text = QLabel("Drop checkpoints or checkpoint folders here, or use File > Open (Ctrl+O) or "
+                      "File > Open Folder (Ctrl+Shift+O).\n"
                       "Nothing in a file is ever run: classes are shown, never imported.", self)
         text.setTextFormat(Qt.TextFormat.PlainText)
         text.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -207,7 +210,7 @@ class MainWindow(QMainWindow):
                 menu.addSeparator()
             action = self._make_action(spec)
             menu.addAction(action)
-            if spec.id == "file.open":
+            if spec.id == "file.open_folder":
                 self.recent_menu = QMenu("Open &Recent", self)
                 self.recent_menu.aboutToShow.connect(self._refresh_recent)
                 menu.addMenu(self.recent_menu)
@@ -357,6 +360,14 @@ class MainWindow(QMainWindow):
         paths, _ = QFileDialog.getOpenFileNames(self, "Open checkpoints", start, FILE_FILTER)
         if paths:
             self.open_paths(paths)
+
+    def open_folder_dialog(self) -> None:
+        """Open a folder: a sharded checkpoint (its *.index.json) or a torch.distributed.checkpoint."""
+        recent = self.settings.recent_files()
+        start = os.path.dirname(recent[0]) if recent else str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Open a sharded or distributed checkpoint folder", start)
+        if folder:
+            self.open_paths([folder])
 
     def open_demo(self) -> None:
         folder = tempfile.mkdtemp(prefix="ckptviewer-demo-")

@@ -32,12 +32,12 @@ class Settings:
 
     # -- recent files ---------------------------------------------------------------------------
     def recent_files(self) -> list[str]:
-        """Recent files, newest first, at most MAX_RECENT, files that no longer exist dropped."""
+        """Recent files (and checkpoint folders), newest first, at most MAX_RECENT; gone ones dropped."""
         raw = self._q.value("recent/files", [])
         if isinstance(raw, str):
             raw = [raw]
         files = [str(p) for p in (raw or []) if isinstance(p, str) and p]
-        kept = [p for p in dict.fromkeys(files) if os.path.isfile(p)][:MAX_RECENT]
+        kept = [p for p in dict.fromkeys(files) if os.path.exists(p)][:MAX_RECENT]
         if kept != files:
             self._set_recent(kept)
         return kept

@@ -14,7 +14,7 @@ from .theme import plain_tooltip
 
 FORMAT_NAMES = {"torch-zip": "torch.save zip archive", "torch-legacy": "torch.save legacy (pre-1.6) format",
                 "torchscript": "TorchScript archive", "safetensors": "safetensors",
-                "torch-tar": "torch legacy tar archive"}
+                "torch-tar": "torch legacy tar archive", "torch-dcp": "torch.distributed.checkpoint folder"}
 
 
 def summary_lines(f: LoadedFile) -> dict[str, str]:
