@@ -374,10 +374,21 @@ def export_iter(root: Any, dest: str, options: ExportOptions, *,
     try:
         if options.fmt == "safetensors":
             expected = yield from _write_safetensors(plan, tmp)
+            crc = _CrcWorker(tmp, [])
         else:
-            expected = yield from _write_torch(plan, tmp, legacy=options.fmt == "pt-legacy")
-        yield ExportProgress(plan.total_bytes, plan.total_bytes, "verifying")
-        yield from _verify(plan, tmp, expected, options)
+            expected, jobs = yield from _write_torch(plan, tmp, legacy=options.fmt == "pt-legacy")
+            crc = _CrcWorker(tmp, jobs)
+        # Flushing gigabytes to disk is I/O wait: let it run while verification keeps the CPUs busy.
+        flushing = threading.Thread(target=_fsync_file, args=(tmp,), name="ckptviewer-fsync", daemon=True)
+        flushing.start()
+        try:
+            yield ExportProgress(plan.total_bytes, plan.total_bytes, "verifying")
+            yield from _verify(plan, tmp, expected, options)
+            crc.finish()
+        finally:
+            crc.cancel()
+            flushing.join()
+        _fsync_file(tmp)                 # the CRC patches too: everything on disk before the rename
         os.replace(tmp, real)
         finished = True
         _fsync_dir(os.path.dirname(real))
@@ -507,6 +518,7 @@ def _write_torch(plan: ExportPlan, tmp: str, *, legacy: bool) -> Generator[Expor
     total = sum(nbytes for _, nbytes in records.values())
     done = 0
     storage_sha: dict[int, str] = {}
+    crc_jobs: list[tuple[int, int, Callable]] = []
     fd = os.open(tmp, os.O_RDWR)
     copier = _Copier(fd)
     try:
@@ -516,24 +528,22 @@ def _write_torch(plan: ExportPlan, tmp: str, *, legacy: bool) -> Generator[Expor
                 pieces = _storage_copy_pieces(what)
             else:
                 pieces = ((piece, None) for piece in what.iter_bytes())
-            crc, h, pos = 0, hashlib.sha256(), start
+            h, pos = hashlib.sha256(), start
             for piece, location in pieces:
                 n = len(piece)
-                # sha256 and CRC-32 each in a thread (both release the GIL) while this one copies.
+                # sha256 of the source in a thread (hashlib releases the GIL) while this one copies.
                 hashed = copier.pool.submit(h.update, piece)
-                crc_job = copier.pool.submit(zlib.crc32, piece, crc)
                 copier.write(piece, location, pos)
                 hashed.result()
-                crc = crc_job.result()
                 pos += n
                 done += n
                 yield ExportProgress(done, total, "writing")
             if pos - start != nbytes:
                 raise OperationError(f"record {key}: wrote {pos - start:,} bytes, expected {nbytes:,}")
             if patch_crc is not None:
-                patch_crc(fd, crc)
+                # The record's CRC-32 is computed from the written bytes while verification runs.
+                crc_jobs.append((start, nbytes, patch_crc))
             storage_sha[id(what)] = h.hexdigest()
-        os.fsync(fd)
     finally:
         copier.close()
         os.close(fd)
@@ -547,7 +557,59 @@ def _write_torch(plan: ExportPlan, tmp: str, *, legacy: bool) -> Generator[Expor
             expected[path] = storage_sha[id(t.storage)]
         else:
             expected[path] = None       # a view: hashed from the source during verification
-    return expected
+    return expected, crc_jobs
+
+
+class _CrcWorker:
+    """Computes the CRC-32 of each written record from the output file, in a thread (reading and
+    zlib release the GIL), so it overlaps verification; ``finish()`` writes them into the headers."""
+
+    def __init__(self, path: str, jobs: list[tuple[int, int, Callable]]):
+        self.path = path
+        self.jobs = jobs
+        self.crcs: list[int] = []
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="ckptviewer-crc", daemon=True)
+        if jobs:
+            self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                for start, nbytes, _ in self.jobs:
+                    crc, pos = 0, 0
+                    while pos < nbytes and not self.stop.is_set():
+                        piece = os.pread(fd, min(CHUNK_BYTES, nbytes - pos), start + pos)
+                        if not piece:
+                            raise OperationError("the written file is shorter than its records")
+                        crc = zlib.crc32(piece, crc)
+                        pos += len(piece)
+                    self.crcs.append(crc)
+            finally:
+                os.close(fd)
+        except BaseException as e:  # reported by finish()
+            self.error = e
+
+    def cancel(self) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def finish(self) -> None:
+        if self.jobs:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+        if self.stop.is_set():
+            return
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            for (_, _, patch), crc in zip(self.jobs, self.crcs):
+                patch(fd, crc)
+        finally:
+            os.close(fd)
 
 
 def _storage_copy_pieces(st: StorageRef) -> Iterable[tuple[Any, tuple[str, int] | None]]:
@@ -702,7 +764,6 @@ def _write_safetensors(plan: ExportPlan, tmp: str) -> Generator[ExportProgress, 
                 done += len(piece)
                 yield ExportProgress(done, total, "writing")
             expected[path] = h.hexdigest()
-        os.fsync(fd)
     finally:
         copier.close()
         os.close(fd)
