@@ -479,7 +479,7 @@ class Rename(Step):
         return root
 
     def describe(self):
-        return "Rename keys: " + "; ".join(_rule_text(r) for r in self.rules)
+        return "Rename keys: " + "; ".join(rule_text(r) for r in self.rules)
 
     def to_json(self):
         return {"op": self.kind, "rules": [list(r) for r in self.rules], "at": self.at}
@@ -494,17 +494,20 @@ def _module_path_rules(module_path: str, rules: tuple) -> str | None:
     return out[:-1] if out.endswith(".") else out
 
 
-def _rule_text(rule: tuple) -> str:
+def rule_text(rule: tuple, limit: int = 60) -> str:
+    """A rename rule in words (file-provided text made safe): "Add prefix 'backbone.'"."""
+    from .textsafe import safe_text
     kind = rule[0]
     if kind == "add_prefix":
-        return f"add prefix {rule[1]!r}"
+        return f"Add prefix '{safe_text(rule[1], limit)}'"
     if kind == "remove_prefix":
-        return f"remove prefix {rule[1]!r}"
+        return f"Remove prefix '{safe_text(rule[1], limit)}'"
     if kind == "replace":
-        return f"replace {rule[1]!r} with {rule[2]!r}"
+        return f"Replace '{safe_text(rule[1], limit)}' with '{safe_text(rule[2], limit)}'"
     if kind == "regex":
-        return f"regex {rule[1]!r} -> {rule[2]!r}"
-    return f"map {len(rule[1])} name(s)"
+        return f"Regex '{safe_text(rule[1], limit)}' → '{safe_text(rule[2], limit)}'"
+    n = len(rule[1])
+    return f"Mapping table ({n} name{'s' if n != 1 else ''})"
 
 
 def device_matches(rule_src: str, device: str) -> bool:

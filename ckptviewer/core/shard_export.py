@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generator, Iterable
 
 from .errors import OperationError
-from .export import ExportOptions, ExportPlan, ExportProgress, check_destination, export_iter, plan_export
+from .export import (ExportOptions, ExportPlan, ExportProgress, _fsync_dir, check_destination, export_iter,
+                     plan_export)
 from .tensor import TensorRef
 
 INDEX_SUFFIX = ".index.json"
@@ -232,16 +233,3 @@ def _check_set(index_path: str, weight_map: dict[str, str]) -> None:
                 raise OperationError(f"verification failed: {name} is not in {shard} as the index says")
         if len(ck.root) != len(weight_map):
             raise OperationError("verification failed: the written shards hold other tensors than the index lists")
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

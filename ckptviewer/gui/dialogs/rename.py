@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLay
                                QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
 
 from ...core.errors import OperationError
-from ...core.ops import Rename, RenameRow, find_state_dicts, rename_preview
+from ...core.ops import Rename, RenameRow, find_state_dicts, rename_preview, rule_text
 from ...core.textsafe import safe_text
 from .common import ERROR_STYLE, RenamePreviewModel, StepDialog, at_text, plain_label, preview_table, where_text
 
@@ -22,20 +22,6 @@ RULE_LABELS = {"add_prefix": "Add prefix", "remove_prefix": "Remove prefix", "re
 EMPTY_RULES = {"add_prefix": ("add_prefix", ""), "remove_prefix": ("remove_prefix", ""),
                "replace": ("replace", "", ""), "regex": ("regex", "", ""), "map": ("map", {})}
 DEBOUNCE_KEYS = 5000          # above this many keys, the preview waits for a pause in typing
-
-
-def rule_text(rule: tuple) -> str:
-    kind = rule[0]
-    if kind == "add_prefix":
-        return f"Add prefix '{safe_text(rule[1], 60)}'"
-    if kind == "remove_prefix":
-        return f"Remove prefix '{safe_text(rule[1], 60)}'"
-    if kind == "replace":
-        return f"Replace '{safe_text(rule[1], 40)}' with '{safe_text(rule[2], 40)}'"
-    if kind == "regex":
-        return f"Regex '{safe_text(rule[1], 40)}' → '{safe_text(rule[2], 40)}'"
-    n = len(rule[1])
-    return f"Mapping table ({n} name{'s' if n != 1 else ''})"
 
 
 @dataclass
