@@ -284,7 +284,28 @@ def test_closing_the_tab_cancels_the_comparison(qtbot, window, tmp_path, monkeyp
     from ckptviewer.gui import diff_work
     from ckptviewer.gui.diff_work import DiffSetup
 
+    from ckptviewer.gui import diff_tab as diff_tab_module
+    import threading
+
     monkeypatch.setattr(diff_work, "BATCH_SECONDS", 0.0)
+    # The worker does not wait for the GUI, so without a gate it may finish all 40 pairs before the
+    # first batch reaches the GUI thread. Hold it after its first batch until the tab is closed.
+    released = threading.Event()
+
+    def gated_compare_steps(run, interval=None):
+        gen = diff_work.compare_steps(run, interval)
+        first = True
+        try:
+            while True:
+                batch = next(gen)
+                yield batch
+                if first and batch.finished:
+                    first = False
+                    released.wait(20)
+        except StopIteration as stop:
+            return stop.value
+
+    monkeypatch.setattr(diff_tab_module, "compare_steps", gated_compare_steps)
     torch.manual_seed(0)
     a = {f"w{i}": torch.randn(256, 256) for i in range(40)}
     torch.save(a, tmp_path / "a.pt")
@@ -297,6 +318,7 @@ def test_closing_the_tab_cancels_the_comparison(qtbot, window, tmp_path, monkeyp
         if batch.finished and not closed:
             closed.append([t.worker for t in tab.runner._tasks.values()])
             window.tabs.tabCloseRequested.emit(window.tabs.indexOf(tab))
+            released.set()
 
     tab.compare_progressed.connect(close_on_first_batch)
     qtbot.waitUntil(lambda: bool(closed), timeout=20_000)
