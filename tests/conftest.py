@@ -15,7 +15,12 @@ TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-SHARED = TESTS.parent.parent / "shared"
+REPO = TESTS.parent
+SHARED = REPO.parent / "shared"
+
+# Subprocesses (the CLI, import checks) run this checkout's package, wherever their working folder is and
+# whatever copy of ckptviewer the interpreter may have installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 
 @pytest.fixture(scope="session")
