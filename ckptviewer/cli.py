@@ -573,8 +573,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.install_desktop or args.uninstall_desktop:
         from .desktop import install, uninstall
         return (install if args.install_desktop else uninstall)(print)
+    problem = _prepare_display(bool(args.screenshot))
+    if problem:
+        _err(problem)
+        return 2
     from .gui.app import run
     return run(args)
+
+
+def _prepare_display(screenshot: bool, env=os.environ, platform: str = sys.platform) -> str | None:
+    """Make sure Qt will have somewhere to draw, before Qt is imported. On Linux without a display (an
+    SSH session, a container, CI): a screenshot renders offscreen, which needs none; opening a window
+    says why it cannot instead of letting Qt abort the interpreter. Returns the reason, or None."""
+    if not platform.startswith("linux") or env.get("QT_QPA_PLATFORM"):
+        return None
+    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return None
+    if screenshot:
+        env["QT_QPA_PLATFORM"] = "offscreen"
+        return None
+    return ("no display to open a window on (DISPLAY and WAYLAND_DISPLAY are not set). Run it in a desktop "
+            "session, use the commands that need none (ckptviewer info / scan / diff / convert), or render "
+            "the window to a file with --screenshot OUT.png")
 
 
 def entry() -> None:

@@ -14,7 +14,7 @@ import time
 
 os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
 
-from PySide6.QtCore import QEvent, QObject, QTimer  # noqa: E402 - PySide6 before pyqtgraph, always
+from PySide6.QtCore import QEvent, QObject, QTimer, qInstallMessageHandler  # noqa: E402 - PySide6 first
 from PySide6.QtGui import QFileOpenEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
@@ -97,6 +97,15 @@ def _write_marker(env: str) -> None:
             fh.write(f"{time.time():.6f}\n")
 
 
+def _quiet_offscreen_plugin() -> None:
+    """The offscreen platform (screenshots without a display) warns that it cannot resize or raise a
+    window on every show; those lines say nothing to a user. Every other message passes through."""
+    def handler(mode, context, message):
+        if not message.startswith("This plugin does not support"):
+            sys.stderr.write(message + "\n")
+    qInstallMessageHandler(handler)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the window for parsed command-line ``args`` (see ``cli._gui_parser``); returns the exit code."""
     files = [os.path.abspath(p) for p in getattr(args, "files", []) or []]
@@ -104,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     screenshot = getattr(args, "screenshot", None)
     single = not getattr(args, "new_window", False) and not screenshot
 
+    if os.environ.get("QT_QPA_PLATFORM") == "offscreen" and QApplication.instance() is None:
+        _quiet_offscreen_plugin()
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "ckptviewer"])
     app.setApplicationName("ckptviewer")
     app.setOrganizationName("ckptviewer")
@@ -117,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     scratch = None
     if screenshot:
         # A screenshot must not depend on, or add to, the user's recent files and window state.
-        scratch = tempfile.TemporaryDirectory(prefix="ckptviewer-shot-")
+        scratch = tempfile.TemporaryDirectory(prefix="ckptviewer-shot-", ignore_cleanup_errors=True)
         settings = Settings(os.path.join(scratch.name, "settings.ini"))
     else:
         settings = Settings()
