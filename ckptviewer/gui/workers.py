@@ -128,11 +128,20 @@ class GeneratorWorker:
                     sig.progressed.emit(self.id, held)
             sig.finished.emit(self.id, None if self._cancel.is_set() else result)
         except CancelledError:
-            sig.finished.emit(self.id, None)
+            self._emit_last(sig.finished, None)
         except BaseException as exc:  # noqa: BLE001 - everything is reported, nothing escapes a pool thread
-            sig.errored.emit(self.id, WorkerError(exc, traceback.format_exc()))
+            self._emit_last(sig.errored, WorkerError(exc, traceback.format_exc()))
         finally:
             self._done.set()
+
+    def _emit_last(self, signal, value: Any) -> None:
+        """Report the end. A worker that outlived its window (still inside one long step when the app
+        quit) finds its signal object deleted; there is no one left to tell, so it ends quietly."""
+        try:
+            signal.emit(self.id, value)
+        except RuntimeError:
+            if not self._cancel.is_set():
+                raise
 
 
 @dataclass
