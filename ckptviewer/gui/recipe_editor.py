@@ -286,8 +286,10 @@ class RecipeEditor(QGroupBox):
         steps_row.addWidget(self.steps_list, 1)
         buttons = QVBoxLayout()
         self.add_button = QToolButton(self)
-        self.add_button.setText("Add step")
+        self.add_button.setText("Add step ▾")
         self.add_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        # The style's own menu arrow is drawn over the text of a text-only button; the ▾ says it instead.
+        self.add_button.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")
         menu = QMenu(self.add_button)
         for kind, label in STEP_LABELS.items():
             action = menu.addAction(label)
@@ -307,6 +309,7 @@ class RecipeEditor(QGroupBox):
         self.down_button.clicked.connect(lambda: self.move_step(1))
         for b in (self.add_button, self.remove_button, self.up_button, self.down_button):
             b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+            b.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)   # one column, one width
             buttons.addWidget(b)
         buttons.addStretch(1)
         steps_row.addLayout(buttons)
