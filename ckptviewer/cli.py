@@ -416,7 +416,7 @@ def _diff_parser() -> argparse.ArgumentParser:
 def cmd_diff(argv: list[str]) -> int:
     import json
 
-    from .core.diff import DiffOptions, DiffRun, diff_json, diff_report, select_and_strip
+    from .core.diff import COUNT_TEXT, DiffOptions, DiffRun, diff_json, diff_report, select_and_strip
     from .core.errors import CheckpointError
     from .core.formats import open_checkpoint
 
@@ -446,11 +446,9 @@ def cmd_diff(argv: list[str]) -> int:
                 pairs = [e for e in run.entries if e.is_tensor and e.status not in ("only_a", "only_b", "value")]
                 same = sum(1 for e in pairs if e.status == "same")
                 parts = [f"{len(pairs)} tensor pair{'s' if len(pairs) != 1 else ''} compared: {same} identical"]
-                for key, label in (("changed", "values changed"), ("dtype", "dtype changed"),
-                                   ("shape", "shape changed"), ("value", "other values changed"),
-                                   ("only_a", "only in A"), ("only_b", "only in B"), ("error", "unreadable")):
+                for key in ("changed", "dtype", "shape", "value", "only_a", "only_b", "error"):
                     if counts[key]:
-                        parts.append(f"{counts[key]} {label}")
+                        parts.append(f"{counts[key]} {COUNT_TEXT[key]}")
                 print("summary: " + "; ".join(parts))
             return 0 if run.equal else 1
     except CheckpointError as e:

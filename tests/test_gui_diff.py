@@ -106,7 +106,7 @@ def test_fine_tuned_head_is_singled_out_in_tree_chart_and_histograms(qtbot, qtmo
     tab = open_diff(qtbot, window, base, tuned)
     qtmodeltester.check(tab.model, force_py=True)
     assert tab.verdict.text() == "Different:"
-    assert tab.count_labels["changed"].text() == "● 2 values changed"
+    assert tab.count_labels["changed"].text() == "● 2 tensors changed"
     tab.diff_only_box.setChecked(True)
     assert leaves_shown(tab) == [(("fc3.bias",), "changed"), (("fc3.weight",), "changed")]
     # the model's rows carry the status text and the metrics

@@ -30,6 +30,8 @@ STATUSES = ("same", "changed", "dtype", "shape", "only_a", "only_b", "value", "e
 STATUS_TEXT = {"same": "identical", "changed": "values changed", "dtype": "dtype changed",
                "shape": "shape changed", "only_a": "only in A", "only_b": "only in B",
                "value": "value changed", "error": "unreadable", "pending": "not compared yet"}
+# The same statuses as counts in a summary ("3 tensors changed, 2 other values changed").
+COUNT_TEXT = {**STATUS_TEXT, "changed": "tensors changed", "value": "other values changed"}
 
 
 @dataclass

@@ -80,6 +80,8 @@ class PairHistogramPanel(QWidget):
             p.hideButtons()
             p.setMinimumHeight(110)
         self.diff_plot.setLabel("bottom", "A − B")
+        # No "(x0.001)" rescaling of the differences: ticks show the values themselves.
+        self.diff_plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.curve_a = self.plot.plot([0, 1], [0], stepMode="center", fillLevel=0)
         self.curve_b = self.plot.plot([0, 1], [0], stepMode="center", fillLevel=0)
         self.curve_d = self.diff_plot.plot([0, 1], [0], stepMode="center", fillLevel=0)

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QFileDialog, QFrame
                                QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
                                QStackedWidget, QToolButton, QTreeView, QVBoxLayout, QWidget)
 
-from ..core.diff import STATUS_TEXT, STATUSES
+from ..core.diff import COUNT_TEXT, STATUS_TEXT, STATUSES
 from ..core.stats import Progress
 from ..core.tensor import TensorRef
 from ..core.textsafe import safe_text
@@ -460,7 +460,7 @@ class DiffTab(QWidget):
             n = root.counts[i]
             lab = self.count_labels[status]
             lab.setVisible(n > 0)
-            lab.setText(f"● {n:,} {STATUS_TEXT[status]}")
+            lab.setText(f"● {n:,} {COUNT_TEXT[status]}")
         if root.n_differ:
             self.verdict.setText("Different:")
             self.verdict.setStyleSheet(f"color: {status_color('changed').name()};")
@@ -615,7 +615,7 @@ class DiffTab(QWidget):
             lines = [f"{node.n_leaves:,} keys below"]
             for i, status in enumerate(STATUSES):
                 if node.counts[i]:
-                    lines.append(f"  {node.counts[i]:,} {STATUS_TEXT[status]}")
+                    lines.append(f"  {node.counts[i]:,} {COUNT_TEXT[status]}")
             self.details.setPlainText("\n".join(lines))
             if refresh_histogram:
                 self.histograms.clear("Histograms are drawn for tensors.")
