@@ -13,7 +13,7 @@ of elements that are not close in the sense of ``torch.allclose`` (|a - b| > ato
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generator, Iterator
 
 import numpy as np

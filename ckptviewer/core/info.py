@@ -13,12 +13,12 @@ from .lazynp import is_generic
 
 from .checkpoint import Checkpoint
 from .errors import CheckpointError
-from .interpret import Analysis, analyze
+from .interpret import analyze
 from .reconstructors import classify
 from .tensor import TensorRef
 from .textsafe import key_text, path_text, safe_text
 from .tree import Node, build_tree
-from .units import human_bytes, shape_text
+from .units import counted, human_bytes, shape_text
 
 
 def stand_in_classes(ckpt: Checkpoint) -> tuple[list[str], list[tuple[str, str]]]:
@@ -190,7 +190,7 @@ def _node_line(node: Node) -> str:
         n, numel, nbytes, _, devices = node.totals()
         params = f", {info.n_parameters:,} parameters" if info is not None else ""
         label = node.type_text if node.kind == "state_dict" else f"module {safe_text(node.value.qualname)}"
-        text = f"{label}: {n:,} tensors{params}, {human_bytes(nbytes)}"
+        text = f"{label}: {counted(n, 'tensor')}{params}, {human_bytes(nbytes)}"
         if info is not None and info.prefix:
             text += f"; keys start with '{info.prefix[0]}' ({info.prefix[1]})"
         return text
@@ -201,7 +201,7 @@ def _node_line(node: Node) -> str:
         return f"state of {node.info}" if node.info else "parameter state"
     if node.kind == "group":
         n, numel, *_ = node.totals()
-        return f"{numel:,} parameters in {n} tensors"
+        return f"{counted(numel, 'parameter')} in {counted(n, 'tensor')}"
     return node.value_text()
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from .objects import StandIn
 from .tensor import TensorRef
+from .units import counted
 from .walk import module_attrs, module_state_dict, unwrap
 
 BUFFER_NAMES = {"running_mean", "running_var", "num_batches_tracked"}
@@ -394,7 +395,7 @@ def summarize(an: Analysis, root: Any) -> str:
             parts.append(f"TorchScript module {sd.class_name.removeprefix('__torch__.')} with "
                          f"{sd.n_parameters:,} parameters")
         elif not parts and not an.optimizers:
-            parts.append(f"state_dict: {sd.n_tensors:,} tensors, {sd.n_parameters:,} parameters")
+            parts.append(f"state_dict: {counted(sd.n_tensors, 'tensor')}, {counted(sd.n_parameters, 'parameter')}")
         else:
             parts.append(f"model {sd.n_parameters:,} parameters")
     elif len(models) > 1:

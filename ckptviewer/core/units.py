@@ -17,3 +17,8 @@ def human_count(n: int) -> str:
 
 def shape_text(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def counted(n: int, word: str, many: str | None = None) -> str:
+    """``"1 tensor"``, ``"21 tensors"``, ``"1,024 parameters"``: a count with its noun."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from ..core.scan import CATEGORIES, PickleScan, ScanResult, scan_checkpoint, scan_file
 from ..core.textsafe import safe_text
+from ..core.units import counted
 
 # Formats whose files may hold pickles the reader does not read (the light pass walks those).
 FULL_SCAN_FORMATS = ("torch-zip", "torchscript")
@@ -68,10 +69,6 @@ class SafetyReport:
         return "\n".join(lines)
 
 
-def _plural(n: int, word: str, many: str | None = None) -> str:
-    return f"{n:,} {word if n == 1 else (many or word + 's')}"
-
-
 def build_report(scan: ScanResult) -> SafetyReport:
     """The display report of ``scan`` (one pass over its globals; safe to call on any thread)."""
     globals_ = scan.globals
@@ -98,7 +95,7 @@ def build_report(scan: ScanResult) -> SafetyReport:
         names = ", ".join(safe_text(p.name, 60) for p in scan.pickles[:4]) + (", …" if n_pickles > 4 else "")
         total = sum(counts.values())
         parts = [f"{counts[c]:,} {c}" for c in CATEGORIES if counts[c]]
-        summary = (f"{_plural(n_pickles, 'pickle')} ({names}) · {_plural(total, 'distinct global')}"
+        summary = (f"{counted(n_pickles, 'pickle')} ({names}) · {counted(total, 'distinct global')}"
                    + (f": {', '.join(parts)}" if parts else ""))
 
     if dangerous:
@@ -115,7 +112,7 @@ def build_report(scan: ScanResult) -> SafetyReport:
     elif counts["unknown"]:
         level = UNKNOWN
         n = counts["unknown"]
-        verdict = (f"No dangerous globals. Plain torch.load would import {_plural(n, 'class', 'classes')} "
+        verdict = (f"No dangerous globals. Plain torch.load would import {counted(n, 'class', 'classes')} "
                    f"(a model's own code, a config object); here {'they are' if n != 1 else 'it is'} "
                    f"shown as inert stand-ins.")
     elif not n_pickles:

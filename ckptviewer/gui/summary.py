@@ -7,7 +7,7 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPus
 
 from ..core.interpret import Analysis
 from ..core.textsafe import safe_text
-from ..core.units import human_bytes
+from ..core.units import counted, human_bytes
 from .loading import LoadedFile
 from .safety_report import CLEAN, INCOMPLETE, SafetyReport
 from .theme import plain_tooltip
@@ -36,7 +36,7 @@ def summary_lines(f: LoadedFile) -> dict[str, str]:
     lines = {"file": f"{safe_text(f.path, 300)}",
              "format": " · ".join(bits)}
     dtypes = ", ".join(f"{name} {count:,}" for name, count in list(f.numel_by_dtype.items())[:6])
-    lines["tensors"] = (f"{f.n_tensors:,} tensors, {f.numel:,} elements, {human_bytes(f.nbytes)}"
+    lines["tensors"] = (f"{counted(f.n_tensors, 'tensor')}, {counted(f.numel, 'element')}, {human_bytes(f.nbytes)}"
                         + (f" — {dtypes}" if dtypes else ""))
     lines["roles"] = safe_text(f.analysis.summary, 400)
     prefixes = []

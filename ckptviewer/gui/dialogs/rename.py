@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLay
 
 from ...core.errors import OperationError
 from ...core.ops import Rename, RenameRow, find_state_dicts, rename_preview, rule_text
-from ...core.textsafe import safe_text
 from .common import ERROR_STYLE, RenamePreviewModel, StepDialog, at_text, plain_label, preview_table, where_text
 
 RULE_LABELS = {"add_prefix": "Add prefix", "remove_prefix": "Remove prefix", "replace": "Find and replace",
