@@ -88,6 +88,21 @@ class _quiet_duplicates:
         self._w.__exit__(*exc)
 
 
+def amplifier(opcodes: bytes, count: int, head: bytes = b"", tail: bytes = b".") -> bytes:
+    """A torch-like zip whose data.pkl repeats a 1-3 byte object-making opcode ``count`` times, deflated:
+    a few hundred KB of file become megabytes of pickle and, unchecked, gigabytes of objects. An
+    incompressible string (pushed and popped) keeps the member under the reader's inflate-ratio guard."""
+    import random
+    filler = random.Random(0).randbytes(count * len(opcodes) // 60 + 4096)
+    body = (PROTO2 + b"X" + struct.pack("<I", len(filler)) + filler + b"0" + head + opcodes * count + tail)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", body)
+        z.writestr("archive/byteorder", "little")
+        z.writestr("archive/version", "3\n")
+    return buf.getvalue()
+
+
 def bomb_zip(inflated: int, ratio_padding: int = 0, declared: int | None = None) -> bytes:
     """A torch-like zip whose data.pkl is a deflate stream of ``inflated`` zero bytes (built in pieces).
 
@@ -198,6 +213,14 @@ def resource_attacks() -> dict[str, bytes]:
         "zip_bomb_honest_ratio": bomb_zip(100 * MB),
         "zip_bomb_lying_size": bomb_zip(100 * MB, declared=100),
         "zip_bomb_under_1000": bomb_zip(200 * MB, ratio_padding=100 * 1024),
+        # One-byte opcodes that each make an object, inflated from a small member (a 66 KB file once
+        # asked for 6 GB): the unpickler's object budget stops them; a stand-in costs 4 bytes of
+        # pickle, inside the budget, so that one opens, in bounded memory
+        "amplify_empty_sets": amplifier(b"\x8f", 3 * 10 ** 6, head=b"]("),
+        "amplify_empty_dicts": amplifier(b"}", 3 * 10 ** 6, head=b"]("),
+        "amplify_memoize": amplifier(b"\x94", 3 * 10 ** 6, head=b"]"),
+        "amplify_tuple1": amplifier(b"\x85", 3 * 10 ** 6, head=b"N"),
+        "amplify_stand_ins": amplifier(b"h\x00)R", 10 ** 6, head=glob("models", "Net") + b"q\x00]("),
         "zip_duplicate_data_pkl": zip_with([("archive/data.pkl", PROTO2 + b"}.", 0),
                                             ("archive/data.pkl", PROTO2 + b"].", 0)]),
         "zip_dotdot_paths": zip_with([("../../escape/data.pkl", PROTO2 + b"}.", 0),

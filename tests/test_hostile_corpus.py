@@ -81,7 +81,10 @@ EXPECTED = {
     "memo_text_index_5000_digits": CorruptFileError, "memo_get_missing": CorruptFileError,
     "binunicode8_2pow63": TruncatedFileError, "long4_huge": LimitExceededError,
     "zip_bomb_honest_ratio": LimitExceededError, "zip_bomb_lying_size": LimitExceededError,
-    "zip_bomb_under_1000": LimitExceededError, "zip_duplicate_data_pkl": CorruptFileError,
+    "zip_bomb_under_1000": LimitExceededError, "amplify_empty_sets": LimitExceededError,
+    "amplify_empty_dicts": LimitExceededError, "amplify_memoize": LimitExceededError,
+    "amplify_tuple1": LimitExceededError,      # amplify_stand_ins (4 bytes each) stays inside the budget
+    "zip_duplicate_data_pkl": CorruptFileError,
     "st_header_longer_than_file": TruncatedFileError, "st_header_100MB_declared": LimitExceededError,
     "st_overlapping": CorruptFileError, "st_out_of_range": CorruptFileError, "st_shape_mismatch": CorruptFileError,
     "st_duplicate_names": CorruptFileError, "st_deep_json": CorruptFileError, "st_huge_shape": CorruptFileError,
@@ -97,7 +100,8 @@ def attack_dir(tmp_path_factory):
 
 
 # A million nested containers: tracemalloc's bookkeeping would take a minute; measured in a subprocess.
-BY_RSS = {"nested_lists_in_zip", "nested_tuples_in_legacy", "nested_lists_1e6", "nested_tuples_1e6"}
+BY_RSS = {"nested_lists_in_zip", "nested_tuples_in_legacy", "nested_lists_1e6", "nested_tuples_1e6",
+          "amplify_empty_sets", "amplify_empty_dicts", "amplify_memoize", "amplify_tuple1", "amplify_stand_ins"}
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
@@ -246,3 +250,24 @@ def test_truncated_at_every_boundary(ckpts, tmp_path, name, container):
                 assert p.counts == full[p.name], (cut, p.name)
     if container == "legacy":
         assert partial > 5                   # cuts inside the storages leave a partial tree
+
+
+def test_dense_honest_pickles_stay_inside_the_object_budget(tmp_path):
+    """The unpickler's object budget (against one-byte opcodes that each make an object) must leave
+    honest pickles alone, also dense ones: 600,000 small containers in torch.save's protocol 2 and
+    in protocol 5, which memoizes every object (as torch.distributed.checkpoint metadata does)."""
+    import pickle
+
+    import torch
+    from ckptviewer.core import open_checkpoint
+    from ckptviewer.core.unpickler import BASE_UNITS
+
+    history = [{"step": i, "lr": (i, 0.1)} for i in range(300_000)]
+    torch.save({"history": history, "w": torch.zeros(2)}, tmp_path / "dense.pt")
+    with open_checkpoint(tmp_path / "dense.pt") as ck:
+        assert len(ck.root["history"]) == 300_000 and ck.root["history"][-1] == {"step": 299_999, "lr": (299_999, 0.1)}
+    body = pickle.dumps([[i, (i,), {}] for i in range(300_000)], protocol=5)
+    (tmp_path / "dense5.pt").write_bytes(hostile.torch_zip(body))
+    with open_checkpoint(tmp_path / "dense5.pt") as ck:
+        assert len(ck.root) == 300_000 and ck.root[-1] == [299_999, (299_999,), {}]
+    assert 4 * 300_000 > BASE_UNITS      # the budget's base alone would not have held them

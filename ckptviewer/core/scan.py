@@ -36,6 +36,7 @@ from typing import Any
 from .danger import danger_reason
 from .errors import CheckpointError
 from .reconstructors import _py3_names, classify
+from .unpickler import BASE_UNITS, BYTES_PER_UNIT
 
 COMPUTED = "<computed>"        # a STACK_GLOBAL operand that is not a literal string
 MAX_PICKLES = 1000             # consecutive pickles walked in one plain pickle file
@@ -220,6 +221,13 @@ def walk_pickle(data, *, start: int = 0, end: int | None = None, name: str = "pi
     metastack: list = []
     memo: dict = {}
     pos = start
+    # The reader's object budget (unpickler.BASE_UNITS) allows half as many memo entries; past that a
+    # pickle is built to exhaust memory (3 MB of MEMOIZE opcodes once took 360 MB here).
+    memo_limit = (BASE_UNITS + max(end - start, 0) // BYTES_PER_UNIT) // 2
+
+    def too_big() -> _Broken:
+        return _Broken(f"{name}: the memo grows past {memo_limit:,} entries; the pickle looks built to "
+                       f"exhaust memory")
 
     def need(n: int) -> None:
         if pos + n > end:
@@ -281,6 +289,8 @@ def walk_pickle(data, *, start: int = 0, end: int | None = None, name: str = "pi
                     raise _Broken(f"{name}: PUT on an empty stack at byte {pos - start}")
                 memo[unpack_I(data, pos)[0]] = stack[-1]
                 pos += 4
+                if len(memo) > memo_limit:
+                    raise too_big()
                 continue
             if op == 0x68:                                      # BINGET
                 if pos >= end:
@@ -360,6 +370,8 @@ def walk_pickle(data, *, start: int = 0, end: int | None = None, name: str = "pi
                     raise _Broken(f"{name}: PUT on an empty stack at byte {pos - start}")
                 memo[int.from_bytes(data[pos:pos + width], "little")] = stack[-1]
                 pos += width
+                if len(memo) > memo_limit:
+                    raise too_big()
             elif op in (0x68, 0x6A):                            # BINGET, LONG_BINGET
                 width = 1 if op == 0x68 else 4
                 need(width)
@@ -372,6 +384,8 @@ def walk_pickle(data, *, start: int = 0, end: int | None = None, name: str = "pi
                 if not stack:
                     raise _Broken(f"{name}: MEMOIZE on an empty stack at byte {pos - start}")
                 memo[len(memo)] = stack[-1]
+                if len(memo) > memo_limit:
+                    raise too_big()
             elif op == 0x28:                                    # MARK
                 metastack.append(stack)
                 stack = []
@@ -465,6 +479,8 @@ def walk_pickle(data, *, start: int = 0, end: int | None = None, name: str = "pi
                     if not stack:
                         raise _Broken(f"{name}: PUT on an empty stack at byte {pos - start}")
                     memo[idx] = stack[-1]
+                    if len(memo) > memo_limit:
+                        raise too_big()
                 else:
                     if idx not in memo:
                         raise _Broken(f"{name}: memo entry {idx} read before it was written")

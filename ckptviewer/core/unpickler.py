@@ -51,6 +51,16 @@ _SIMPLE_KEY_TYPES = (str, int, float, bool, type(None), bytes, complex)
 # What a reconstructor raises on arguments of the wrong kind; the value becomes Unreadable.
 REBUILD_ERRORS = (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError, ArithmeticError)
 MAX_KEY_DEPTH = 32
+# Memory bound. A one-byte opcode can make an object of 50-200 bytes (EMPTY_SET is 216), and a pickle
+# inflated from a small compressed zip member can be megabytes of them: a 66 KB file asked for 6 GB.
+# Objects are counted in units of about 64 bytes (an empty list or dict, a small tuple; a set is 4, a
+# stand-in or a rebuilt tensor 2; a MEMOIZE entry 1); a pickle may make BASE_UNITS plus one unit per
+# BYTES_PER_UNIT bytes of its own length. Measured bytes per unit: a 100,000-key state_dict 12.6, a
+# pickled module 8.0, GPU training checkpoints 175, torch.distributed.checkpoint metadata 4.4 (protocol
+# 4 memoizes every object), 600,000 small containers pickled with protocol 5 2.7: all inside the
+# budget. An attack is held to ~30 MB plus ~40 bytes per byte of pickle.
+BASE_UNITS = 500_000
+BYTES_PER_UNIT = 2
 
 
 class Reconstructor:
@@ -127,6 +137,8 @@ class SafeUnpickler:
         self.globals_seen: Counter[tuple[str, str]] = Counter()
         self._resolved: dict[tuple[str, str], Any] = {}
         self.proto = 0
+        self.budget = BASE_UNITS + max(self.end_limit - start, 0) // BYTES_PER_UNIT
+        self.made = 0                 # units spent so far (see BASE_UNITS)
 
     # ------------------------------------------------------------------------------------------
     def _truncated(self, pos: int) -> TruncatedFileError:
@@ -192,6 +204,23 @@ class SafeUnpickler:
             self.warn(f"{self.name}: BUILD on a {type(inst).__name__} was ignored")
 
     # ------------------------------------------------------------------------------------------
+    def _too_many(self) -> LimitExceededError:
+        size = self.end_limit - self.start
+        return LimitExceededError(
+            f"{self.name} builds more objects than a pickle of {size:,} bytes can hold honestly (over "
+            f"{self.budget:,} units of ~64 bytes): it looks built to exhaust memory")
+
+    def _spend(self, units: int) -> None:
+        self.made += units
+        if self.made > self.budget:
+            raise self._too_many()
+
+    def _pop_mark(self, stack: list, metastack: list, pos: int) -> tuple[list, list]:
+        """The items since the last MARK, and the stack below it."""
+        if not metastack:
+            raise self._corrupt("MARK expected", pos)
+        return stack, metastack.pop()
+
     def _readline(self, data, pos: int, end: int) -> tuple[bytes, int]:
         nl = data.find(b"\n", pos, end)
         if nl < 0:
@@ -211,6 +240,7 @@ class SafeUnpickler:
         unpack_I, unpack_i, unpack_H = _unpack_I, _unpack_i, _unpack_H
         call = self._call
         persistent = self.persistent_load_fn or self._persistent
+        made, budget = self.made, self.budget
         try:
             while True:
                 if pos >= end:
@@ -253,6 +283,9 @@ class SafeUnpickler:
                 elif op == 0x74:  # TUPLE
                     if not metastack:
                         raise self._corrupt("TUPLE without MARK", pos)
+                    made += 1
+                    if made > budget:
+                        raise self._too_many()
                     items = tuple(stack)
                     stack = metastack.pop()
                     push = stack.append
@@ -262,6 +295,9 @@ class SafeUnpickler:
                         raise self._corrupt("REDUCE needs a callable and its arguments", pos)
                     args = stack.pop()
                     func = stack[-1]
+                    made += 2
+                    if made > budget:
+                        raise self._too_many()
                     if type(func) is Reconstructor and type(args) is tuple and func.fn is not None:
                         # The common case (a tensor rebuilder, OrderedDict) without _call's general path.
                         try:
@@ -273,15 +309,24 @@ class SafeUnpickler:
                 elif op == 0x85:  # TUPLE1
                     if not stack:
                         raise self._corrupt("TUPLE1 on an empty stack", pos)
+                    made += 1
+                    if made > budget:
+                        raise self._too_many()
                     stack[-1] = (stack[-1],)
                 elif op == 0x86:  # TUPLE2
                     if len(stack) < 2:
                         raise self._corrupt("TUPLE2 on a short stack", pos)
+                    made += 1
+                    if made > budget:
+                        raise self._too_many()
                     b = stack.pop()
                     stack[-1] = (stack[-1], b)
                 elif op == 0x87:  # TUPLE3
                     if len(stack) < 3:
                         raise self._corrupt("TUPLE3 on a short stack", pos)
+                    made += 1
+                    if made > budget:
+                        raise self._too_many()
                     c = stack.pop()
                     b = stack.pop()
                     stack[-1] = (stack[-1], b, c)
@@ -324,6 +369,9 @@ class SafeUnpickler:
                 elif op == 0x94:  # MEMOIZE
                     if not stack:
                         raise self._corrupt("MEMOIZE on an empty stack", pos)
+                    made += 1
+                    if made > budget:
+                        raise self._too_many()
                     memo[len(memo)] = stack[-1]
                 elif op == 0x8C:  # SHORT_BINUNICODE
                     if pos >= end:
@@ -335,8 +383,14 @@ class SafeUnpickler:
                     push(_decode(data[pos:pos + n]))
                     pos += n
                 elif op == 0x7D:  # EMPTY_DICT
+                    made += 1
+                    if made > budget:
+                        raise self._too_many()
                     push({})
                 elif op == 0x5D:  # EMPTY_LIST
+                    made += 1
+                    if made > budget:
+                        raise self._too_many()
                     push([])
                 elif op == 0x4E:  # NONE
                     push(None)
@@ -380,9 +434,12 @@ class SafeUnpickler:
                             raise self._corrupt("STOP with an empty stack", pos)
                         self.warn(f"{self.name}: the pickle stops with {len(stack)} values on its stack")
                     self.end = pos
+                    self.made = made
                     return stack[-1]
                 else:
+                    self.made = made
                     pos, stack = self._rare(op, data, pos, end, stack, metastack, memo)
+                    made = self.made
                     push = stack.append
         except RecursionError:
             raise LimitExceededError(f"{self.name}: structure nested too deeply") from None
@@ -392,19 +449,8 @@ class SafeUnpickler:
     def _rare(self, op: int, data, pos: int, end: int, stack: list, metastack: list,
               memo: dict) -> tuple[int, list]:
         """The less frequent opcodes. Returns the new position and the (possibly new) current stack."""
+        # No closures here: a closure over pos and stack made every rare opcode cost ~1 us.
         push = stack.append
-
-        def need(n: int) -> None:
-            if pos + n > end:
-                raise self._truncated(end)
-
-        def pop_mark() -> list:
-            nonlocal stack
-            if not metastack:
-                raise self._corrupt("MARK expected", pos)
-            items = stack
-            stack = metastack.pop()
-            return items
 
         if op == 0x61:  # APPEND
             if len(stack) < 2:
@@ -412,20 +458,23 @@ class SafeUnpickler:
             v = stack.pop()
             self._appends(stack[-1], [v], pos)
         elif op == 0x65:  # APPENDS
-            items = pop_mark()
+            items, stack = self._pop_mark(stack, metastack, pos)
             if not stack:
                 raise self._corrupt("APPENDS without a list", pos)
             self._appends(stack[-1], items, pos)
         elif op == 0x47:  # BINFLOAT
-            need(8)
+            if pos + 8 > end:
+                raise self._truncated(end)
             push(_unpack_d(data, pos)[0])
             pos += 8
         elif op == 0x81:  # NEWOBJ
+            self._spend(2)
             if len(stack) < 2:
                 raise self._corrupt("NEWOBJ on a short stack", pos)
             args = stack.pop()
             stack[-1] = self._call(stack[-1], args, pos, via="NEWOBJ")
         elif op == 0x92:  # NEWOBJ_EX
+            self._spend(2)
             if len(stack) < 3:
                 raise self._corrupt("NEWOBJ_EX on a short stack", pos)
             kwargs = stack.pop()
@@ -434,99 +483,119 @@ class SafeUnpickler:
                 raise self._corrupt("NEWOBJ_EX keyword arguments are not a dict", pos)
             stack[-1] = self._call(stack[-1], args, pos, via="NEWOBJ_EX", kwargs=_str_keys(kwargs))
         elif op == 0x80:  # PROTO
-            need(1)
+            if pos + 1 > end:
+                raise self._truncated(end)
             self.proto = data[pos]
             pos += 1
             if self.proto > 5:
                 raise self._corrupt(f"unsupported pickle protocol {self.proto}", pos)
         elif op == 0x95:  # FRAME
-            need(8)
+            if pos + 8 > end:
+                raise self._truncated(end)
             pos += 8  # frames only group bytes; lengths are checked per opcode anyway
         elif op == 0x8A:  # LONG1
-            need(1)
+            if pos + 1 > end:
+                raise self._truncated(end)
             n = data[pos]
             pos += 1
-            need(n)
+            if pos + n > end:
+                raise self._truncated(end)
             push(int.from_bytes(data[pos:pos + n], "little", signed=True))
             pos += n
         elif op == 0x8B:  # LONG4
-            need(4)
+            if pos + 4 > end:
+                raise self._truncated(end)
             (n,) = _unpack_i(data, pos)
             pos += 4
             if n < 0:
                 raise self._corrupt("LONG4 with a negative length", pos)
             if n > 1 << 16:
                 raise LimitExceededError(f"{self.name}: an integer of {n:,} bytes")
-            need(n)
+            if pos + n > end:
+                raise self._truncated(end)
             push(int.from_bytes(data[pos:pos + n], "little", signed=True))
             pos += n
         elif op == 0x42:  # BINBYTES
-            need(4)
+            if pos + 4 > end:
+                raise self._truncated(end)
             (n,) = _unpack_I(data, pos)
             pos += 4
-            need(n)
+            if pos + n > end:
+                raise self._truncated(end)
             push(bytes(data[pos:pos + n]))
             pos += n
         elif op == 0x43:  # SHORT_BINBYTES
-            need(1)
+            if pos + 1 > end:
+                raise self._truncated(end)
             n = data[pos]
             pos += 1
-            need(n)
+            if pos + n > end:
+                raise self._truncated(end)
             push(bytes(data[pos:pos + n]))
             pos += n
         elif op in (0x8D, 0x8E, 0x96):  # BINUNICODE8, BINBYTES8, BYTEARRAY8
-            need(8)
+            if pos + 8 > end:
+                raise self._truncated(end)
             (n,) = _unpack_Q(data, pos)
             pos += 8
-            need(n)
+            if pos + n > end:
+                raise self._truncated(end)
             chunk = data[pos:pos + n]
             pos += n
             push(_decode(chunk) if op == 0x8D else bytes(chunk) if op == 0x8E else bytearray(chunk))
         elif op == 0x54:  # BINSTRING (Python 2 str)
-            need(4)
+            if pos + 4 > end:
+                raise self._truncated(end)
             (n,) = _unpack_i(data, pos)
             pos += 4
             if n < 0:
                 raise self._corrupt("BINSTRING with a negative length", pos)
-            need(n)
+            if pos + n > end:
+                raise self._truncated(end)
             push(_decode_py2(data[pos:pos + n]))
             pos += n
         elif op == 0x55:  # SHORT_BINSTRING
-            need(1)
+            if pos + 1 > end:
+                raise self._truncated(end)
             n = data[pos]
             pos += 1
-            need(n)
+            if pos + n > end:
+                raise self._truncated(end)
             push(_decode_py2(data[pos:pos + n]))
             pos += n
         elif op == 0x8F:  # EMPTY_SET
+            self._spend(4)
             push(set())
         elif op == 0x90:  # ADDITEMS
-            items = pop_mark()
+            items, stack = self._pop_mark(stack, metastack, pos)
             if not stack or not isinstance(stack[-1], set):
                 raise self._corrupt("ADDITEMS without a set", pos)
             stack[-1].update(_check_key(x) for x in items)
         elif op == 0x91:  # FROZENSET
-            items = pop_mark()
+            self._spend(4)
+            items, stack = self._pop_mark(stack, metastack, pos)
             stack.append(frozenset(_check_key(x) for x in items))
         elif op == 0x64:  # DICT
-            items = pop_mark()
+            self._spend(1)
+            items, stack = self._pop_mark(stack, metastack, pos)
             if len(items) % 2:
                 raise self._corrupt("DICT with an odd number of items", pos)
             d: dict = {}
             self._setitems(d, items, pos)
             stack.append(d)
         elif op == 0x6C:  # LIST
-            items = pop_mark()
+            self._spend(1)
+            items, stack = self._pop_mark(stack, metastack, pos)
             stack.append(items)
         elif op == 0x30:  # POP
             if stack:
                 stack.pop()
             elif metastack:
-                pop_mark()
+                _, stack = self._pop_mark(stack, metastack, pos)
             else:
                 raise self._corrupt("POP on an empty stack", pos)
         elif op == 0x31:  # POP_MARK
-            pop_mark()
+            _, stack = self._pop_mark(stack, metastack, pos)
         elif op == 0x32:  # DUP
             if not stack:
                 raise self._corrupt("DUP on an empty stack", pos)
@@ -573,19 +642,23 @@ class SafeUnpickler:
             line, pos = self._readline(data, pos, end)
             push(self._persistent(line.decode("ascii", "replace")))
         elif op == 0x69:  # INST
+            self._spend(2)
             module, pos = self._readline(data, pos, end)
             name, pos = self._readline(data, pos, end)
             cls = self._global(module.decode("utf-8", "replace"), name.decode("utf-8", "replace"))
-            args = tuple(pop_mark())
+            items, stack = self._pop_mark(stack, metastack, pos)
+            args = tuple(items)
             stack.append(self._call(cls, args, pos, via="INST"))
         elif op == 0x6F:  # OBJ
-            items = pop_mark()
+            self._spend(2)
+            items, stack = self._pop_mark(stack, metastack, pos)
             if not items:
                 raise self._corrupt("OBJ without a class", pos)
             stack.append(self._call(items[0], tuple(items[1:]), pos, via="OBJ"))
         elif op in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
             width = {0x82: 1, 0x83: 2, 0x84: 4}[op]
-            need(width)
+            if pos + width > end:
+                raise self._truncated(end)
             code = int.from_bytes(data[pos:pos + width], "little")
             pos += width
             # copyreg's extension registry is process state, not file content: never consult it.
