@@ -150,7 +150,33 @@ def big_inputs(tmp_path):
     return folder
 
 
-def test_cancel_stops_the_batch_and_leaves_no_partial_outputs(qtbot, window, big_inputs, tmp_path):
+def test_cancel_stops_the_batch_and_leaves_no_partial_outputs(qtbot, window, big_inputs, tmp_path, monkeypatch):
+    from ckptviewer.gui import convert_panel as convert_panel_module
+    from ckptviewer.gui import convert_work
+
+    # A job's worker does not wait for the GUI: without a gate it may write, verify and rename its whole
+    # output before the GUI thread handles its first "writing" progress (a busy machine). Hold each job
+    # after its first written chunk until its stop event is set (what Cancel does), so the cancel
+    # always lands mid-write. A cancel that failed to set the event would let the job finish (after the
+    # gate's timeout) and the assertions below would fail.
+    real_steps = convert_work.convert_job_steps
+
+    def gated_job_steps(source, recipe, stop):
+        gen = real_steps(source, recipe, stop)
+        held = False
+        try:
+            while True:
+                step = next(gen)
+                yield step
+                if not held and step.stage == "writing" and step.done > 0:
+                    held = True
+                    stop.wait(30)
+        except StopIteration as done:
+            return done.value
+        finally:
+            gen.close()
+
+    monkeypatch.setattr(convert_panel_module, "convert_job_steps", gated_job_steps)
     out = tmp_path / "out"
     out.mkdir()
     panel = panel_of(window, "clean-dataparallel", out)
