@@ -510,7 +510,7 @@ def test_export_refuses_the_source_and_asks_before_replacing(qtbot, window, ckpt
 
 
 def test_cancelled_and_failed_exports_leave_nothing_behind(qtbot, window, ckpts, tmp_path, monkeypatch):
-    import time
+    import threading
 
     from ckptviewer.core import export as core_export
     from ckptviewer.core.errors import OperationError
@@ -520,8 +520,12 @@ def test_cancelled_and_failed_exports_leave_nothing_behind(qtbot, window, ckpts,
     seen_tmp: list[list[str]] = []
     folder = tmp_path / "exports"
     folder.mkdir()
+    # The export worker does not wait for the GUI: a sleep per step only made it likely that Cancel
+    # came before the last step. Hold it after its second step (its temporary file being written)
+    # until the test has pressed Cancel; then it goes on, and must stop at its next step.
+    released = threading.Event()
 
-    def slow_export_iter(*args, **kwargs):
+    def held_export_iter(*args, **kwargs):
         gen = real(*args, **kwargs)
         result = None
         try:
@@ -529,14 +533,15 @@ def test_cancelled_and_failed_exports_leave_nothing_behind(qtbot, window, ckpts,
                 p = next(gen)
                 seen_tmp.append([n for n in os.listdir(folder) if "ckptviewer-tmp" in n])
                 yield p
-                time.sleep(0.05)
+                if len(seen_tmp) == 2:
+                    released.wait(30)
         except StopIteration as stop:
             result = stop.value
         finally:
             gen.close()
         return result
 
-    monkeypatch.setattr(core_export, "export_iter", slow_export_iter)
+    monkeypatch.setattr(core_export, "export_iter", held_export_iter)
     tab = open_one(qtbot, window, ckpts["checkpoint.tar"])
     dlg = ExportDialog(tab, tab.path, tab.session.root, tab.session.state.analysis)
     qtbot.addWidget(dlg)
@@ -550,6 +555,7 @@ def test_cancelled_and_failed_exports_leave_nothing_behind(qtbot, window, ckpts,
     qtbot.waitUntil(lambda: window.cancel_button.isVisible() and len(seen_tmp) >= 2, timeout=10_000)
     assert any(seen_tmp[-1]), "the export was writing its temporary file"
     window.cancel_button.click()
+    released.set()
     wait_idle(qtbot, tab)
     assert QThreadPool.globalInstance().waitForDone(5000)
     assert not out.exists()
