@@ -299,22 +299,48 @@ print(leaks())
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def test_closing_a_busy_tab_does_not_wait_for_its_worker(qtbot, window, tmp_path):
+def test_closing_a_busy_tab_does_not_wait_for_its_worker(qtbot, window, tmp_path, monkeypatch):
+    import threading
     import time
 
     import torch
     from PySide6.QtCore import QThreadPool
 
+    from ckptviewer.gui import tab as tab_module
+
+    # Hold the statistics worker inside its task until the tab is closed, so it is certainly busy while
+    # the tab closes (not just likely to be, on a big tensor). A close that waited for it would block
+    # for the whole of TaskRunner.shutdown's timeout (10 s); a close that does not wait takes
+    # milliseconds. The bound below sits between the two, far from both (it was 0.5 s, which a busy
+    # machine could exceed without any waiting).
+    inside, released = threading.Event(), threading.Event()
+    real_steps = tab_module.tensor_steps
+
+    def held_tensor_steps(*args, **kwargs):
+        inside.set()
+        released.wait(30)
+        return (yield from real_steps(*args, **kwargs))
+
+    monkeypatch.setattr(tab_module, "tensor_steps", held_tensor_steps)
     path = tmp_path / "big.pt"
     torch.save({"w": torch.randn(4096, 2048)}, path)
     tab = open_one(qtbot, window, path)
     assert tab.select_path(("w",))
-    qtbot.waitUntil(lambda: tab.runner.is_busy("stats"), timeout=5000)
+    qtbot.waitUntil(lambda: tab.runner.is_busy("stats") and inside.is_set(), timeout=20_000)
+    workers = [t.worker for t in tab.runner._tasks.values() if t.channel == "stats"]
+    assert workers
     t0 = time.perf_counter()
-    window.actions_by_id["file.close_tab"].trigger()
-    assert time.perf_counter() - t0 < 0.5
+    try:
+        window.actions_by_id["file.close_tab"].trigger()
+        elapsed = time.perf_counter() - t0
+        still_running = [not w.wait(0) for w in workers]
+    finally:
+        released.set()
+    assert all(still_running), "the statistics worker ended before the tab had closed"
+    assert elapsed < 5.0, f"closing the tab took {elapsed:.1f} s"
     assert window.checkpoint_tabs() == []
-    assert QThreadPool.globalInstance().waitForDone(5000)
+    assert all(w.is_cancelled for w in workers)
+    assert QThreadPool.globalInstance().waitForDone(20_000)
 
 
 def test_many_files_at_once_are_built_one_per_pass_and_closing_early_is_safe(qtbot, window, ckpts, tmp_path):
