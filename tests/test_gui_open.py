@@ -363,6 +363,11 @@ def test_many_files_at_once_are_built_one_per_pass_and_closing_early_is_safe(qtb
     try:
         tabs = window.open_paths(paths)
         first = tabs[0]
+        # Let every load end before the GUI thread handles any result, so that they do finish together
+        # (left to the scheduler, a busy machine can deliver each result and build its tab before the
+        # next load ends, and then no build ever waits).
+        from PySide6.QtCore import QThreadPool
+        assert QThreadPool.globalInstance().waitForDone(60_000)
         qtbot.waitUntil(lambda: first._pending_file is not None or first.is_loaded, timeout=20_000)
         if not first.is_loaded:
             window.tabs.setCurrentWidget(first)
