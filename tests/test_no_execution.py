@@ -28,7 +28,17 @@ def test_payload_is_live_under_plain_pickle(tmp_path, name):
     """Guard against testing a dud: plain pickle.loads must create the marker."""
     marker = tmp_path / "PWNED"
     data = hostile.payloads(marker)[name]
-    code = f"import pickle, time; pickle.loads({data!r}); time.sleep(0.3)"
+    # A payload may start the command without waiting for it (subprocess.Popen): reap every child
+    # before exiting, so the marker check below never races a `touch` still starting up.
+    code = (f"import os, pickle\n"
+            f"try:\n"
+            f"    pickle.loads({data!r})\n"
+            "finally:\n"
+            "    while True:\n"
+            "        try:\n"
+            "            os.wait()\n"
+            "        except ChildProcessError:\n"
+            "            break\n")
     subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30, cwd=tmp_path)
     assert marker.exists(), f"{name} is not a working payload"
 
