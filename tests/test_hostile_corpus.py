@@ -107,13 +107,17 @@ BY_RSS = {"nested_lists_in_zip", "nested_tuples_in_legacy", "nested_lists_1e6", 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_resource_attack_is_bounded(attack_dir, name):
     path = attack_dir / f"{name}.pt"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         outcome = corpus.exercise(path)
     except CheckpointError as e:
         outcome = e
-    seconds = time.perf_counter() - t0
-    assert seconds < TIME_GUARD, f"{name} took {seconds:.1f} s"
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    # The reader's own time: the smaller of wall-clock and this process's CPU time. The read is CPU work,
+    # so a slow read costs both; other processes on a shared machine stretch only the wall clock (under
+    # load: 3.8 s wall for 0.8 s of CPU).
+    seconds = min(wall, cpu)
+    assert seconds < TIME_GUARD, f"{name} took {seconds:.1f} s ({wall:.1f} s wall, {cpu:.1f} s CPU)"
     if name in BY_RSS:
         _, grown = corpus.measure_rss(path, attack_dir / "list_contains_itself.pt")
         assert grown < MEMORY_LIMIT, f"{name} grew the resident set by {grown / corpus.MB:.0f} MB"
