@@ -219,21 +219,25 @@ class TabEditsMixin:
             self._auto_expand()
             self._show_no_selection()
             return
-        found: dict[tuple, Node] = {}
+        # One pass over the visible nodes, cheap per node: a 100,000-key top level is common.
+        expanded, current = memory.expanded, memory.current
+        target = None
         stack = list(self.model.top_nodes())
         while stack:
             node = stack.pop()
-            key = node_key(node)
-            found[key] = node
-            if key in memory.expanded and node.has_children:
+            path = node.path
+            if type(path) is not tuple:
+                path = tuple(path)
+            key = (path, node.kind == "group")
+            if key == current:
+                target = node
+            if expanded and key in expanded and node.has_children:
                 idx = self.model.index_for_node(node)
                 if idx.isValid():
                     view.expand(idx)
                     stack.extend(node.children())
-        target = None
-        if memory.current is not None:
-            target = found.get(memory.current)
-            if target is None and not memory.current[1]:
+        if current is not None:
+            if target is None and not current[1]:
                 from .tab import find_node
                 target = find_node(state.tree, memory.current[0])
             if target is None and memory.current_tensor is not None:

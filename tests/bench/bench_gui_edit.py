@@ -1,0 +1,107 @@
+"""Editing a 100,000-key checkpoint in the window: how long each edit takes and how long the GUI thread
+could not react meanwhile.
+
+    python tests/bench/bench_gui_edit.py [--keys 100000] [--file PATH]
+
+Makes a DataParallel-style state_dict of --keys small tensors (``module.layerN.weight``; or uses
+--file), opens it in the window (offscreen unless $DISPLAY is set), then applies Strip prefix, Cast to
+float16 and a regex Rename as the Checkpoint menu does (the edited tree is built in a worker), then
+undo, undo, redo. For each it prints the total time, the time the GUI thread spent swapping in the
+edited model, and the longest gap between ticks of a 5 ms QTimer on the GUI thread. Not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--file", type=Path)
+    args = ap.parse_args()
+    tmp = tempfile.TemporaryDirectory(prefix="ckptviewer-edit-")
+    file = args.file
+    if file is None:
+        import torch
+        file = Path(tmp.name) / "dataparallel_100k.pt"
+        torch.save({f"module.layer{i}.weight": torch.zeros(2) for i in range(args.keys)}, file)
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication([])
+    from ckptviewer.core.ops import Cast, Rename, StripPrefix
+    from ckptviewer.gui import tab_edits
+    from ckptviewer.gui.main_window import MainWindow
+    from ckptviewer.gui.settings import Settings
+
+    win = MainWindow(Settings(Path(tmp.name) / "s.ini"))
+    win.resize(1440, 900)
+    win.show()
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    probe = QTimer()
+    probe.timeout.connect(tick)
+    probe.start(5)
+
+    def wait(cond, limit: float = 300.0) -> None:
+        end = time.monotonic() + limit
+        while not cond() and time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.002)
+
+    tab = win.open_paths([file])[0]
+    wait(lambda: tab.is_loaded or tab.error is not None)
+    wait(lambda: not win.has_pending_work())
+    print(f"{file.name}: {tab.file.n_tensors:,} tensors")
+
+    swaps: list[float] = []
+    original = tab_edits.TabEditsMixin._on_state_changed
+
+    def timed(self, new, old):
+        t0 = time.perf_counter()
+        original(self, new, old)
+        swaps.append(time.perf_counter() - t0)
+
+    tab_edits.TabEditsMixin._on_state_changed = timed
+    tab.session.state_changed.disconnect()
+    tab.session.state_changed.connect(tab._on_state_changed)
+
+    def reset_probe() -> None:
+        gaps.clear()
+        last[0] = time.perf_counter()
+
+    for step in (StripPrefix(), Cast("float16"), Rename((("regex", r"^layer(\d+)\.", r"block.\1."),))):
+        reset_probe()
+        t0 = time.perf_counter()
+        tab.apply_steps(step)
+        wait(lambda: not tab.session.busy)
+        total = time.perf_counter() - t0
+        print(f"{step.describe()[:44]:44s} total {total:5.2f} s  GUI-thread swap {swaps[-1] * 1000:4.0f} ms  "
+              f"longest event-loop gap {max(gaps) * 1000:4.0f} ms")
+    for name in ("undo", "undo", "redo"):
+        reset_probe()
+        t0 = time.perf_counter()
+        getattr(tab, name)()
+        app.processEvents()
+        print(f"{name}: {(time.perf_counter() - t0) * 1000:.0f} ms")
+    win.shutdown()
+
+
+if __name__ == "__main__":
+    main()
