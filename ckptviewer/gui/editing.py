@@ -268,6 +268,10 @@ def gc_paused():
         with _gc_lock:
             _gc_pausers -= 1
             if _gc_pausers == 0 and _gc_was_enabled:
+                # Freeze what the edit built first (loading.freeze_loaded_objects does the same on the
+                # GUI thread a moment later): re-enabled with a million young objects, the collector's
+                # first full pass would run here with the GIL held, a ~0.2 s freeze after each edit.
+                gc.freeze()
                 gc.enable()
 
 

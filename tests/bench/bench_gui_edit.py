@@ -83,6 +83,12 @@ def main() -> None:
     tab.session.state_changed.connect(tab._on_state_changed)
 
     def reset_probe() -> None:
+        # Let the window paint what the last step showed before measuring the next one, as a person
+        # would see it before choosing the next edit (that paint is not part of the next edit).
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.002)
         gaps.clear()
         last[0] = time.perf_counter()
 
