@@ -17,6 +17,7 @@ from typing import Generator
 from ..core.batch import ConvertResult, convert_iter, expand_inputs, without_outputs
 from ..core.export import ExportProgress
 from ..core.recipes import Recipe
+from .loading import gc_paused
 
 CANCELLED = "cancelled"
 
@@ -39,7 +40,15 @@ def expand_steps(paths: list[str], recursive: bool, recipe: Recipe) -> Generator
 def convert_job_steps(source: str, recipe: Recipe, stop: threading.Event
                       ) -> Generator[ExportProgress, None, ConvertResult]:
     """Convert ``source``; returns a ConvertResult (status ``cancelled`` when stopped). Errors about the
-    file propagate as ``CheckpointError`` (the panel shows their message on the file's row)."""
+    file propagate as ``CheckpointError`` (the panel shows their message on the file's row). The cyclic
+    collector is paused meanwhile (``loading.gc_paused``): its passes over a big file's objects would
+    hold the GIL and freeze the window."""
+    with gc_paused():
+        return (yield from _convert_job_steps(source, recipe, stop))
+
+
+def _convert_job_steps(source: str, recipe: Recipe, stop: threading.Event
+                       ) -> Generator[ExportProgress, None, ConvertResult]:
     started = time.perf_counter()
     if stop.is_set():
         return ConvertResult(source, None, CANCELLED, "cancelled before it started; nothing was written")

@@ -31,6 +31,7 @@ from ..core.stats import (SAMPLE_SIZE, SAMPLE_THRESHOLD, Histogram, Progress, St
                           histogram_edges, numbers_of, sample_values)
 from ..core.tensor import CHUNK_BYTES, TensorRef
 from ..core.textsafe import MAX_SHOWN, key_text
+from .loading import gc_paused
 
 # How often the comparing worker reports finished entries (seconds). Tests set 0: every entry.
 BATCH_SECONDS = 0.15
@@ -254,7 +255,14 @@ def comparison_side(root: Any, select: str, strip: bool, model_only: bool) -> An
 
 def prepare_steps(setup: DiffSetup, reuse: tuple[Checkpoint, Checkpoint] | None = None
                   ) -> Generator[Progress, None, DiffSession]:
-    """Open (or reuse) both files, select/strip each side, line up the leaves and build the tree."""
+    """Open (or reuse) both files, select/strip each side, line up the leaves and build the tree,
+    with the cyclic collector paused until what was built is frozen (``loading.gc_paused``)."""
+    with gc_paused():
+        return (yield from _prepare_steps(setup, reuse))
+
+
+def _prepare_steps(setup: DiffSetup, reuse: tuple[Checkpoint, Checkpoint] | None
+                   ) -> Generator[Progress, None, DiffSession]:
     t0 = time.perf_counter()
     name_a, name_b = os.path.basename(setup.path_a), os.path.basename(setup.path_b)
     opened: list[Checkpoint] = []
@@ -301,7 +309,13 @@ class CompareBatch:
 
 
 def compare_steps(run: DiffRun, interval: float | None = None) -> Generator[CompareBatch, None, CompareBatch]:
-    """``run.compare()`` in batches; the return value is the last batch (the rest of the finished)."""
+    """``run.compare()`` in batches; the return value is the last batch (the rest of the finished).
+    The collector is paused meanwhile: its passes over the two open files held the GIL for 0.1-0.7 s."""
+    with gc_paused():
+        return (yield from _compare_steps(run, interval))
+
+
+def _compare_steps(run: DiffRun, interval: float | None) -> Generator[CompareBatch, None, CompareBatch]:
     interval = BATCH_SECONDS if interval is None else interval
     gen = run.compare()
     finished: list[int] = []

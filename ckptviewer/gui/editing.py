@@ -10,12 +10,9 @@ without computing anything.
 """
 from __future__ import annotations
 
-import gc
 import os
-import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generator
 
@@ -28,7 +25,7 @@ from ..core.tensor import TensorRef
 from ..core.textsafe import key_text, safe_text
 from ..core.tree import Node, build_tree
 from ..core.walk import iter_tensors, unwrap
-from .loading import LoadedFile, prebuild_steps
+from .loading import LoadedFile, gc_paused, prebuild_steps
 
 MAX_DROP_NAMES = 5
 
@@ -239,40 +236,6 @@ def edit_steps(document: Document, step: Step, cache: dict) -> Generator[Progres
             sources = cache["sources"] = source_paths(document)
         state = yield from make_state(document, steps, root, log, sources)
     return state
-
-
-_gc_lock = threading.Lock()
-_gc_pausers = 0
-_gc_was_enabled = False
-
-
-@contextmanager
-def gc_paused():
-    """Pause Python's cyclic garbage collector while an edit builds its state.
-
-    An edit of a big state_dict allocates millions of objects that all survive; each full
-    collection on the way walks them all with the GIL held, freezing the window for up to a second
-    (measured: 0.6-1.1 s pauses of the event loop per edit of 100,000 keys, 45-100 ms without
-    them). Nested and concurrent pauses (edits in two tabs) are counted; the last one out restores
-    the collector as it was.
-    """
-    global _gc_pausers, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pausers == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pausers += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_was_enabled:
-                # Freeze what the edit built first (loading.freeze_loaded_objects does the same on the
-                # GUI thread a moment later): re-enabled with a million young objects, the collector's
-                # first full pass would run here with the GIL held, a ~0.2 s freeze after each edit.
-                gc.freeze()
-                gc.enable()
 
 
 # -- export ---------------------------------------------------------------------------------------------
