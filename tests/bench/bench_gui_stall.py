@@ -5,7 +5,9 @@
 A 5 ms QTimer on the GUI thread records the longest gap between its ticks (how long the window could
 not repaint or react) during three jobs, one after the other: opening BIG (until its tab is loaded),
 computing the statistics and exact histogram of BIG's largest tensor (selected in the tree), and a
-diff tab comparing A with B (until every pair is compared). Prints one line per job, or one JSON object
+diff tab comparing A with B (until every pair is compared); with --keys FILE, also opening FILE (a
+checkpoint of many small tensors, where the work is Python objects rather than bytes). Prints one line
+per job, or one JSON object
 (job -> milliseconds) with --json. Issue 8's target: no stall over 100 ms.
 """
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> int:
     ap.add_argument("--big", required=True)
     ap.add_argument("--a", required=True)
     ap.add_argument("--b", required=True)
+    ap.add_argument("--keys", help="also open this many-key checkpoint (e.g. 100,000 tensors)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -70,6 +73,13 @@ def main() -> int:
     wait(app, lambda: not tab.has_pending_work())
     probe.stop()
     result[f"computing the histogram of a {t.numel:,}-element tensor"] = 1000 * probe.worst
+
+    if args.keys:
+        probe = StallProbe()
+        (many,) = win.open_paths([args.keys])
+        wait(app, lambda: many.is_loaded and not many.has_pending_work())
+        probe.stop()
+        result[f"opening a {many.file.n_tensors:,}-key file"] = 1000 * probe.worst
 
     probe = StallProbe()
     diff = win.open_diff(args.a, args.b)

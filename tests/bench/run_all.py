@@ -17,7 +17,8 @@ of free disk. The cases:
 5. diff of two ~500 MB state_dicts against a torch loop (load both, compare each tensor);
 6. export of the ~6 GB file (strip prefix + write + verify) against ``cp``: time and peak RSS;
 7. GUI responsiveness: the longest event-loop stall (a 5 ms QTimer probe) while opening the big file,
-   computing the histogram of its largest tensor and running a diff (see bench_gui_stall.py).
+   computing the histogram of its largest tensor, opening the 100,000-key file and running a diff
+   (see bench_gui_stall.py).
 """
 from __future__ import annotations
 
@@ -217,7 +218,7 @@ def case7(files, runs):
         print("  case 7 skipped: bench_gui_stall.py is missing")
         return
     r = subprocess.run([PY, str(script), "--big", str(files["big"]), "--a", str(files["mid"]),
-                        "--b", str(files["mid_b"]), "--json"], capture_output=True, text=True, timeout=1800)
+                        "--b", str(files["mid_b"]), "--keys", str(files["keys"]), "--json"], capture_output=True, text=True, timeout=1800)
     if r.returncode != 0:
         print(f"  case 7 failed: {r.stderr[-500:]}")
         return
