@@ -6,7 +6,8 @@ A 5 ms QTimer on the GUI thread records the longest gap between its ticks (how l
 not repaint or react) during three jobs, one after the other: opening BIG (until its tab is loaded),
 computing the statistics and exact histogram of BIG's largest tensor (selected in the tree), and a
 diff tab comparing A with B (until every pair is compared); with --keys FILE, also opening FILE (a
-checkpoint of many small tensors, where the work is Python objects rather than bytes). Prints one line
+checkpoint of many small tensors, where the work is Python objects rather than bytes); with --keys-diff A
+B, also a diff tab of two such files. Prints one line
 per job, or one JSON object
 (job -> milliseconds) with --json. Issue 8's target: no stall over 100 ms.
 """
@@ -41,6 +42,8 @@ def main() -> int:
     ap.add_argument("--a", required=True)
     ap.add_argument("--b", required=True)
     ap.add_argument("--keys", help="also open this many-key checkpoint (e.g. 100,000 tensors)")
+    ap.add_argument("--keys-diff", nargs=2, metavar=("A", "B"),
+                    help="also diff two many-key checkpoints (prefixes stripped on both sides)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -86,6 +89,15 @@ def main() -> int:
     wait(app, lambda: diff.compare_done and not diff.has_pending_work())
     probe.stop()
     result["running a diff"] = 1000 * probe.worst
+
+    if args.keys_diff:
+        from ckptviewer.gui.diff_work import DiffSetup
+        ka, kb = args.keys_diff
+        probe = StallProbe()
+        kdiff = win.open_diff(ka, kb, DiffSetup(ka, kb, strip_prefix=True))
+        wait(app, lambda: kdiff.compare_done and not kdiff.has_pending_work())
+        probe.stop()
+        result[f"diffing two many-key files ({len(kdiff.session.run.entries):,} keys in all)"] = 1000 * probe.worst
 
     win.shutdown()
     win.close()
