@@ -324,6 +324,55 @@ def test_rename_dialog_rules_preview_and_collisions(qtbot, window, ckpts):
     assert tab.model.mark_of(node_at(tab, ("conv2.weight",))) == ""
 
 
+def test_rename_preview_of_a_big_state_dict_is_computed_in_a_worker(qtbot, window, ckpts, monkeypatch):
+    """Above DEBOUNCE_KEYS keys the preview runs off the GUI thread (100,000 keys took 0.85 s per
+    keystroke there); OK waits for it, a newer edit supersedes an older preview, and the rows are those
+    of the synchronous preview."""
+    import threading
+
+    from ckptviewer.gui.dialogs import RenameDialog
+    from ckptviewer.gui.dialogs import rename as rename_module
+
+    monkeypatch.setattr(rename_module, "DEBOUNCE_KEYS", 4)     # state_dict.pt has 10 keys
+    gate = threading.Event()
+    gate.set()
+    on_main = []
+    real_job = rename_module.preview_job
+
+    def job(state, only_changed):                              # held at the gate: the test decides when
+        on_main.append(threading.current_thread() is threading.main_thread())
+        gate.wait(10)
+        return (yield from real_job(state, only_changed))
+
+    monkeypatch.setattr(rename_module, "preview_job", job)
+    tab = open_one(qtbot, window, ckpts["state_dict.pt"])
+    dlg = RenameDialog(tab, tab.session.root)
+    qtbot.addWidget(dlg)
+    qtbot.waitUntil(lambda: not dlg._computing, timeout=10_000)
+    gate.clear()
+    dlg.add_rule("regex")
+    dlg.pattern_edit.setText(r"^fc(\d)\.")
+    dlg.pattern_edit.textEdited.emit(dlg.pattern_edit.text())
+    dlg.repl_edit.setText(r"wrong.\1.")
+    dlg.repl_edit.textEdited.emit(dlg.repl_edit.text())
+    started = len(on_main)
+    qtbot.waitUntil(lambda: len(on_main) == started + 1, timeout=10_000)   # running, held at the gate
+    assert dlg._computing and not dlg.ok_button.isEnabled() and "Computing" in dlg.count_label.text()
+    dlg.repl_edit.setText(r"head.\1.")                      # typed on: supersedes the held preview
+    dlg.repl_edit.textEdited.emit(dlg.repl_edit.text())
+    qtbot.waitUntil(lambda: len(on_main) == started + 2, timeout=10_000)
+    gate.set()
+    qtbot.waitUntil(lambda: not dlg._computing, timeout=10_000)
+    rows = {dlg.preview_model.index(r, 0).data(): dlg.preview_model.index(r, 1).data()
+            for r in range(dlg.preview_model.rowCount())}
+    assert rows == {f"fc{i}.{w}": f"head.{i}.{w}" for i in (1, 2, 3) for w in ("weight", "bias")}
+    assert dlg.ok_button.isEnabled() and "6 of 10 keys renamed" in dlg.count_label.text()
+    assert on_main and not any(on_main)                        # every preview ran on a worker thread
+    synchronous = dlg.state.preview()
+    assert [(r.old, r.new) for _, r in dlg.last_preview.rows] == [(r.old, r.new) for _, r in synchronous.rows]
+    dlg.done(0)                                                # closing stops its worker (no_workers_left)
+
+
 def test_strip_prefix_dialog_offers_the_detected_prefix(qtbot, window, ckpts):
     from ckptviewer.core.ops import StripPrefix
     from ckptviewer.gui.dialogs import StripPrefixDialog

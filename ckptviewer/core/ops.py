@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generator
 
 from . import keypath
 from .cast import CASTABLE, cast_dtype
@@ -328,7 +328,21 @@ class RenameRow:
 def rename_preview(keys: list, rules: tuple) -> list[RenameRow]:
     """old -> new for every key, with collisions (two keys becoming one, or one taking an untouched key's
     name) flagged before anything is written."""
-    rows = [RenameRow(k, apply_rules(k, rules) if isinstance(k, str) else k) for k in keys]
+    steps = rename_preview_steps(keys, rules)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def rename_preview_steps(keys: list, rules: tuple, chunk: int = 8192) -> Generator[None, None, list[RenameRow]]:
+    """:func:`rename_preview` that yields between chunks of keys (cancel points for a worker)."""
+    rows: list[RenameRow] = []
+    for start in range(0, len(keys), chunk):
+        rows.extend(RenameRow(k, apply_rules(k, rules) if isinstance(k, str) else k)
+                    for k in keys[start:start + chunk])
+        yield None
     seen: dict[Any, list[RenameRow]] = {}
     for r in rows:
         seen.setdefault(r.new, []).append(r)
