@@ -169,7 +169,7 @@ class StripPrefixDialog(StepDialog):
             self.set_error(f"No key starts with '{safe_text(self.state.prefix, 60)}'.")
         else:
             self.set_error("")
-        self.set_ok(self.state.step() is not None)
+        self.set_ok(bool(self.state.prefix) and p.having > 0 and not p.collisions)   # as state.step() decides
 
     def step(self) -> StripPrefix | None:
         return self.state.step()
