@@ -109,8 +109,10 @@ class RenameState:
             out.collisions += sum(r.collision for r in rows)
         return out
 
-    def step(self) -> Rename | None:
-        p = self.preview()
+    def step(self, preview: RenamePreview | None = None) -> Rename | None:
+        """The Rename step, or None while the rules are invalid, collide or rename nothing. ``preview``:
+        one already computed for the current rules and scope (the dialog's), else it is computed."""
+        p = preview if preview is not None else self.preview()
         if p.error or p.collisions or not p.changed:
             return None
         at = None if self.scope is None else at_text(self.targets[self.scope][0])
@@ -467,8 +469,8 @@ class RenameDialog(StepDialog):
         self.preview_view.horizontalHeader().resizeSection(0, 260)
 
     def step(self) -> Rename | None:
-        self.flush()
-        return self.state.step()
+        self.flush()                      # after it, last_preview is the preview of the current rules
+        return self.state.step(self.last_preview)
 
     def _on_ok(self) -> None:
         self.flush()
