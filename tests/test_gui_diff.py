@@ -433,3 +433,13 @@ def test_compare_action_without_a_tab_asks_for_both_files(qtbot, window, ckpts, 
     diff = wait_compared(qtbot, window.diff_tabs()[0])
     assert diff.session.run.equal             # a zip file against a legacy one with the same contents
     assert window.windowTitle().startswith("checkpoint.tar ⇄ checkpoint_legacy.tar")
+
+
+def test_closing_a_diff_tab_hands_its_frozen_objects_back_to_the_collector(qtbot, window, ckpts):
+    """Preparing a diff freezes what it built (loading.gc_paused); closing the tab must unfreeze, or the
+    reference cycles of every closed comparison would stay in memory for good."""
+    import gc
+    tab = open_diff(qtbot, window, ckpts["checkpoint.tar"], ckpts["checkpoint.tar"])
+    assert gc.get_freeze_count() > 0
+    window.close_diff_tab(tab)
+    assert gc.get_freeze_count() == 0 and window.diff_tabs() == []

@@ -428,9 +428,10 @@ class MainWindow(QMainWindow):
         elif isinstance(tab, DiffTab):
             self.close_diff_tab(tab)
 
-    def _remove_tab(self, tab: CheckpointTab) -> None:
-        # The tab's objects may be in the collector's permanent generation; hand them back so that
-        # their reference cycles (tree nodes and their parents) can be collected.
+    def _remove_tab(self, tab: CheckpointTab | DiffTab) -> None:
+        # The tab's objects may be in the collector's permanent generation (loads and diffs freeze what
+        # they build: loading.gc_paused); hand them back so that their reference cycles (tree nodes and
+        # their parents) can be collected.
         gc.unfreeze()
         tab.save_state()
         tab.shutdown(wait=False)
@@ -530,14 +531,7 @@ class MainWindow(QMainWindow):
         return tab
 
     def close_diff_tab(self, tab: DiffTab) -> None:
-        tab.save_state()
-        tab.shutdown(wait=False)
-        index = self.tabs.indexOf(tab)
-        if index >= 0:
-            self.tabs.removeTab(index)
-        tab.deleteLater()
-        self._sync_stack()
-        self._update_actions()
+        self._remove_tab(tab)
 
     def show_convert_panel(self):
         """Show (making it the first time) the Convert panel's dock; returns the panel."""
