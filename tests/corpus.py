@@ -275,11 +275,11 @@ def exercise(path) -> dict:
     Raises only what the reader raises (tests assert that is a CheckpointError).
     """
     from ckptviewer.core import open_checkpoint
-    from ckptviewer.core.export import ExportOptions, plan_export
-    from ckptviewer.core.info import build_report, report_text
-    from ckptviewer.core.interpret import analyze
-    from ckptviewer.core.scan import scan_checkpoint
-    from ckptviewer.core.tree import build_tree
+    from ckptviewer.core.write.export import ExportOptions, plan_export
+    from ckptviewer.core.analyze.info import build_report, report_text
+    from ckptviewer.core.model.interpret import analyze
+    from ckptviewer.core.analyze.scan import scan_checkpoint
+    from ckptviewer.core.model.tree import build_tree
 
     facts: dict = {}
     with open_checkpoint(path) as ck:
@@ -336,8 +336,8 @@ _RSS_SCRIPT = """
 import resource, sys, time
 sys.path.insert(0, {tests!r})
 import corpus
-from ckptviewer.core.errors import CheckpointError
-from ckptviewer.core.scan import scan_file
+from ckptviewer.core.util.errors import CheckpointError
+from ckptviewer.core.analyze.scan import scan_file
 def run(p):
     try:
         corpus.exercise(p)

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from PySide6.QtCore import QThreadPool
 
-from ckptviewer.core.stats import run_steps
+from ckptviewer.core.util.progress import run_steps
 
 # Qt warnings fail GUI tests, except the offscreen platform's notes about what it cannot do.
 QT_STRICT = [pytest.mark.qt_log_level_fail("WARNING"),
@@ -38,8 +38,8 @@ def no_workers_left():
 
 @pytest.fixture
 def window(qtbot, no_workers_left, isolated_settings):
-    from ckptviewer.gui.main_window import MainWindow
-    from ckptviewer.gui.settings import Settings
+    from ckptviewer.gui.shell.main_window import MainWindow
+    from ckptviewer.gui.widgets.settings import Settings
 
     win = MainWindow(Settings(isolated_settings))
     qtbot.addWidget(win)
@@ -67,7 +67,7 @@ def wait_idle(qtbot, window_or_tab, timeout: int = 30_000):
 
 def load_now(path):
     """A LoadedFile made synchronously (for model tests that need no window)."""
-    from ckptviewer.gui.loading import load_steps
+    from ckptviewer.gui.checkpoint.loading import load_steps
     return run_steps(load_steps(os.fspath(path)))
 
 

@@ -11,7 +11,7 @@ import io
 import zipfile
 from dataclasses import dataclass
 
-from ckptviewer.core.scan import walk_pickle
+from ckptviewer.core.analyze.scan import walk_pickle
 
 # Byte strings worth inserting: opcodes with arguments that stress lengths, memo indexes and marks.
 INTERESTING = [

@@ -58,7 +58,7 @@ def test_info_warns_about_stand_ins(ckpts):
 
 
 def test_info_imports_neither_torch_nor_qt(ckpts):
-    code = ("import sys\nfrom ckptviewer.cli import main\n"
+    code = ("import sys\nfrom ckptviewer.cli.main import main\n"
             f"rc = main(['info', '--json', '--checksums', {str(ckpts['checkpoint.tar'])!r}])\n"
             "heavy = [m for m in ('torch', 'PySide6', 'pyqtgraph', 'shiboken6') if m in sys.modules]\n"
             "sys.stderr.write(repr((rc, heavy)))\n")
@@ -70,7 +70,7 @@ def test_info_imports_neither_torch_nor_qt(ckpts):
 
 def test_listing_a_file_does_not_import_numpy(ckpts):
     """numpy is most of what `info` costs on a big file; it loads only when values are needed."""
-    code = ("import sys\nfrom ckptviewer.cli import main\n"
+    code = ("import sys\nfrom ckptviewer.cli.main import main\n"
             f"rc = main(['info', '--json', {str(ckpts['checkpoint.tar'])!r}])\n"
             "sys.stderr.write(repr((rc, 'numpy' in sys.modules)))\n"
             f"main(['info', '--json', {str(ckpts['values.pt'])!r}])\n"

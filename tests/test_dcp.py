@@ -22,15 +22,15 @@ import numpy as np
 import pytest
 import torch
 
-from ckptviewer.core.diff import DiffOptions, DiffRun
-from ckptviewer.core.errors import CorruptFileError, OperationError
-from ckptviewer.core.export import ExportOptions, export
-from ckptviewer.core.formats import open_checkpoint
-from ckptviewer.core.formats.dcp import ChunkedSource, check_tiling
-from ckptviewer.core.info import build_report, report_text, stand_in_classes
-from ckptviewer.core.objects import StandIn, Unreadable
-from ckptviewer.core.ops import Select, StripPrefix, apply_steps
-from ckptviewer.core.tensor import TensorRef
+from ckptviewer.core.analyze.diff import DiffOptions, DiffRun
+from ckptviewer.core.util.errors import CorruptFileError, OperationError
+from ckptviewer.core.write.export import ExportOptions, export
+from ckptviewer.core.read.open import open_checkpoint
+from ckptviewer.core.read.multifile.dcp import ChunkedSource, check_tiling
+from ckptviewer.core.analyze.info import build_report, report_text, stand_in_classes
+from ckptviewer.core.model.objects import StandIn, Unreadable
+from ckptviewer.core.edit.ops import Select, StripPrefix, apply_steps
+from ckptviewer.core.model.tensor import TensorRef
 from models import BNNet
 
 dcp = pytest.importorskip("torch.distributed.checkpoint")
@@ -485,7 +485,7 @@ def test_tensor_ref_of_a_dcp_tensor_is_ordinary(training):
 
 
 def test_dcp_records_are_not_dangerous_but_its_reader_is():
-    from ckptviewer.core.danger import danger_reason
+    from ckptviewer.core.read.pickle.danger import danger_reason
     assert danger_reason("torch.distributed.checkpoint.filesystem", "_StorageInfo") is None
     assert danger_reason("pathlib", "PosixPath") is None
     assert danger_reason("torch.distributed.checkpoint.filesystem", "FileSystemReader") is not None

@@ -95,7 +95,7 @@ def test_install_and_uninstall_for_the_current_user(tmp_path, monkeypatch):
 def test_cli_flags_reach_the_desktop_module_without_qt(tmp_path):
     env = {"XDG_DATA_HOME": str(tmp_path / "share"), "PATH": "/usr/bin:/bin",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    code = ("import sys; from ckptviewer.cli import main; rc = main(['--install-desktop']); "
+    code = ("import sys; from ckptviewer.cli.main import main; rc = main(['--install-desktop']); "
             "assert 'PySide6' not in sys.modules; sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ckptviewer.core import open_checkpoint
-from ckptviewer.core.diff import DiffOptions, DiffRun, diff_report, select_and_strip
+from ckptviewer.core.analyze.diff import DiffOptions, DiffRun, diff_report, select_and_strip
 from models import Net
 
 CLI = [sys.executable, "-m", "ckptviewer", "diff"]

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from ckptviewer.core import open_checkpoint
-from ckptviewer.core.document import Document
-from ckptviewer.core.errors import CancelledError, OperationError
-from ckptviewer.core.export import ExportOptions, export, export_iter
-from ckptviewer.core.ops import Cast, Drop, RemapDevice, Select, StripPrefix, apply_steps
+from ckptviewer.core.edit.document import Document
+from ckptviewer.core.util.errors import CancelledError, OperationError
+from ckptviewer.core.write.export import ExportOptions, export, export_iter
+from ckptviewer.core.edit.ops import Cast, Drop, RemapDevice, Select, StripPrefix, apply_steps
 from models import Net, TiedLM
 
 
@@ -191,7 +191,7 @@ def test_interrupted_export_leaves_nothing_behind(tmp_path):
 def test_failure_midway_leaves_the_old_destination(tmp_path, monkeypatch):
     torch.save({"w": torch.randn(1000)}, tmp_path / "a.pt")
     (tmp_path / "dest.pt").write_bytes(b"previous contents")
-    import ckptviewer.core.export as ex
+    import ckptviewer.core.write.export as ex
 
     def broken(*a, **k):
         raise OSError("disk full")

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import corpus
 import mutate
-from ckptviewer.core.errors import CheckpointError
-from ckptviewer.core.scan import COMPUTED, scan_file
+from ckptviewer.core.util.errors import CheckpointError
+from ckptviewer.core.analyze.scan import COMPUTED, scan_file
 
 EXAMPLES = 300
 
@@ -126,7 +126,7 @@ def test_non_persistent_buffer_set_that_is_not_a_set(tmp_path):
 
 def test_dict_subclass_items_follow_the_dict_key_rule(tmp_path):
     """found: interpret.py TypeError, unhashable type: 'set' (a stand-in's SETITEMS key became a key path)."""
-    from ckptviewer.core.errors import CorruptFileError
+    from ckptviewer.core.util.errors import CorruptFileError
     path = tmp_path / "d.pt"
     path.write_bytes(torch_zip(PROTO2 + glob("x", "MyDict") + b")\x81(" + b"\x8f" + s("v") + b"u.", {}))
     with pytest.raises(CorruptFileError, match="as a dict key"):

@@ -26,7 +26,7 @@ def collector_on():
 
 
 def test_loading_pauses_the_collector_and_freezes_what_it_built(ckpts, monkeypatch, collector_on):
-    from ckptviewer.gui import loading
+    from ckptviewer.gui.checkpoint import loading
 
     seen = []
     real = loading.build_tree
@@ -48,7 +48,7 @@ def test_loading_pauses_the_collector_and_freezes_what_it_built(ckpts, monkeypat
 
 
 def test_a_cancelled_load_turns_the_collector_back_on(ckpts, collector_on):
-    from ckptviewer.gui import loading
+    from ckptviewer.gui.checkpoint import loading
 
     gen = loading.load_steps(str(ckpts["checkpoint.tar"]))
     next(gen)
@@ -60,7 +60,7 @@ def test_a_cancelled_load_turns_the_collector_back_on(ckpts, collector_on):
 
 
 def test_diff_preparation_and_comparison_pause_the_collector(ckpts, monkeypatch, collector_on):
-    from ckptviewer.gui import diff_work
+    from ckptviewer.gui.diff import work as diff_work
 
     seen = []
     real = diff_work.build_diff_tree

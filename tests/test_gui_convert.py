@@ -151,8 +151,8 @@ def big_inputs(tmp_path):
 
 
 def test_cancel_stops_the_batch_and_leaves_no_partial_outputs(qtbot, window, big_inputs, tmp_path, monkeypatch):
-    from ckptviewer.gui import convert_panel as convert_panel_module
-    from ckptviewer.gui import convert_work
+    from ckptviewer.gui.convert import panel as convert_panel_module
+    from ckptviewer.gui.convert import work as convert_work
 
     # A job's worker does not wait for the GUI: without a gate it may write, verify and rename its whole
     # output before the GUI thread handles its first "writing" progress (a busy machine). Hold each job
@@ -233,7 +233,7 @@ def test_finished_rows_drag_out_as_file_urls_and_open_in_a_tab(qtbot, window, in
 
 
 def test_recipe_editor_steps_round_trip_and_validation(qtbot, window, tmp_path):
-    from ckptviewer.core.recipes import load_recipe
+    from ckptviewer.core.edit.recipes import load_recipe
 
     panel = panel_of(window, "fp16", tmp_path)
     ed = panel.editor
@@ -293,8 +293,8 @@ def test_recipe_editor_steps_round_trip_and_validation(qtbot, window, tmp_path):
 
 
 def test_step_dialogs_plug_into_the_editor(qtbot, window, tmp_path):
-    from ckptviewer.core.ops import Rename
-    from ckptviewer.gui import recipe_editor
+    from ckptviewer.core.edit.ops import Rename
+    from ckptviewer.gui.convert import recipe_editor
 
     calls = []
 
@@ -319,7 +319,7 @@ def test_step_dialogs_plug_into_the_editor(qtbot, window, tmp_path):
 
 
 def test_cleaning_dialogs_edit_recipe_steps_previewed_on_the_current_tab(qtbot, window, ckpts, monkeypatch, tmp_path):
-    from ckptviewer.core.ops import RemapDevice, Rename, StripPrefix
+    from ckptviewer.core.edit.ops import RemapDevice, Rename, StripPrefix
     from ckptviewer.gui import dialogs
     from gui_support import open_one
 

@@ -28,7 +28,7 @@ def wait_compared(qtbot, tab, timeout: int = 60_000):
 
 
 def open_diff(qtbot, window, a, b, **options):
-    from ckptviewer.gui.diff_work import DiffSetup
+    from ckptviewer.gui.diff.work import DiffSetup
     import os
     setup = DiffSetup(os.path.abspath(a), os.path.abspath(b), **options)
     tab = window.open_diff(setup.path_a, setup.path_b, setup)
@@ -234,8 +234,8 @@ def many_tensors(tmp_path):
 
 
 def test_rows_fill_in_while_comparing_and_the_tab_stays_usable(qtbot, window, many_tensors, monkeypatch):
-    from ckptviewer.gui import diff_work
-    from ckptviewer.gui.diff_work import DiffSetup
+    from ckptviewer.gui.diff import work as diff_work
+    from ckptviewer.gui.diff.work import DiffSetup
 
     monkeypatch.setattr(diff_work, "BATCH_SECONDS", 0.0)
     a, b = many_tensors
@@ -266,8 +266,8 @@ def test_rows_fill_in_while_comparing_and_the_tab_stays_usable(qtbot, window, ma
 
 def test_differences_only_rows_are_inserted_in_key_order_while_comparing(qtbot, qtmodeltester, window,
                                                                         many_tensors, monkeypatch):
-    from ckptviewer.gui import diff_work
-    from ckptviewer.gui.diff_work import DiffSetup
+    from ckptviewer.gui.diff import work as diff_work
+    from ckptviewer.gui.diff.work import DiffSetup
 
     monkeypatch.setattr(diff_work, "BATCH_SECONDS", 0.0)
     a, b = many_tensors
@@ -281,10 +281,10 @@ def test_differences_only_rows_are_inserted_in_key_order_while_comparing(qtbot, 
 
 
 def test_closing_the_tab_cancels_the_comparison(qtbot, window, tmp_path, monkeypatch):
-    from ckptviewer.gui import diff_work
-    from ckptviewer.gui.diff_work import DiffSetup
+    from ckptviewer.gui.diff import work as diff_work
+    from ckptviewer.gui.diff.work import DiffSetup
 
-    from ckptviewer.gui import diff_tab as diff_tab_module
+    from ckptviewer.gui.diff import tab as diff_tab_module
     import threading
 
     monkeypatch.setattr(diff_work, "BATCH_SECONDS", 0.0)
@@ -376,7 +376,7 @@ def test_compare_action_asks_for_the_other_file(qtbot, window, ckpts, monkeypatc
 
 
 def test_bad_select_path_is_reported_in_the_tab(qtbot, window, ckpts):
-    from ckptviewer.gui.diff_work import DiffSetup
+    from ckptviewer.gui.diff.work import DiffSetup
     import os
 
     a, b = os.path.abspath(ckpts["checkpoint.tar"]), os.path.abspath(ckpts["state_dict.pt"])

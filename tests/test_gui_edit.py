@@ -17,7 +17,7 @@ pytestmark = QT_STRICT
 # -- helpers --------------------------------------------------------------------------------------------
 def view_snapshot(tab):
     """What the tree view shows: each visible row's path, texts and expansion, and the current row."""
-    from ckptviewer.gui.tree_model import COL_NAME, COL_VALUE
+    from ckptviewer.gui.checkpoint.tree_model import COL_NAME, COL_VALUE
     model = tab.view.model()
     rows = []
     for node in visible_nodes(tab):
@@ -48,7 +48,7 @@ def tensor_keys(tab, under: tuple = ()):
 
 
 def node_at(tab, path, kind="tensor"):
-    from ckptviewer.gui.tab import find_node
+    from ckptviewer.gui.checkpoint.tree_model import find_node
     node = find_node(tab.tree_root, tuple(path), kind)
     assert node is not None, path
     return node
@@ -72,7 +72,7 @@ def answers(monkeypatch):
 
 # -- edits, undo, redo, marks -----------------------------------------------------------------------------
 def test_strip_banner_is_one_click_and_undo_redo_restore_the_exact_view(qtbot, window, ckpts):
-    from ckptviewer.core.ops import StripPrefix
+    from ckptviewer.core.edit.ops import StripPrefix
 
     tab = open_one(qtbot, window, ckpts["dataparallel_checkpoint.pth"])
     wait_idle(qtbot, tab)
@@ -121,7 +121,7 @@ def test_strip_banner_is_one_click_and_undo_redo_restore_the_exact_view(qtbot, w
 
 
 def test_an_edit_the_core_refuses_is_reported_and_not_on_the_stack(qtbot, window, ckpts):
-    from ckptviewer.core.ops import Rename, Select
+    from ckptviewer.core.edit.ops import Rename, Select
 
     tab = open_one(qtbot, window, ckpts["checkpoint.tar"])
     apply_and_wait(qtbot, tab, Select("no_such_entry"))
@@ -136,7 +136,7 @@ def test_an_edit_the_core_refuses_is_reported_and_not_on_the_stack(qtbot, window
 
 
 def test_cast_marks_entries_and_drop_keep_only_from_the_context_menu(qtbot, window, ckpts):
-    from ckptviewer.core.ops import Cast, Drop, Select
+    from ckptviewer.core.edit.ops import Cast, Drop, Select
 
     tab = open_one(qtbot, window, ckpts["checkpoint.tar"])
     wait_idle(qtbot, tab)
@@ -178,7 +178,7 @@ def test_cast_marks_entries_and_drop_keep_only_from_the_context_menu(qtbot, wind
 
 
 def test_undo_redo_follow_the_current_tab(qtbot, window, ckpts):
-    from ckptviewer.core.ops import StripPrefix
+    from ckptviewer.core.edit.ops import StripPrefix
 
     a = open_one(qtbot, window, ckpts["dataparallel.pt"])
     b = open_one(qtbot, window, ckpts["state_dict.pt"])
@@ -199,7 +199,7 @@ def test_undo_redo_follow_the_current_tab(qtbot, window, ckpts):
 
 
 def test_closing_an_edited_tab_or_the_window_asks_first(qtbot, window, ckpts, answers):
-    from ckptviewer.core.ops import StripPrefix
+    from ckptviewer.core.edit.ops import StripPrefix
 
     asked, replies = answers
     tab = open_one(qtbot, window, ckpts["dataparallel.pt"])
@@ -221,7 +221,7 @@ def test_closing_an_edited_tab_or_the_window_asks_first(qtbot, window, ckpts, an
 
 # -- dialogs ----------------------------------------------------------------------------------------------
 def test_remap_devices_dialog_and_export_that_loads_on_cpu(qtbot, window, ckpts, tmp_path):
-    from ckptviewer.core.ops import RemapDevice
+    from ckptviewer.core.edit.ops import RemapDevice
     from ckptviewer.gui.dialogs import ExportDialog, RemapDevicesDialog
 
     tab = open_one(qtbot, window, ckpts["gpu1_checkpoint.tar"])
@@ -266,7 +266,7 @@ def test_remap_devices_dialog_and_export_that_loads_on_cpu(qtbot, window, ckpts,
 
 
 def test_rename_dialog_rules_preview_and_collisions(qtbot, window, ckpts):
-    from ckptviewer.core.ops import Rename
+    from ckptviewer.core.edit.ops import Rename
     from ckptviewer.gui.dialogs import RenameDialog
 
     tab = open_one(qtbot, window, ckpts["state_dict.pt"])
@@ -374,7 +374,7 @@ def test_rename_preview_of_a_big_state_dict_is_computed_in_a_worker(qtbot, windo
 
 
 def test_strip_prefix_dialog_offers_the_detected_prefix(qtbot, window, ckpts):
-    from ckptviewer.core.ops import StripPrefix
+    from ckptviewer.core.edit.ops import StripPrefix
     from ckptviewer.gui.dialogs import StripPrefixDialog
 
     tab = open_one(qtbot, window, ckpts["compiled.pt"])
@@ -394,7 +394,7 @@ def test_strip_prefix_dialog_offers_the_detected_prefix(qtbot, window, ckpts):
 
 
 def test_warm_start_with_a_real_target_file_and_accepting_a_suggestion(qtbot, window, ckpts, tmp_path):
-    from ckptviewer.core.ops import Rename
+    from ckptviewer.core.edit.ops import Rename
     from ckptviewer.gui.dialogs import WarmStartDialog
 
     # The target: the bare model's state_dict, plus one layer the source does not have.
@@ -459,7 +459,7 @@ def test_warm_start_reports_a_target_that_cannot_be_opened(qtbot, window, ckpts,
 # -- export -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["pt", "pt-legacy", "safetensors"])
 def test_export_dialog_writes_each_format_and_values_are_equal(qtbot, window, ckpts, tmp_path, fmt):
-    from ckptviewer.core.ops import StripPrefix
+    from ckptviewer.core.edit.ops import StripPrefix
     from ckptviewer.gui.dialogs import ExportDialog
     from ckptviewer.gui.dialogs.export import FORMATS
 
@@ -561,8 +561,8 @@ def test_export_refuses_the_source_and_asks_before_replacing(qtbot, window, ckpt
 def test_cancelled_and_failed_exports_leave_nothing_behind(qtbot, window, ckpts, tmp_path, monkeypatch):
     import threading
 
-    from ckptviewer.core import export as core_export
-    from ckptviewer.core.errors import OperationError
+    from ckptviewer.core.write import export as core_export
+    from ckptviewer.core.util.errors import OperationError
     from ckptviewer.gui.dialogs import ExportDialog
 
     real = core_export.export_iter
@@ -641,7 +641,7 @@ def test_checkpoint_menu_lists_the_edit_actions(qtbot, window, ckpts):
 
 def test_dialogs_open_from_the_menu_and_apply_their_step(qtbot, window, ckpts, monkeypatch):
     """The menu handlers run a dialog's ``ask`` and push what it returns (``exec`` replaced here)."""
-    from ckptviewer.core.ops import StripPrefix
+    from ckptviewer.core.edit.ops import StripPrefix
     from ckptviewer.gui.dialogs import StripPrefixDialog
     from ckptviewer.gui.dialogs.common import StepDialog
 
@@ -664,7 +664,7 @@ def test_dialogs_open_from_the_menu_and_apply_their_step(qtbot, window, ckpts, m
 
 
 def test_a_key_group_is_dropped_with_a_pattern_from_the_context_menu(qtbot, window, ckpts):
-    from ckptviewer.core.ops import Drop
+    from ckptviewer.core.edit.ops import Drop
 
     tab = open_one(qtbot, window, ckpts["state_dict.pt"])
     wait_idle(qtbot, tab)
@@ -719,7 +719,7 @@ def test_warm_start_target_can_be_a_pickled_model(qtbot, window, ckpts):
 
 
 def test_a_dropped_entry_is_noted_on_its_parent(qtbot, window, ckpts):
-    from ckptviewer.core.ops import Drop
+    from ckptviewer.core.edit.ops import Drop
 
     tab = open_one(qtbot, window, ckpts["checkpoint.tar"])
     apply_and_wait(qtbot, tab, Drop(("model_state_dict/fc3.bias", "model_state_dict/fc3.weight")))

@@ -28,8 +28,8 @@ def _env(**extra):
 
 
 def test_open_by_argument_runs_the_window_and_opens_each_file(qapp, ckpts, no_workers_left):
-    from ckptviewer.gui import app as app_module
-    from ckptviewer.gui.main_window import MainWindow
+    from ckptviewer.gui.shell import app as app_module
+    from ckptviewer.gui.shell.main_window import MainWindow
 
     seen = {}
 
@@ -159,7 +159,7 @@ def test_missing_file_and_folder_are_reported(qtbot, window, tmp_path):
 
 
 def test_single_instance_forwards_files_to_the_running_window(qtbot, window, ckpts, tmp_path):
-    from ckptviewer.gui.single_instance import InstanceServer
+    from ckptviewer.gui.shell.single_instance import InstanceServer
 
     server = InstanceServer(parent=window)
     assert server.listen()
@@ -181,7 +181,7 @@ def test_single_instance_forwards_files_to_the_running_window(qtbot, window, ckp
 
 
 def test_single_instance_message_is_bounded():
-    from ckptviewer.gui.single_instance import decode_message, encode_message
+    from ckptviewer.gui.shell.single_instance import decode_message, encode_message
 
     paths, demo = decode_message(encode_message(["/a/b.pt", "c.pt"], demo=True))
     assert paths[0] == "/a/b.pt" and os.path.isabs(paths[1]) and demo
@@ -190,7 +190,7 @@ def test_single_instance_message_is_bounded():
 
 
 def test_file_open_event_goes_through_open_paths(qtbot, window, ckpts, qapp):
-    from ckptviewer.gui.app import FileOpenFilter
+    from ckptviewer.gui.shell.app import FileOpenFilter
 
     filt = FileOpenFilter(window)
     qapp.installEventFilter(filt)
@@ -227,8 +227,8 @@ def test_closing_the_window_mid_statistics_leaves_no_worker(qtbot, window, tmp_p
 
 
 def test_geometry_is_remembered(qtbot, isolated_settings, no_workers_left):
-    from ckptviewer.gui.main_window import MainWindow
-    from ckptviewer.gui.settings import Settings
+    from ckptviewer.gui.shell.main_window import MainWindow
+    from ckptviewer.gui.widgets.settings import Settings
 
     win = MainWindow(Settings(isolated_settings))
     qtbot.addWidget(win)
@@ -253,7 +253,7 @@ def test_demo_opens_the_tutorial_checkpoint(qtbot, window):
 
 
 def test_gui_import_does_not_import_torch_or_pyqtgraph():
-    code = ("import sys, ckptviewer.gui.app, ckptviewer.gui.main_window; "
+    code = ("import sys, ckptviewer.gui.shell.app, ckptviewer.gui.shell.main_window; "
             "bad = [m for m in ('torch', 'pyqtgraph') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, env=_env(), timeout=60)
@@ -276,7 +276,7 @@ def test_binding_refcount_defects_are_guarded():
     code = """
 import sys
 import ckptviewer.gui
-from ckptviewer.gui.qtcompat import leaks, top_up
+from ckptviewer.gui.widgets.qtcompat import leaks, top_up
 from PySide6.QtCore import QAbstractListModel, QCoreApplication, QModelIndex, QObject, Qt, Signal
 app = QCoreApplication([])
 class S(QObject):
@@ -306,7 +306,7 @@ def test_closing_a_busy_tab_does_not_wait_for_its_worker(qtbot, window, tmp_path
     import torch
     from PySide6.QtCore import QThreadPool
 
-    from ckptviewer.gui import tab as tab_module
+    from ckptviewer.gui.checkpoint import tab as tab_module
 
     # Hold the statistics worker inside its task until the tab is closed, so it is certainly busy while
     # the tab closes (not just likely to be, on a big tensor). A close that waited for it would block
@@ -346,7 +346,7 @@ def test_closing_a_busy_tab_does_not_wait_for_its_worker(qtbot, window, tmp_path
 def test_many_files_at_once_are_built_one_per_pass_and_closing_early_is_safe(qtbot, window, ckpts, tmp_path):
     """Tabs of files that finish loading together are built one per pass of the event loop; a tab closed
     while it waits for its turn is dropped (its file closed), and the status bar ends idle."""
-    from ckptviewer.gui import tab as tab_module
+    from ckptviewer.gui.checkpoint import tab as tab_module
     paths = []
     for i in range(12):
         p = tmp_path / f"copy{i}.pt"

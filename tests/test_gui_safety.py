@@ -30,7 +30,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog
 
 import corpus
 import hostile
-from ckptviewer.core.scan import COMPUTED, walk_pickle
+from ckptviewer.core.analyze.scan import COMPUTED, walk_pickle
 from gui_support import QT_STRICT, isolated_settings, no_workers_left, open_one, wait_idle, wait_loaded, window  # noqa: F401
 
 pytestmark = QT_STRICT

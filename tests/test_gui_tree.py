@@ -29,7 +29,7 @@ def _fetch_everything(model, limit=5000):
 @pytest.mark.parametrize("name", ["checkpoint.tar", "whole_model.pt", "values.pt", "gan.tar", "tied_module.pt",
                                   "state_dict.safetensors", "scripted.pt"])
 def test_tree_model_passes_qtmodeltester(qtmodeltester, qtbot, ckpts, name, no_workers_left):
-    from ckptviewer.gui.tree_model import CheckpointTreeModel, KeyFilterProxy
+    from ckptviewer.gui.checkpoint.tree_model import CheckpointTreeModel, KeyFilterProxy
 
     f = load_now(ckpts[name])
     try:
@@ -49,7 +49,7 @@ def test_tree_model_passes_qtmodeltester(qtmodeltester, qtbot, ckpts, name, no_w
 def test_model_is_lazy_and_fills_heavy_columns_later(qtbot, tmp_path, no_workers_left):
     from PySide6.QtCore import QModelIndex
 
-    from ckptviewer.gui.tree_model import BATCH, COL_NUMEL, PENDING, CheckpointTreeModel
+    from ckptviewer.gui.checkpoint.tree_model import BATCH, COL_NUMEL, PENDING, CheckpointTreeModel
 
     sd = {f"p{i}": torch.zeros(2) for i in range(2500)}
     sd_nested = {"outer": {"inner": sd}}
@@ -80,8 +80,8 @@ def test_model_is_lazy_and_fills_heavy_columns_later(qtbot, tmp_path, no_workers
         with qtbot.waitSignal(model.totals_wanted, timeout=2000) as blocker:
             pass
         nodes = blocker.args[0]
-        from ckptviewer.gui.loading import totals_steps
-        from ckptviewer.core.stats import run_steps
+        from ckptviewer.gui.checkpoint.loading import totals_steps
+        from ckptviewer.core.util.progress import run_steps
         done = run_steps(totals_steps(nodes))
         with qtbot.waitSignal(model.dataChanged, timeout=2000):
             model.mark_totals_ready(done)
@@ -254,7 +254,7 @@ def test_file_text_is_shown_as_plain_text(qtbot, window, tmp_path):
 
 
 def test_details_of_a_container_whose_totals_are_not_known_yet(qtbot, window, tmp_path):
-    from ckptviewer.gui import loading
+    from ckptviewer.gui.checkpoint import loading
 
     nested = {"a": {"b": {"c": {f"k{i}": torch.zeros(3) for i in range(50)}}}}
     path = tmp_path / "deep.pt"

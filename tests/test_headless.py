@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from ckptviewer.cli import _prepare_display
+from ckptviewer.cli.main import _prepare_display
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

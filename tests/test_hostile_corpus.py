@@ -15,9 +15,9 @@ import pytest
 import corpus
 import hostile
 from ckptviewer.core import open_checkpoint
-from ckptviewer.core.errors import (CheckpointError, CorruptFileError, LimitExceededError, NotACheckpointError,
-                                    TruncatedFileError)
-from ckptviewer.core.scan import scan_file, walk_pickle
+from ckptviewer.core.util.errors import (CheckpointError, CorruptFileError, LimitExceededError, NotACheckpointError,
+        TruncatedFileError)
+from ckptviewer.core.analyze.scan import scan_file, walk_pickle
 
 PAYLOADS = sorted(hostile.payloads(hostile.Path("/x")))
 CONTAINERS = sorted(hostile.containers())
@@ -148,8 +148,8 @@ def test_deep_nesting_and_cycles_open_with_walks_cut(attack_dir):
 
 
 def test_exponential_dag_is_listed_in_part_and_counted_once(attack_dir):
-    from ckptviewer.core.export import ExportOptions, plan_export
-    from ckptviewer.core.tree import build_tree
+    from ckptviewer.core.write.export import ExportOptions, plan_export
+    from ckptviewer.core.model.tree import build_tree
     with open_checkpoint(attack_dir / "exponential_dag_lists.pt") as ck:
         entries = ck.tensor_entries()
         assert 0 < len(entries) < 100_000
@@ -264,7 +264,7 @@ def test_dense_honest_pickles_stay_inside_the_object_budget(tmp_path):
 
     import torch
     from ckptviewer.core import open_checkpoint
-    from ckptviewer.core.unpickler import BASE_UNITS
+    from ckptviewer.core.read.pickle.unpickler import BASE_UNITS
 
     history = [{"step": i, "lr": (i, 0.1)} for i in range(300_000)]
     torch.save({"history": history, "w": torch.zeros(2)}, tmp_path / "dense.pt")

@@ -15,8 +15,8 @@ import pytest
 
 import hostile
 from ckptviewer.core import open_checkpoint
-from ckptviewer.core.errors import CheckpointError
-from ckptviewer.core.info import build_report
+from ckptviewer.core.util.errors import CheckpointError
+from ckptviewer.core.analyze.info import build_report
 
 NAMES = sorted(hostile.payloads(Path("/x")))
 # Payloads whose plain-pickle execution creates the marker (the others only name dangerous globals).

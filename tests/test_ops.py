@@ -6,17 +6,17 @@ import pytest
 import torch
 
 from ckptviewer.core import open_checkpoint
-from ckptviewer.core.cast import cast_raw
-from ckptviewer.core.dtypes import BY_NAME
-from ckptviewer.core.errors import OperationError
-from ckptviewer.core.ops import (Cast, Drop, Rename, RemapDevice, Select, StripPrefix, apply_steps,
-                                 rename_preview, step_from_json)
-from ckptviewer.core.tensor import TensorRef
-from ckptviewer.core.warmstart import compare, suggest
+from ckptviewer.core.model.cast import cast_raw
+from ckptviewer.core.model.dtypes import BY_NAME
+from ckptviewer.core.util.errors import OperationError
+from ckptviewer.core.edit.ops import (Cast, Drop, Rename, RemapDevice, Select, StripPrefix, apply_steps,
+        rename_preview, step_from_json)
+from ckptviewer.core.model.tensor import TensorRef
+from ckptviewer.core.analyze.warmstart import compare, suggest
 
 
 def devices(root):
-    from ckptviewer.core.walk import iter_tensors
+    from ckptviewer.core.model.walk import iter_tensors
     return {t.device for _, t in iter_tensors(root)}
 
 

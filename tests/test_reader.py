@@ -15,12 +15,12 @@ import torch
 
 import makers
 from ckptviewer.core import open_checkpoint
-from ckptviewer.core.errors import (CheckpointError, CorruptFileError, NotACheckpointError, TruncatedFileError)
-from ckptviewer.core.info import build_report
-from ckptviewer.core.interpret import analyze
-from ckptviewer.core.objects import StandIn
-from ckptviewer.core.tensor import TensorRef
-from ckptviewer.core.walk import module_state_dict
+from ckptviewer.core.util.errors import CheckpointError, CorruptFileError, NotACheckpointError, TruncatedFileError
+from ckptviewer.core.analyze.info import build_report
+from ckptviewer.core.model.interpret import analyze
+from ckptviewer.core.model.objects import StandIn
+from ckptviewer.core.model.tensor import TensorRef
+from ckptviewer.core.model.walk import module_state_dict
 
 
 def entries(path):
@@ -412,7 +412,7 @@ def test_data_pkl_crc_is_checked(ckpts, tmp_path):
 
 
 def test_tree_find_reaches_every_tensor_by_its_key_path(ckpts):
-    from ckptviewer.core.tree import build_tree
+    from ckptviewer.core.model.tree import build_tree
     for name in ("checkpoint.tar", "bn_whole_model.pt", "gan_modules.tar", "scripted.pt", "values.pt"):
         with open_checkpoint(ckpts[name]) as ck:
             root = build_tree(ck)

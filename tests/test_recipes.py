@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from ckptviewer.core import open_checkpoint
-from ckptviewer.core.batch import convert_file, convert_iter, expand_inputs, without_outputs
-from ckptviewer.core.errors import OperationError
-from ckptviewer.core.ops import Cast, Rename, SelectModel, StripPrefix, apply_steps
-from ckptviewer.core.recipes import (OutputRule, Recipe, find_recipe, load_recipe, presets, recipe_from_json)
+from ckptviewer.core.edit.batch import convert_file, convert_iter, expand_inputs, without_outputs
+from ckptviewer.core.util.errors import OperationError
+from ckptviewer.core.edit.ops import Cast, Rename, SelectModel, StripPrefix, apply_steps
+from ckptviewer.core.edit.recipes import OutputRule, Recipe, find_recipe, load_recipe, presets, recipe_from_json
 from models import Net
 
 CLI = [sys.executable, "-m", "ckptviewer", "convert"]

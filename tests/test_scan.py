@@ -1,4 +1,4 @@
-"""The safety report: `ckptviewer scan` and core/scan.py, on clean fixtures, payloads and broken files."""
+"""The safety report: `ckptviewer scan` and core/analyze/scan.py, on clean fixtures, payloads and broken files."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ import pytest
 
 import hostile
 from ckptviewer.core import open_checkpoint
-from ckptviewer.core.danger import danger_reason
-from ckptviewer.core.scan import COMPUTED, categorize, scan_checkpoint, scan_file, walk_pickle
+from ckptviewer.core.read.pickle.danger import danger_reason
+from ckptviewer.core.analyze.scan import COMPUTED, categorize, scan_checkpoint, scan_file, walk_pickle
 
 CLI = [sys.executable, "-m", "ckptviewer"]
 

@@ -13,17 +13,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ckptviewer.core.diff import DiffOptions, DiffRun
-from ckptviewer.core.errors import CorruptFileError, LimitExceededError, NotACheckpointError, OperationError
-from ckptviewer.core.export import ExportOptions, export
-from ckptviewer.core.formats import open_checkpoint
-from ckptviewer.core.formats import sharded as sharded_mod
-from ckptviewer.core.formats.sharded import shard_of
-from ckptviewer.core.info import build_report, report_text, stand_in_classes
-from ckptviewer.core.objects import Unreadable
-from ckptviewer.core.ops import StripPrefix, apply_steps
-from ckptviewer.core.shard_export import export_sharded_iter, parse_size, shard_file_names
-from ckptviewer.core.tensor import TensorRef
+from ckptviewer.core.analyze.diff import DiffOptions, DiffRun
+from ckptviewer.core.util.errors import CorruptFileError, LimitExceededError, NotACheckpointError, OperationError
+from ckptviewer.core.write.export import ExportOptions, export
+from ckptviewer.core.read.open import open_checkpoint
+from ckptviewer.core.read.multifile import sharded as sharded_mod
+from ckptviewer.core.read.multifile.sharded import shard_of
+from ckptviewer.core.analyze.info import build_report, report_text, stand_in_classes
+from ckptviewer.core.model.objects import Unreadable
+from ckptviewer.core.edit.ops import StripPrefix, apply_steps
+from ckptviewer.core.write.shards import export_sharded_iter, parse_size, shard_file_names
+from ckptviewer.core.model.tensor import TensorRef
 from hostile import payloads
 
 CLI = [sys.executable, "-m", "ckptviewer"]

@@ -1,13 +1,13 @@
-"""The "copy load snippet" code (core/snippet.py): it must name the entry and, where it says
+"""The "copy load snippet" code (core/analyze/snippet.py): it must name the entry and, where it says
 weights_only=True, really load it with torch."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ckptviewer.core.formats import open_checkpoint
-from ckptviewer.core.snippet import key_path_text, load_snippet, py_literal
-from ckptviewer.core.tree import build_tree
+from ckptviewer.core.read.open import open_checkpoint
+from ckptviewer.core.analyze.snippet import key_path_text, load_snippet, py_literal
+from ckptviewer.core.model.tree import build_tree
 
 
 def _walk(node):

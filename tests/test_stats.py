@@ -1,4 +1,4 @@
-"""Streaming statistics and histograms (core/stats.py) against numpy/torch on the same values."""
+"""Streaming statistics and histograms (core/analyze/stats.py) against numpy/torch on the same values."""
 from __future__ import annotations
 
 import math
@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ckptviewer.core import stats
-from ckptviewer.core.errors import CancelledError
-from ckptviewer.core.formats import open_checkpoint
+from ckptviewer.core.analyze import stats
+from ckptviewer.core.util.errors import CancelledError
+from ckptviewer.core.read.open import open_checkpoint
 
 
 def _open_one(tmp_path, tensor: torch.Tensor, name: str = "t.pt"):

@@ -1,4 +1,4 @@
 """The Qt face of ckptviewer. Importing it checks the Qt binding for known defects (see qtcompat)."""
-from .qtcompat import guard
+from .widgets.qtcompat import guard
 
 guard()

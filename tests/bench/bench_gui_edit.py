@@ -40,10 +40,10 @@ def main() -> None:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication([])
-    from ckptviewer.core.ops import Cast, Rename, StripPrefix
-    from ckptviewer.gui import tab_edits
-    from ckptviewer.gui.main_window import MainWindow
-    from ckptviewer.gui.settings import Settings
+    from ckptviewer.core.edit.ops import Cast, Rename, StripPrefix
+    from ckptviewer.gui.checkpoint import tab_edits
+    from ckptviewer.gui.shell.main_window import MainWindow
+    from ckptviewer.gui.widgets.settings import Settings
 
     win = MainWindow(Settings(Path(tmp.name) / "s.ini"))
     win.resize(1440, 900)

@@ -28,7 +28,7 @@ from bench_gui_work import StallProbe, wait  # noqa: E402
 
 
 def largest_tensor(tab):
-    from ckptviewer.core.tensor import TensorRef
+    from ckptviewer.core.model.tensor import TensorRef
     best = None
     for path, t in tab.file.checkpoint.tensor_entries():
         if isinstance(t, TensorRef) and (best is None or t.numel > best[1].numel):
@@ -49,8 +49,8 @@ def main() -> int:
 
     from PySide6.QtWidgets import QApplication
 
-    from ckptviewer.gui.main_window import MainWindow
-    from ckptviewer.gui.settings import Settings
+    from ckptviewer.gui.shell.main_window import MainWindow
+    from ckptviewer.gui.widgets.settings import Settings
 
     app = QApplication.instance() or QApplication([])
     settings_dir = tempfile.mkdtemp(prefix="ckptviewer-stall-")
@@ -91,7 +91,7 @@ def main() -> int:
     result["running a diff"] = 1000 * probe.worst
 
     if args.keys_diff:
-        from ckptviewer.gui.diff_work import DiffSetup
+        from ckptviewer.gui.diff.work import DiffSetup
         ka, kb = args.keys_diff
         probe = StallProbe()
         kdiff = win.open_diff(ka, kb, DiffSetup(ka, kb, strip_prefix=True))

@@ -100,8 +100,8 @@ def main() -> int:
 
         from PySide6.QtWidgets import QApplication
 
-        from ckptviewer.gui.main_window import MainWindow
-        from ckptviewer.gui.settings import Settings
+        from ckptviewer.gui.shell.main_window import MainWindow
+        from ckptviewer.gui.widgets.settings import Settings
 
         app = QApplication.instance() or QApplication([])
         win = MainWindow(Settings(str(folder / "settings.ini")))

@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import hostile  # noqa: E402
 
-from ckptviewer.core.scan import scan_file  # noqa: E402
+from ckptviewer.core.analyze.scan import scan_file  # noqa: E402
 
 
 def picklescan_verdict(path: Path) -> tuple[bool | None, list[str], str]:

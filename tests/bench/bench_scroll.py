@@ -38,8 +38,8 @@ def main() -> None:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication([])
-    from ckptviewer.gui.main_window import MainWindow
-    from ckptviewer.gui.settings import Settings
+    from ckptviewer.gui.shell.main_window import MainWindow
+    from ckptviewer.gui.widgets.settings import Settings
 
     win = MainWindow(Settings(Path(tmp.name) / "s.ini"))
     win.resize(1280, 900)

@@ -50,13 +50,13 @@ def wrap(mode: str, data: bytes) -> bytes:
 
 def exercise_buffer(raw: bytes) -> str:
     """corpus.exercise on bytes (no file), and the scanner. Returns "ok" or the CheckpointError class."""
-    from ckptviewer.core.errors import CheckpointError
-    from ckptviewer.core.export import ExportOptions, plan_export
-    from ckptviewer.core.formats import read_buffer
-    from ckptviewer.core.info import build_report, report_text
-    from ckptviewer.core.interpret import analyze
-    from ckptviewer.core.scan import scan_buffer, scan_checkpoint
-    from ckptviewer.core.tree import build_tree
+    from ckptviewer.core.util.errors import CheckpointError
+    from ckptviewer.core.write.export import ExportOptions, plan_export
+    from ckptviewer.core.read.detect import read_buffer
+    from ckptviewer.core.analyze.info import build_report, report_text
+    from ckptviewer.core.model.interpret import analyze
+    from ckptviewer.core.analyze.scan import scan_buffer, scan_checkpoint
+    from ckptviewer.core.model.tree import build_tree
 
     light = scan_buffer(raw, "fuzz")
     try:
@@ -140,10 +140,10 @@ def fuzz_random(seeds, minutes: float, out: Path, slow: float, rng: random.Rando
 def fuzz_atheris(seeds, minutes: float, out: Path, slow: float) -> None:
     import atheris
     with atheris.instrument_imports(include=["ckptviewer"]):
-        import ckptviewer.core.formats  # noqa: F401
-        import ckptviewer.core.info  # noqa: F401
-        import ckptviewer.core.scan  # noqa: F401
-        import ckptviewer.core.export  # noqa: F401
+        import ckptviewer.core.read.detect  # noqa: F401
+        import ckptviewer.core.analyze.info  # noqa: F401
+        import ckptviewer.core.analyze.scan  # noqa: F401
+        import ckptviewer.core.write.export  # noqa: F401
     seed_dir = out / "corpus"
     seed_dir.mkdir(exist_ok=True)
     for s in seeds:         # first byte: how to wrap the rest (raw file, or a pickle in a container)
@@ -170,8 +170,8 @@ def fuzz_atheris(seeds, minutes: float, out: Path, slow: float) -> None:
 
 def bounds() -> None:
     """The issue's resource attacks: time (no tracing) and peak traced memory of everything the viewer does."""
-    from ckptviewer.core.errors import CheckpointError
-    from ckptviewer.core.scan import scan_file
+    from ckptviewer.core.util.errors import CheckpointError
+    from ckptviewer.core.analyze.scan import scan_file
     folder = Path(tempfile.mkdtemp())
     files = dict(corpus.resource_attacks())
     print(f"{'file':32s} {'bytes':>10s} {'seconds':>8s} {'peak MB':>8s} {'scan s':>7s}  outcome")

@@ -150,7 +150,7 @@ def case3(files, runs):
 HIST = r"""
 import sys, time, json
 t0 = time.perf_counter()
-from ckptviewer.core.formats import open_checkpoint
+from ckptviewer.core.read.detect import open_checkpoint
 from ckptviewer.core import stats
 ck = open_checkpoint(sys.argv[1])
 t = ck.root["embedding.weight"]

@@ -10,11 +10,11 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHeaderView, QLabel, QMessageBox,
                                QTableView, QVBoxLayout, QWidget)
 
-from ...core import keypath
-from ...core.errors import CheckpointError
-from ...core.ops import RenameRow
-from ...core.textsafe import key_text, path_text
-from ..theme import plain_tooltip
+from ...core.model import keypath
+from ...core.util.errors import CheckpointError
+from ...core.edit.ops import RenameRow
+from ...core.util.textsafe import key_text, path_text
+from ..widgets.theme import plain_tooltip
 
 ERROR_STYLE = "color: #d9534f;"
 COLLISION_BG = QColor(217, 83, 79, 70)

@@ -14,16 +14,18 @@ from typing import Any
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPlainTextEdit,
                                QPushButton, QWidget)
 
-from ...core import keypath
-from ...core.errors import OperationError
-from ...core.export import ExportOptions, check_destination
-from ...core.interpret import Analysis
-from ...core.ops import Cast, Select, Step
-from ...core.recipes import sanitize_file_name
-from ...core.textsafe import path_text, safe_text
-from ...core.units import human_bytes
-from ..editing import ExportRequest, plan_task
-from ..workers import TaskRunner, WorkerError
+from ...core.model import keypath
+from ...core.util.errors import OperationError
+from ...core.write.export import ExportOptions
+from ...core.write.destination import check_destination
+from ...core.model.interpret import Analysis
+from ...core.edit.ops import Cast, Select, Step
+from ...core.edit.recipes import sanitize_file_name
+from ...core.util.textsafe import path_text, safe_text
+from ...core.util.units import human_bytes
+from .export_work import ExportRequest, plan_task
+from ..widgets.messages import error_text
+from ..widgets.workers import TaskRunner, WorkerError
 from . import common
 from .common import StepDialog, error_line, plain_label
 
@@ -282,10 +284,9 @@ class ExportDialog(StepDialog):
         self._update_ok()
 
     def _on_plan_failed(self, err: WorkerError) -> None:
-        from ..edit_session import failure_text
         self.planning = False
         self.state.plan = None
-        self.state.plan_error = failure_text(err.exc)
+        self.state.plan_error = error_text(err.exc)
         self.plan_text.setPlainText(f"Cannot export: {safe_text(self.state.plan_error, 600)}")
         self._update_ok()
 

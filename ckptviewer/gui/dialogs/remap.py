@@ -8,9 +8,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QPushButton, QTableWidget,
                                QTableWidgetItem, QWidget)
 
-from ...core.errors import OperationError
-from ...core.ops import RemapDevice, device_matches
-from ...core.textsafe import safe_text
+from ...core.util.errors import OperationError
+from ...core.edit.ops import RemapDevice, device_matches
+from ...core.util.textsafe import safe_text
 from .common import StepDialog, plain_label
 
 COMMON_TARGETS = ("cpu", "cuda", "cuda:0", "cuda:1", "mps")

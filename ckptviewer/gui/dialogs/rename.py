@@ -12,10 +12,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLay
                                QLineEdit, QListWidget, QMenu, QPushButton, QSplitter, QStackedWidget, QTableWidget,
                                QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
 
-from ...core.errors import OperationError
-from ...core.ops import Rename, RenameRow, find_state_dicts, rename_preview_steps, rule_text
-from ..loading import gc_paused
-from ..workers import TaskRunner
+from ...core.util.errors import OperationError
+from ...core.edit.ops import Rename, RenameRow, find_state_dicts, rename_preview_steps, rule_text
+from ..widgets.gc_pause import gc_paused
+from ..widgets.workers import TaskRunner
 from .common import ERROR_STYLE, RenamePreviewModel, StepDialog, at_text, plain_label, preview_table, where_text
 
 RULE_LABELS = {"add_prefix": "Add prefix", "remove_prefix": "Remove prefix", "replace": "Find and replace",

@@ -15,13 +15,14 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormL
                                QHeaderView, QLineEdit, QListWidget, QPushButton, QTableWidget, QTableWidgetItem,
                                QTabWidget, QVBoxLayout, QWidget)
 
-from ...core.ops import Rename, find_state_dicts
-from ...core.stats import Progress
-from ...core.tensor import TensorRef
-from ...core.textsafe import key_text, safe_text
-from ...core.units import shape_text
-from ...core.warmstart import Suggestion, WarmStartReport, accept, compare, suggest
-from ..workers import TaskRunner, WorkerError
+from ...core.edit.ops import Rename, find_state_dicts
+from ...core.util.progress import Progress
+from ...core.model.tensor import TensorRef
+from ...core.util.textsafe import key_text, safe_text
+from ...core.util.units import shape_text
+from ...core.analyze.warmstart import Suggestion, WarmStartReport, accept, compare, suggest
+from ..widgets.messages import error_text
+from ..widgets.workers import TaskRunner, WorkerError
 from .common import StepDialog, at_text, plain_label, where_text
 
 MAX_LISTED = 5000
@@ -48,8 +49,8 @@ class TargetFile:
 
 def target_steps(path: str) -> Generator[Progress, None, TargetFile]:
     """Open ``path`` and list its state_dicts (and pickled modules' state_dicts); only shapes are kept."""
-    from ...core.formats import open_checkpoint
-    from ...core.interpret import analyze
+    from ...core.read.open import open_checkpoint
+    from ...core.model.interpret import analyze
     name = os.path.basename(path)
     yield Progress(0, 2, f"Opening {name}")
     ck = open_checkpoint(path)
@@ -269,8 +270,7 @@ class WarmStartDialog(StepDialog):
 
     def _on_target_failed(self, err: WorkerError) -> None:
         self.loading = False
-        from ..edit_session import failure_text
-        self.load_error = f"Could not open the target: {failure_text(err.exc)}"
+        self.load_error = f"Could not open the target: {error_text(err.exc)}"
         self.status_label.setText(safe_text(self.load_error, 600))
 
     def _on_source_changed(self, index: int) -> None:

@@ -1,0 +1,49 @@
+"""What every command shares: one-line errors on stderr and progress on a terminal."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Generator
+
+
+def err(msg: str) -> None:
+    """Print one line on stderr, prefixed with the program's name."""
+    print(f"ckptviewer: {single_line(msg)}", file=sys.stderr)
+
+
+def single_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def internal_error(path: str, exc: BaseException) -> str:
+    """The line for an exception that is a bug of ours, not a problem of the file: say so, keep going."""
+    return (f"{os.path.basename(path)}: internal error ({type(exc).__name__}: {exc}); "
+            f"please report this file's problem")
+
+
+def drain(gen: Generator[Any, None, Any], *, show: bool | None = None, label: str = "") -> Any:
+    """Run a step generator (each step has ``done``/``total`` and a ``stage`` or ``what``) to its end and
+    return its value. On a terminal (or with ``show``), one line of stderr shows how far it got."""
+    if show is None:
+        show = sys.stderr.isatty()
+    last = None
+    try:
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if not show or p is None:
+                continue
+            total = getattr(p, "total", 0)
+            pct = int(100 * p.done / total) if total else 100
+            stage = getattr(p, "stage", None) or getattr(p, "what", "")
+            text = f"{label}{stage} {pct:3d}%"
+            if text != last:
+                sys.stderr.write("\r\033[K" + text)
+                sys.stderr.flush()
+                last = text
+    finally:
+        if last is not None:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()

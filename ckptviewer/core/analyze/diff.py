@@ -1,0 +1,424 @@
+"""Comparing two checkpoints (or two parts of them), tensor by tensor, in bounded memory.
+
+``DiffRun(a, b)`` lines up the leaves of both trees by key path at once (metadata only): tensors,
+and plain values such as ``epoch``, ``loss`` or an optimizer's ``lr``. ``run.compare()`` then streams
+the tensors that exist on both sides, one pair and one chunk at a time; each yield reports progress
+and is a point where the caller may stop. Chunks whose bytes are equal cost a memory comparison and no
+arithmetic; a tensor pair that is one region of one file ("best is last": both keys hold the same
+storage) is identical without reading anything.
+
+For tensors that differ: max |a-b|, mean |a-b|, ||a-b|| / ||a||, cosine similarity, and the fraction
+of elements that are not close in the sense of ``torch.allclose`` (|a - b| > atol + rtol * |b|).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Generator, Iterator
+
+import numpy as np
+
+from ..model.dtypes import to_numbers
+from ..util.errors import CheckpointError
+from ..model.objects import GlobalRef, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
+from ..model.tensor import CHUNK_BYTES, TensorRef
+from ..util.textsafe import path_text
+from ..model.tree import is_plain_values, value_text
+from ..model.walk import MAX_DEPTH, children, unwrap
+
+STATUSES = ("same", "changed", "dtype", "shape", "only_a", "only_b", "value", "error", "pending")
+STATUS_TEXT = {"same": "identical", "changed": "values changed", "dtype": "dtype changed",
+               "shape": "shape changed", "only_a": "only in A", "only_b": "only in B",
+               "value": "value changed", "error": "unreadable", "pending": "not compared yet"}
+# The same statuses as counts in a summary ("3 tensors changed, 2 other values changed").
+COUNT_TEXT = {**STATUS_TEXT, "changed": "tensors changed", "value": "other values changed"}
+
+
+@dataclass
+class TensorMetrics:
+    numel: int = 0
+    max_abs: float = 0.0
+    sum_abs: float = 0.0
+    sum_sq_diff: float = 0.0
+    sum_sq_a: float = 0.0
+    sum_sq_b: float = 0.0
+    dot: float = 0.0
+    not_close: int = 0
+    nan_mismatch: int = 0
+    bytes_equal: bool = True
+
+    @property
+    def mean_abs(self) -> float:
+        return self.sum_abs / self.numel if self.numel else 0.0
+
+    @property
+    def relative_change(self) -> float:
+        """||a - b|| / ||a||: how much of A moved (inf when A is all zeros and B is not)."""
+        if self.sum_sq_a == 0:
+            return 0.0 if self.sum_sq_diff == 0 else math.inf
+        return math.sqrt(self.sum_sq_diff / self.sum_sq_a)
+
+    @property
+    def cosine(self) -> float:
+        denom = math.sqrt(self.sum_sq_a) * math.sqrt(self.sum_sq_b)
+        if denom == 0:
+            return 1.0 if self.sum_sq_a == self.sum_sq_b == 0 else 0.0
+        return max(-1.0, min(1.0, self.dot / denom))
+
+    @property
+    def fraction_changed(self) -> float:
+        return self.not_close / self.numel if self.numel else 0.0
+
+    def as_dict(self) -> dict:
+        return {"max_abs": self.max_abs, "mean_abs": self.mean_abs, "relative_change": self.relative_change,
+                "cosine": self.cosine, "fraction_changed": self.fraction_changed, "not_close": self.not_close,
+                "numel": self.numel, "bytes_equal": self.bytes_equal}
+
+
+@dataclass
+class DiffEntry:
+    path: tuple
+    status: str
+    a: Any = None
+    b: Any = None
+    metrics: TensorMetrics | None = None
+    error: str = ""
+
+    @property
+    def is_tensor(self) -> bool:
+        return isinstance(self.a, TensorRef) or isinstance(self.b, TensorRef)
+
+    @property
+    def differs(self) -> bool:
+        return self.status not in ("same", "pending")
+
+    def describe(self) -> str:
+        if self.status == "changed" and self.metrics is not None:
+            m = self.metrics
+            return (f"max|a-b| {m.max_abs:.4g}  mean|a-b| {m.mean_abs:.4g}  rel {m.relative_change:.4g}  "
+                    f"cos {m.cosine:.6f}  not close {100 * m.fraction_changed:.2f}%")
+        if self.status == "dtype":
+            text = f"{self.a.dtype.name} -> {self.b.dtype.name}"
+            if self.metrics is not None:
+                m = self.metrics
+                text += f"  max|a-b| {m.max_abs:.4g}  rel {m.relative_change:.4g}"
+            return text
+        if self.status == "shape":
+            return f"{list(self.a.shape)} -> {list(self.b.shape)}"
+        if self.status == "value":
+            return f"{value_text(self.a, 60)} -> {value_text(self.b, 60)}"
+        if self.status == "error":
+            return self.error
+        if self.status in ("only_a", "only_b"):
+            v = self.a if self.status == "only_a" else self.b
+            return _leaf_text(v)
+        if self.status == "same" and self.device_change:
+            return f"saved on {self.device_change}"
+        return ""
+
+    @property
+    def device_change(self) -> str:
+        """"cpu -> cuda:1" when both are tensors saved on different devices (values may still be equal)."""
+        if isinstance(self.a, TensorRef) and isinstance(self.b, TensorRef) and self.a.device != self.b.device:
+            return f"{self.a.device} -> {self.b.device}"
+        return ""
+
+
+def _leaf_text(v: Any) -> str:
+    if isinstance(v, TensorRef):
+        return f"{v.dtype.name} {list(v.shape)}"
+    return value_text(v, 60)
+
+
+@dataclass
+class DiffOptions:
+    atol: float = 1e-8
+    rtol: float = 1e-5
+    chunk_bytes: int = CHUNK_BYTES
+
+
+@dataclass
+class DiffProgress:
+    index: int          # the entry just finished (or -1)
+    done: int           # bytes compared so far
+    total: int
+
+
+# -- lining up the leaves ------------------------------------------------------------------------------------
+def iter_leaves(root: Any, max_nodes: int = 5_000_000) -> Iterator[tuple[tuple, Any]]:
+    """(key path, leaf) for tensors and plain values under ``root``, in tree order. Lists of plain
+    values count as one leaf; pickled modules contribute their state_dict; cycles are cut."""
+    stack: list[tuple[tuple, Any, tuple]] = [((), root, ())]
+    seen = 0
+    while stack:
+        path, value, anc = stack.pop()
+        seen += 1
+        if seen > max_nodes:
+            return
+        value = unwrap(value)
+        container = (isinstance(value, (dict, list, tuple, StandIn)) and not isinstance(value, TorchSize)
+                     and not is_plain_values(value))
+        if not container:
+            yield path, value
+            continue
+        if id(value) in anc or len(path) > MAX_DEPTH:
+            continue
+        kids = children(value)
+        if not kids:
+            yield path, value
+            continue
+        stack.extend((path + (k,), v, anc + (id(value),)) for k, v in reversed(kids))
+
+
+def _values_equal(a: Any, b: Any) -> bool:
+    if type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float))):
+        if isinstance(a, np.generic) or isinstance(b, np.generic):
+            try:
+                return bool(a == b)
+            except (TypeError, ValueError):
+                return False
+        return False
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    if isinstance(a, (StandIn, GlobalRef, Unreadable)):
+        return getattr(a, "qualname", None) == getattr(b, "qualname", None) and isinstance(a, GlobalRef)
+    if isinstance(a, (TorchDevice, TorchEnum, TorchSize)) or isinstance(a, (int, float, str, bytes, bool, complex)) \
+            or a is None or isinstance(a, (list, tuple, dict, set, frozenset)):
+        try:
+            return bool(a == b)
+        except (TypeError, ValueError):
+            return False
+    return a is b
+
+
+class DiffRun:
+    """The comparison of two trees. ``entries`` exist at once; ``compare()`` fills in tensor results."""
+
+    def __init__(self, a: Any, b: Any, options: DiffOptions | None = None):
+        self.options = options or DiffOptions()
+        leaves_a = dict(iter_leaves(a))
+        leaves_b = dict(iter_leaves(b))
+        self.entries: list[DiffEntry] = []
+        for path, va in leaves_a.items():
+            if path not in leaves_b:
+                self.entries.append(DiffEntry(path, "only_a", a=va))
+            else:
+                self.entries.append(self._pair(path, va, leaves_b[path]))
+        for path, vb in leaves_b.items():
+            if path not in leaves_a:
+                self.entries.append(DiffEntry(path, "only_b", b=vb))
+        self._index = {e.path: i for i, e in enumerate(self.entries)}
+
+    @staticmethod
+    def _pair(path: tuple, va: Any, vb: Any) -> DiffEntry:
+        ta, tb = isinstance(va, TensorRef), isinstance(vb, TensorRef)
+        if ta and tb:
+            if tuple(va.shape) != tuple(vb.shape):
+                return DiffEntry(path, "shape", va, vb)
+            return DiffEntry(path, "pending", va, vb)
+        if ta or tb:
+            return DiffEntry(path, "value", va, vb)
+        return DiffEntry(path, "same" if _values_equal(va, vb) else "value", va, vb)
+
+    def entry(self, path: tuple) -> DiffEntry | None:
+        i = self._index.get(tuple(path))
+        return self.entries[i] if i is not None else None
+
+    @property
+    def pending(self) -> list[int]:
+        return [i for i, e in enumerate(self.entries) if e.status == "pending"]
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in STATUSES}
+        for e in self.entries:
+            out[e.status] += 1
+        return out
+
+    @property
+    def equal(self) -> bool:
+        return all(e.status == "same" for e in self.entries)
+
+    def compare(self) -> Generator[DiffProgress, None, None]:
+        """Compare every pending tensor pair; yields after each chunk (progress, and a place to stop)."""
+        todo = self.pending
+        total = sum(self.entries[i].a.nbytes + self.entries[i].b.nbytes for i in todo)
+        done = 0
+        for i in todo:
+            e = self.entries[i]
+            try:
+                for n in _compare_pair(e, self.options):
+                    done += n
+                    yield DiffProgress(-1, done, total)
+            except CheckpointError as err:
+                e.status, e.error = "error", err.message
+            yield DiffProgress(i, done, total)
+
+    def run(self) -> "DiffRun":
+        for _ in self.compare():
+            pass
+        return self
+
+    def layer_changes(self) -> list[tuple[str, float]]:
+        """(key, relative change) for compared tensors in key order: the per-layer chart's data."""
+        out = []
+        for e in self.entries:
+            if e.metrics is not None and e.status in ("same", "changed", "dtype"):
+                out.append((path_text(e.path), 0.0 if e.status == "same" else e.metrics.relative_change))
+        return out
+
+
+def _same_region(a: TensorRef, b: TensorRef) -> bool:
+    """Both handles are one view of one storage of one file (``{"best": sd, "last": sd}``)."""
+    return (a.storage is not None and a.storage is b.storage and a.cast_from is None and b.cast_from is None
+            and a.offset == b.offset and a.shape == b.shape and a.stride == b.stride and a.dtype == b.dtype)
+
+
+def _compare_pair(e: DiffEntry, opt: DiffOptions) -> Iterator[int]:
+    a, b = e.a, e.b
+    for t in (a, b):
+        t.validate()
+        if t.problem:
+            e.status, e.error = "error", t.problem
+            return
+    m = TensorMetrics()
+    e.metrics = m
+    if _same_region(a, b):
+        m.numel = a.numel
+        m.sum_sq_a = m.sum_sq_b = m.dot = math.nan       # not computed: nothing to compare
+        e.status = "same"
+        yield a.nbytes + b.nbytes
+        return
+    same_type = a.dtype.name == b.dtype.name
+    rows = min(a.rows_per_chunk(opt.chunk_bytes), b.rows_per_chunk(opt.chunk_bytes))
+    numeric = a.dtype.kind != "bits" and b.dtype.kind != "bits"
+    equal_chunks: list[int] = []
+    for k, (ra, rb) in enumerate(zip(a.iter_raw(opt.chunk_bytes, rows), b.iter_raw(opt.chunk_bytes, rows))):
+        m.numel += ra.size
+        if same_type and _bytes_equal(ra, rb):
+            equal_chunks.append(k)          # no arithmetic: norms are only needed if another chunk differs
+        else:
+            m.bytes_equal = False
+            if numeric:
+                _accumulate(m, to_numbers(ra.reshape(-1), a.dtype), to_numbers(rb.reshape(-1), b.dtype), opt)
+            else:
+                m.not_close += int(np.count_nonzero(ra.reshape(-1) != rb.reshape(-1)))
+        yield ra.nbytes + rb.nbytes
+    if not m.bytes_equal and equal_chunks and numeric:
+        # Partly changed: the unchanged chunks still count in ||a||, ||b|| and a.b. Read them again.
+        wanted = set(equal_chunks)
+        for k, ra in enumerate(a.iter_raw(opt.chunk_bytes, rows)):
+            if k in wanted:
+                _accumulate_equal(m, to_numbers(ra.reshape(-1), a.dtype))
+    if not same_type:
+        e.status = "dtype"
+    elif m.bytes_equal:
+        e.status = "same"
+    else:
+        e.status = "changed"
+
+
+def _bytes_equal(ra: np.ndarray, rb: np.ndarray) -> bool:
+    if ra.nbytes != rb.nbytes:
+        return False
+    return np.array_equal(ra.reshape(-1).view(np.uint8), rb.reshape(-1).view(np.uint8))
+
+
+def _as_math(x: np.ndarray) -> np.ndarray:
+    if x.dtype.kind == "c":
+        return x.astype(np.complex128, copy=False)
+    if x.dtype == np.float32 or x.dtype == np.float64:
+        return x
+    return x.astype(np.float64 if x.dtype.itemsize > 4 or x.dtype.kind in "iub" else np.float32)
+
+
+def _accumulate_equal(m: TensorMetrics, va: np.ndarray) -> None:
+    x = _as_math(va)
+    if x.dtype.kind == "c":
+        sq = float(np.sum(np.abs(x) ** 2))
+    else:
+        finite = np.isfinite(x) if x.dtype.kind == "f" else None
+        xf = x if finite is None or finite.all() else np.where(finite, x, 0)
+        sq = float(np.dot(xf.astype(np.float64, copy=False), xf.astype(np.float64, copy=False)))
+    m.sum_sq_a += sq
+    m.sum_sq_b += sq
+    m.dot += sq
+
+
+def _accumulate(m: TensorMetrics, va: np.ndarray, vb: np.ndarray, opt: DiffOptions) -> None:
+    x, y = _as_math(va), _as_math(vb)
+    if x.dtype != y.dtype:
+        x, y = x.astype(np.float64), y.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.abs(x - y)
+        nan_a, nan_b = np.isnan(x), np.isnan(y)
+        both_nan = nan_a & nan_b
+        d_fin = np.where(np.isfinite(d), d, 0)
+        mx = float(d_fin.max()) if d_fin.size else 0.0
+        m.max_abs = max(m.max_abs, mx, math.inf if (np.isinf(d) & ~both_nan).any() else 0.0)
+        m.sum_abs += float(np.sum(d_fin, dtype=np.float64))
+        d64 = d_fin.astype(np.float64, copy=False)
+        m.sum_sq_diff += float(np.dot(d64, d64))
+        xa = np.where(np.isfinite(x), x, 0).astype(np.float64 if x.dtype.kind != "c" else np.complex128, copy=False)
+        yb = np.where(np.isfinite(y), y, 0).astype(np.float64 if y.dtype.kind != "c" else np.complex128, copy=False)
+        if xa.dtype.kind == "c":
+            m.sum_sq_a += float(np.sum(np.abs(xa) ** 2))
+            m.sum_sq_b += float(np.sum(np.abs(yb) ** 2))
+            m.dot += float(np.real(np.vdot(xa, yb)))
+        else:
+            m.sum_sq_a += float(np.dot(xa, xa))
+            m.sum_sq_b += float(np.dot(yb, yb))
+            m.dot += float(np.dot(xa, yb))
+        # torch.allclose: |a - b| <= atol + rtol * |b|; NaN is never close (unless both NaN: same bytes class)
+        close = d <= opt.atol + opt.rtol * np.abs(y)
+        close |= both_nan
+        m.not_close += int(close.size - np.count_nonzero(close))
+        m.nan_mismatch += int(np.count_nonzero(nan_a ^ nan_b))
+
+
+def select_and_strip(root: Any, select: str | None, strip: bool) -> Any:
+    """The side of a comparison: an optional subtree, with wrapper prefixes stripped if asked."""
+    from ..edit.ops import Select, StripPrefix, apply_steps
+    steps = []
+    if select:
+        steps.append(Select(select))
+    if strip:
+        steps.append(StripPrefix())
+    return apply_steps(root, steps)[0] if steps else root
+
+
+def diff_report(run: DiffRun, *, show_same: bool = False) -> list[str]:
+    """Lines like ``diff``: ``-`` only in A, ``+`` only in B, ``!`` changed, with metrics."""
+    lines = []
+    marks = {"only_a": "-", "only_b": "+", "changed": "!", "dtype": "!", "shape": "!", "value": "!",
+             "error": "?", "same": " ", "pending": "?"}
+    for e in run.entries:
+        if e.status == "same" and not show_same and not e.device_change:
+            continue
+        lines.append(f"{marks[e.status]} {path_text(e.path)}  [{STATUS_TEXT[e.status]}]  {e.describe()}".rstrip())
+    return lines
+
+
+def diff_json(run: DiffRun) -> dict:
+    def side(v):
+        if isinstance(v, TensorRef):
+            return {"dtype": v.dtype.name, "shape": list(v.shape), "device": v.device}
+        return value_text(v, 200) if v is not None else None
+    return {
+        "equal": run.equal,
+        "counts": {k: v for k, v in run.counts().items() if v},
+        "entries": [{"key": [k if isinstance(k, (str, int)) else repr(k) for k in e.path], "status": e.status,
+                     "a": side(e.a) if e.status != "only_b" else None,
+                     "b": side(e.b) if e.status != "only_a" else None,
+                     **({"metrics": _json_metrics(e.metrics)} if e.metrics is not None else {}),
+                     **({"error": e.error} if e.error else {})}
+                    for e in run.entries],
+    }
+
+
+def _json_metrics(m: TensorMetrics) -> dict:
+    out = {}
+    for k, v in m.as_dict().items():
+        out[k] = None if isinstance(v, float) and (math.isnan(v) or math.isinf(v)) else v
+    return out

@@ -1,0 +1,323 @@
+"""Lazy tensors: handles that know their layout and where their bytes are, and read them on demand.
+
+A :class:`StorageRef` is one storage record of a file (``data/3`` in a zip, the fourth storage of a
+legacy file, a safetensors byte range): its element type, declared size, saved location and a
+:class:`ByteSource` that can hand out its bytes. A :class:`TensorRef` is a view of a storage (offset,
+shape, stride), exactly what ``torch._utils._rebuild_tensor_v2`` would build, without building it.
+
+Opening a file creates these objects only; no tensor byte is read until ``read()``, ``iter_raw()``
+or ``sha256()`` is called.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Callable, Iterator
+
+from ..source.regions import ByteSource
+from ..util.errors import LimitExceededError, StorageError
+from ..util.lazynp import np
+from .dtypes import DType, to_numbers
+
+# A view may declare more elements than it stores (stride 0). Past this many we refuse to read values:
+# hashing or plotting 10**15 repeats of one number is a denial of service, not information.
+MAX_VIEW_ELEMENTS = 1 << 36
+# A view that presents more elements than its storage holds (stride 0, overlapping strides) costs time in
+# proportion to what it presents, not to the file: a 4-byte storage seen as 2**36 elements would take
+# minutes to hash. Such views are readable up to this many elements (0.5 GiB of float32).
+MAX_EXPANDED_ELEMENTS = 1 << 27
+# Reads and hashes go in pieces of about this many bytes, so memory stays bounded for huge tensors.
+CHUNK_BYTES = 16 << 20
+
+
+class StorageRef:
+    """One storage record. ``nbytes`` is what the pickle declares; ``source`` what the file holds."""
+
+    __slots__ = ("key", "dtype", "nbytes", "location", "source", "byteorder", "typed", "problem", "users")
+
+    def __init__(self, key: str, dtype: DType | None, nbytes: int, location: str, *, typed: bool,
+                 source: ByteSource | None = None, byteorder: str = "little"):
+        self.key = key
+        self.dtype = dtype          # None for an untyped storage until a tensor says what it holds
+        self.nbytes = nbytes
+        self.location = location
+        self.source = source
+        self.byteorder = byteorder
+        self.typed = typed
+        self.problem: str | None = None
+        self.users: list[TensorRef] = []
+
+    def __repr__(self) -> str:
+        return f"<storage {self.key} {self.dtype} {self.nbytes} bytes on {self.location}>"
+
+
+def _span(shape: tuple[int, ...], stride: tuple[int, ...]) -> int:
+    """Elements from the first to one past the last element a view touches (0 for an empty view)."""
+    if any(s == 0 for s in shape):
+        return 0
+    return 1 + sum((n - 1) * st for n, st in zip(shape, stride))
+
+
+def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= max(n, 1)
+    return tuple(reversed(strides))
+
+
+class TensorRef:
+    """A tensor as a file describes it. ``problem`` is set when its values cannot be read."""
+
+    __slots__ = ("storage", "offset", "shape", "stride", "dtype", "requires_grad", "kind", "subclass",
+                 "extra", "device_override", "problem", "_checked", "numel", "cast_from", "origin", "__weakref__")
+
+    def __init__(self, storage: StorageRef | None, offset: int, shape: tuple[int, ...], stride: tuple[int, ...],
+                 dtype: DType, *, requires_grad: bool = False, kind: str = "tensor"):
+        self.storage = storage
+        self.offset = offset
+        self.shape = shape
+        self.stride = stride
+        self.numel = math.prod(shape)   # shapes never change after construction
+        self.dtype = dtype
+        self.requires_grad = requires_grad
+        self.kind = kind            # "tensor", "parameter", "quantized", "sparse", "meta", ...
+        self.subclass: str | None = None    # a tensor subclass the file names (rebuilt as a plain tensor)
+        self.extra: dict | None = None      # quantizer parameters, sparse components, ...
+        self.device_override: str | None = None
+        self.problem: str | None = None
+        self._checked = False
+        self.cast_from: DType | None = None     # set on edited views: the stored type, read then converted
+        self.origin: TensorRef | None = None    # the file's tensor an edited view derives from
+        if storage is not None:
+            storage.users.append(self)
+
+    def derive(self, *, device: str | None = None, dtype: DType | None = None) -> "TensorRef":
+        """An edited view of this tensor: same bytes, another recorded device and/or a cast dtype.
+
+        Not registered as a user of the storage (it is not in the file); ``origin`` points back.
+        """
+        t = TensorRef(None, self.offset, self.shape, self.stride, self.dtype, requires_grad=self.requires_grad,
+                      kind=self.kind)
+        t.storage = self.storage
+        t.subclass, t.extra, t.problem, t._checked = self.subclass, self.extra, self.problem, self._checked
+        t.device_override = self.device_override
+        t.cast_from = self.cast_from
+        t.origin = self.origin or self
+        if device is not None:
+            t.device_override = device
+        if dtype is not None and dtype.name != self.dtype.name:
+            t.cast_from = self.stored_dtype
+            t.dtype = dtype
+            if t.cast_from.name == dtype.name:
+                t.cast_from = None
+        return t
+
+    @property
+    def stored_dtype(self) -> DType:
+        """The element type of the bytes in the storage (differs from ``dtype`` for a cast view)."""
+        return self.cast_from or self.dtype
+
+    # -- layout ---------------------------------------------------------------------------------
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    @property
+    def device(self) -> str:
+        if self.device_override:
+            return self.device_override
+        return self.storage.location if self.storage is not None else "meta"
+
+    @property
+    def is_contiguous(self) -> bool:
+        expected = 1
+        for n, st in zip(reversed(self.shape), reversed(self.stride)):
+            if n != 1 and st != expected:
+                return False
+            expected *= n
+        return True
+
+    @property
+    def has_zero_stride(self) -> bool:
+        return any(st == 0 and n > 1 for n, st in zip(self.shape, self.stride))
+
+    @property
+    def storage_key(self) -> str | None:
+        return self.storage.key if self.storage is not None else None
+
+    def validate(self) -> None:
+        """Check the view against its storage; sets ``problem`` instead of raising. Runs once."""
+        if self.problem or self._checked:
+            return
+        self._checked = True
+        if self.storage is None:
+            if self.kind not in ("meta",):
+                self.problem = "the file holds no storage for this tensor"
+            return
+        shape, stride = self.shape, self.stride
+        # One pass over the dimensions (this runs for every tensor of a file when it opens).
+        negative = self.offset < 0
+        span, empty = 1, False
+        for n, st in zip(shape, stride):
+            if n < 0 or st < 0:
+                negative = True
+            elif n == 0:
+                empty = True
+            else:
+                span += (n - 1) * st
+        if empty:
+            span = 0
+        if len(shape) != len(stride):
+            self.problem = f"shape {list(shape)} and stride {list(stride)} differ in length"
+        elif negative:
+            self.problem = (f"negative offset, size or stride (offset {self.offset}, shape {list(shape)}, "
+                            f"stride {list(stride)})")
+        elif self.numel > MAX_VIEW_ELEMENTS:
+            self.problem = f"declares {self.numel:,} elements; values not read"
+        elif self.storage.problem:
+            self.problem = self.storage.problem
+        else:
+            itemsize = self.stored_dtype.itemsize
+            if span:
+                have = self.storage.nbytes // itemsize
+                if self.offset + span > have:
+                    self.problem = (f"needs elements {self.offset}..{self.offset + span} of storage "
+                                    f"{self.storage.key}, which holds {have}")
+                elif self.numel > have and self.numel > MAX_EXPANDED_ELEMENTS:
+                    self.problem = (f"a stride-0 or overlapping view presenting {self.numel:,} elements of a "
+                                    f"storage of {have:,}; values not read")
+                elif self.storage.source is None:
+                    self.problem = f"storage record {self.storage.key} is missing from the file"
+                elif self.storage.source.size < (self.offset + span) * itemsize:
+                    self.problem = (f"storage record {self.storage.key} has {self.storage.source.size} bytes, "
+                                    f"the tensor needs {(self.offset + span) * itemsize}")
+
+    @property
+    def readable(self) -> bool:
+        self.validate()
+        return self.problem is None and (self.storage is not None or self.numel == 0)
+
+    # -- values ---------------------------------------------------------------------------------
+    def _check_readable(self) -> None:
+        self.validate()
+        if self.problem:
+            raise StorageError(self.problem)
+        if self.storage is None and self.numel:
+            raise StorageError(f"a {self.kind} tensor has no stored values")
+
+    def _raw_view(self, first: int = 0, count: int | None = None) -> np.ndarray:
+        """Raw elements of rows ``first:first+count`` along dim 0, as a (possibly strided) numpy view."""
+        shape = list(self.shape)
+        offset = self.offset
+        if shape:
+            count = shape[0] - first if count is None else count
+            offset += first * self.stride[0]
+            shape[0] = count
+        span = _span(tuple(shape), self.stride)
+        stored = self.stored_dtype
+        raw = stored.numpy
+        if span == 0:
+            return np.empty(shape, dtype=raw)
+        isz = stored.itemsize
+        buf = self.storage.source.view(offset * isz, span * isz)
+        base = np.frombuffer(buf, dtype=raw, count=span)
+        if self.storage.byteorder == "big" and isz > 1:
+            base = base.view(base.dtype.newbyteorder(">"))
+        return np.lib.stride_tricks.as_strided(base, shape=shape, strides=[st * isz for st in self.stride],
+                                               writeable=False)
+
+    def rows_per_chunk(self, max_bytes: int) -> int:
+        """How many rows (along dim 0) fit in about ``max_bytes``."""
+        rows = self.shape[0] if self.shape else 1
+        row_bytes = max(1, self.numel * max(self.dtype.itemsize, self.stored_dtype.itemsize) // max(rows, 1))
+        return max(1, max_bytes // row_bytes)
+
+    def _row_chunks(self, max_bytes: int, step: int | None = None) -> Iterator[tuple[int, int]]:
+        if not self.shape:
+            yield 0, 1
+            return
+        rows = self.shape[0]
+        step = step or self.rows_per_chunk(max_bytes)
+        for first in range(0, rows, step):
+            yield first, min(step, rows - first)
+
+    def iter_raw(self, max_bytes: int = CHUNK_BYTES, rows: int | None = None) -> Iterator[np.ndarray]:
+        """C-ordered, little-endian raw elements in pieces along dim 0 (bounded memory).
+
+        ``rows`` fixes the rows per piece, so two tensors of one shape can be walked in step."""
+        self._check_readable()
+        if self.numel == 0:
+            return
+        if not self.shape:
+            yield self._little(np.ascontiguousarray(self._raw_view()).reshape(1))
+            return
+        isz = self.stored_dtype.itemsize
+        source = self.storage.source
+        for first, count in self._row_chunks(max_bytes, rows):
+            try:
+                yield self._little(np.ascontiguousarray(self._raw_view(first, count)))
+            finally:   # also when the consumer stops early (zip() of two iterators does)
+                shape = (count,) + tuple(self.shape[1:])
+                source.release((self.offset + first * self.stride[0]) * isz, _span(shape, self.stride) * isz)
+
+    def _little(self, arr: np.ndarray) -> np.ndarray:
+        if arr.dtype.byteorder == ">":
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
+        if self.cast_from is not None:
+            from .cast import cast_raw
+            arr = cast_raw(arr, self.cast_from, self.dtype)
+        return arr
+
+    def iter_values(self, max_bytes: int = CHUNK_BYTES, rows: int | None = None) -> Iterator[np.ndarray]:
+        """Like ``iter_raw`` but as numbers numpy can do math on (bf16/fp8 widened to float32)."""
+        for chunk in self.iter_raw(max_bytes, rows):
+            yield to_numbers(chunk, self.dtype)
+
+    def read_raw(self) -> np.ndarray:
+        """All raw elements, C-contiguous, little-endian, in this tensor's shape."""
+        self._check_readable()
+        return self._little(np.ascontiguousarray(self._raw_view())).reshape(self.shape)
+
+    def read(self) -> np.ndarray:
+        """All values as a numpy array (bf16/fp8 as float32, complex32 as complex64)."""
+        return to_numbers(self.read_raw().reshape(-1), self.dtype).reshape(self.shape)
+
+    def iter_bytes(self, max_bytes: int = CHUNK_BYTES) -> Iterator[memoryview | bytes]:
+        """The C-contiguous little-endian bytes, in pieces, without copying when the layout allows."""
+        self._check_readable()
+        if self.numel == 0:
+            return
+        isz = self.dtype.itemsize
+        if self.is_contiguous and self.cast_from is None and (self.storage.byteorder == "little" or isz == 1):
+            start, total = self.offset * isz, self.nbytes
+            source = self.storage.source
+            for pos in range(0, total, max_bytes):
+                n = min(max_bytes, total - pos)
+                try:
+                    yield source.view(start + pos, n)
+                finally:
+                    source.release(start + pos, n)
+            return
+        for chunk in self.iter_raw(max_bytes):
+            yield chunk.view(np.uint8).reshape(-1).data
+
+    def sha256(self, progress: Callable[[int], None] | None = None) -> str:
+        """Hex sha256 of the values laid out C-contiguous, little-endian (the conformance contract)."""
+        h = hashlib.sha256()
+        for piece in self.iter_bytes():
+            h.update(piece)
+            if progress:
+                progress(len(piece))
+        return h.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"<tensor {self.dtype} {list(self.shape)} on {self.device}>"
+
+
+def guard_declared_bytes(nbytes: int, available: int, what: str) -> None:
+    """Refuse a declared size that cannot be backed by the bytes left in the file."""
+    if nbytes < 0:
+        raise LimitExceededError(f"{what} declares a negative size ({nbytes})")
+    if nbytes > available:
+        raise LimitExceededError(f"{what} declares {nbytes:,} bytes but only {available:,} remain in the file")

@@ -1,0 +1,135 @@
+"""torch.save's zip format (torch >= 1.6) and TorchScript archives.
+
+Layout: ``<archive>/data.pkl`` (the object pickle), ``<archive>/data/<key>`` (one record per storage,
+stored uncompressed and aligned), ``byteorder``, ``version``, ``.format_version``,
+``.storage_alignment``, ``.data/serialization_id``. The archive folder name is whatever the file
+was called when saved, so we find it from ``data.pkl`` rather than from our file name. TorchScript
+archives add ``code/``, ``constants.pkl`` (tensors in ``constants/``) and ``.data/version``.
+"""
+from __future__ import annotations
+
+from ...model.checkpoint import Checkpoint, PickleGlobals
+from ...util.errors import CheckpointError, CorruptFileError, NotACheckpointError, StorageError
+from ...source.regions import BytesRegion, ByteSource, DeferredRegion, release_map_range
+from ..pickle.unpickle import StorageTable, unpickle
+from .zipreader import PICKLE_MAX_RATIO, ZipArchive, inflate
+
+_SMALL_RECORDS = ("byteorder", "version", ".format_version", ".storage_alignment", ".data/version",
+                  ".data/serialization_id")
+
+
+def _find_prefix(archive: ZipArchive) -> str:
+    candidates = [n[: -len("data.pkl")] for n in archive.order
+                  if n.endswith("data.pkl") and n.count("/") <= 1 and (n == "data.pkl" or n.endswith("/data.pkl"))]
+    if not candidates:
+        hint = "numpy .npz archive" if any(n.endswith(".npy") for n in archive.order) else "zip archive"
+        raise NotACheckpointError(f"this is a {hint} without data.pkl, not a torch checkpoint")
+    if len(candidates) > 1:
+        raise CorruptFileError(f"the archive holds {len(candidates)} data.pkl files ({', '.join(candidates)})")
+    return candidates[0]
+
+
+class ZipMemberSource(ByteSource):
+    """A stored member's bytes. Its local header is checked on first read, not at open: a 100,000-tensor
+    file would otherwise spend a third of its opening time reading headers of tensors nobody looks at."""
+
+    __slots__ = ("archive", "member", "size", "_start")
+
+    def __init__(self, archive: ZipArchive, member):
+        self.archive = archive
+        self.member = member
+        self.size = member.compressed_size
+        self._start = -1
+
+    def view(self, offset: int, length: int) -> memoryview:
+        if self._start < 0:
+            self._start = self.archive.data_offset(self.member)
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise StorageError(f"read of bytes {offset}..{offset + length} outside a record of {self.size} bytes")
+        return memoryview(self.archive.buf)[self._start + offset:self._start + offset + length]
+
+    def describe(self) -> str:
+        return f"zip member {self.member.name}"
+
+    def _begin(self) -> int:
+        if self._start < 0:
+            self._start = self.archive.data_offset(self.member)
+        return self._start
+
+    def release(self, offset: int, length: int) -> None:
+        release_map_range(self.archive.buf, self._begin() + offset, length)
+
+    def file_location(self, offset: int) -> tuple[str, int] | None:
+        path = getattr(self.archive.buf, "path", None)
+        return (path, self._begin() + offset) if path else None
+
+
+def _source(archive: ZipArchive, name: str) -> ByteSource | None:
+    m = archive.members.get(name)
+    if m is None:
+        return None
+    if m.method == 0:
+        if m.compressed_size != m.size:
+            return DeferredRegion(0, lambda: _bad_sizes(name), f"zip member {name}")
+        return ZipMemberSource(archive, m)
+    return DeferredRegion(m.size, lambda: inflate(archive.raw(name), m.size, name), f"compressed zip member {name}")
+
+
+def _bad_sizes(name: str) -> bytes:
+    raise StorageError(f"stored zip member {name!r} has two different sizes")
+
+
+def read_torch_zip(buf, path: str, *, resources: list | None = None, start: int = 0,
+                   end: int | None = None) -> Checkpoint:
+    """Read the torch.save archive in ``buf[start:end]`` (the whole buffer by default). A window reads
+    an archive embedded in a bigger file in place: its records stay views of ``buf``."""
+    warnings: list[str] = []
+    pickles: list[PickleGlobals] = []
+    archive = ZipArchive(buf, name=path, start=start, end=end)
+    warnings.extend(archive.warnings)
+    prefix = _find_prefix(archive)
+    meta: dict = {"archive": prefix.rstrip("/") or "(none)"}
+    for rec in _SMALL_RECORDS:
+        if prefix + rec in archive:
+            try:
+                text = archive.read(prefix + rec, limit=4096).decode("utf-8", "replace").strip()
+            except CheckpointError as e:
+                warnings.append(f"record {rec}: {e.message}")
+                continue
+            meta[rec.lstrip(".").replace("/", "_")] = text[:200]
+    byteorder = meta.get("byteorder", "little")
+    if byteorder not in ("little", "big"):
+        warnings.append(f"unknown byteorder {byteorder!r}; assuming little-endian")
+        byteorder = "little"
+    is_script = any(n.startswith(prefix + "code/") for n in archive.order) or prefix + "constants.pkl" in archive
+    fmt = "torchscript" if is_script else "torch-zip"
+
+    table = StorageTable(lambda key: _source(archive, f"{prefix}data/{key}"), warnings, byteorder,
+                         what="storage")
+    data = archive.read(prefix + "data.pkl", check_crc=True, max_ratio=PICKLE_MAX_RATIO)
+    root, end = unpickle(data, name="data.pkl", warnings=warnings, pickles=pickles,
+                         persistent_load=table.load)
+    if end != len(data):
+        warnings.append(f"data.pkl has {len(data) - end} bytes after its STOP opcode")
+    storages = dict(table.storages)
+    if is_script:
+        meta["code_files"] = [n[len(prefix):] for n in archive.order if n.startswith(prefix + "code/")][:200]
+        if prefix + "constants.pkl" in archive:
+            ctable = StorageTable(lambda key: _source(archive, f"{prefix}constants/{key}"), warnings, byteorder,
+                                  what="constant")
+            constants, _ = unpickle(archive.read(prefix + "constants.pkl", check_crc=True,
+                                                 max_ratio=PICKLE_MAX_RATIO), name="constants.pkl",
+                                    warnings=warnings, pickles=pickles, persistent_load=ctable.load)
+            storages.update({f"constants/{k}": v for k, v in ctable.storages.items()})
+            meta["constants"] = constants
+    used = {f"{prefix}data/{k}" for k in table.storages}
+    unused = [n for n in archive.order if n.startswith(prefix + "data/") and n not in used]
+    if unused:
+        warnings.append(f"{len(unused)} storage record(s) in the archive are not used by data.pkl")
+    return Checkpoint(path, fmt, root, storages=storages, warnings=warnings, meta=meta, pickles=pickles,
+                      file_size=archive.end - archive.start, resources=resources)
+
+
+def read_torch_zip_bytes(data: bytes, name: str) -> Checkpoint:
+    """Read a torch.save archive held in memory (nested payloads, DCP chunks)."""
+    return read_torch_zip(BytesRegion(data).mm, name)

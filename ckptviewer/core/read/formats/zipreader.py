@@ -1,0 +1,227 @@
+"""A read-only zip directory parser that checks what a hostile archive could get wrong.
+
+torch.save writes an uncompressed zip (with data descriptors and 64-byte aligned members); we only
+need the directory and each member's byte range, read through a memory map. The standard
+``zipfile`` module would parse the directory too, but it keeps the last of duplicate names, does not
+compare local and central headers, and has no inflation cap; these checks are the point here.
+Member names are never used as file system paths.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from ...util.errors import CorruptFileError, LimitExceededError, TruncatedFileError, UnsupportedFormatError
+
+_EOCD = struct.Struct("<4sHHHHIIH")            # end of central directory (22 bytes)
+_EOCD64_LOC = struct.Struct("<4sIQI")          # zip64 end of central directory locator (20 bytes)
+_EOCD64 = struct.Struct("<4sQHHIIQQQQ")        # zip64 end of central directory record (56 bytes)
+_CDH = struct.Struct("<4sHHHHHHIIIHHHHHII")    # central directory header (46 bytes)
+_LFH = struct.Struct("<4sHHHHHIIIHH")          # local file header (30 bytes)
+
+MAX_INFLATED = 4 << 30          # a compressed member may not expand past 4 GiB
+MAX_RATIO = 1000                # ... nor by more than 1000:1 once past 1 MiB
+# A pickle is inflated whole when the file is opened (a tensor record only when its values are read),
+# so pickles get a tighter guard: a 2 MB file may not make the reader allocate more than ~200 MB.
+# Real pickles deflate 3-20:1; torch itself stores them uncompressed.
+PICKLE_MAX_RATIO = 100
+MAX_ENTRIES = 5_000_000
+
+
+@dataclass(slots=True)
+class ZipMember:
+    name: str
+    method: int
+    flags: int
+    crc: int
+    compressed_size: int
+    size: int
+    header_offset: int
+    data_offset: int = -1
+    directory_offset: int = -1     # where its central directory entry starts (for patching a CRC)
+
+
+class ZipArchive:
+    """The members of a zip held in ``buf`` (bytes or an mmap). ``warnings`` collects oddities."""
+
+    def __init__(self, buf, *, name: str = "archive", start: int = 0, end: int | None = None):
+        # [start, end) of ``buf`` is the archive: a torch.save archive embedded in a bigger file (a
+        # torch.distributed.checkpoint chunk) is read in place, its offsets relative to ``start``.
+        if end is None:
+            end = len(buf)
+        if not 0 <= start <= end <= len(buf):
+            raise CorruptFileError(f"an embedded archive at bytes {start}..{end} lies outside the file")
+        self.buf = buf
+        self.name = name
+        self.start = start
+        self.end = end
+        self.warnings: list[str] = []
+        self.members: dict[str, ZipMember] = {}
+        self.order: list[str] = []
+        self._parse()
+
+    # ------------------------------------------------------------------------------------------
+    def _find_eocd(self) -> int:
+        size = self.end
+        if size - self.start < _EOCD.size:
+            raise TruncatedFileError("the zip archive is shorter than its end record")
+        lo = max(self.start, size - _EOCD.size - 0xFFFF)
+        pos = self.buf.rfind(b"PK\x05\x06", lo, size)
+        while pos >= 0:
+            if pos + _EOCD.size <= size:
+                comment_len = _EOCD.unpack_from(self.buf, pos)[7]
+                if pos + _EOCD.size + comment_len <= size:
+                    if pos + _EOCD.size + comment_len < size:
+                        self.warnings.append(f"{size - pos - _EOCD.size - comment_len} bytes follow the end of "
+                                             f"the zip archive (a polyglot or appended data)")
+                    return pos
+            pos = self.buf.rfind(b"PK\x05\x06", lo, pos)
+        raise TruncatedFileError("the zip archive has no end record (the file was cut short)")
+
+    def _parse(self) -> None:
+        buf = self.buf
+        size = self.end
+        eocd = self._find_eocd()
+        _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, _ = _EOCD.unpack_from(buf, eocd)
+        cd_end_expected = eocd
+        loc = eocd - _EOCD64_LOC.size
+        needs64 = n_total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF
+        if loc >= self.start and buf[loc:loc + 4] == b"PK\x06\x07":
+            # torch always writes zip64 end records; the central directory ends where they begin.
+            _, _, rec_off, _ = _EOCD64_LOC.unpack_from(buf, loc)
+            rec_off += self.start
+            if rec_off + _EOCD64.size > loc or buf[rec_off:rec_off + 4] != b"PK\x06\x06":
+                raise CorruptFileError("the zip64 end record is missing or misplaced")
+            (_, _, _, _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset) = _EOCD64.unpack_from(buf, rec_off)
+            cd_end_expected = rec_off
+        elif needs64:
+            raise CorruptFileError("the zip64 end record locator is missing")
+        if disk != 0 or cd_disk != 0 or n_disk != n_total:
+            raise UnsupportedFormatError("multi-part (spanned) zip archives are not supported")
+        if n_total > MAX_ENTRIES:
+            raise LimitExceededError(f"the zip archive declares {n_total:,} members")
+        # Data prepended to the archive shifts every offset; torch never writes it.
+        shift = cd_end_expected - cd_size - cd_offset
+        if shift < self.start or cd_offset + shift + cd_size > size:
+            raise CorruptFileError("the zip central directory lies outside the file")
+        if shift > self.start:
+            self.warnings.append(f"{shift - self.start} bytes precede the zip archive (a polyglot or "
+                                 f"self-extracting file)")
+        pos = cd_offset + shift
+        end = pos + cd_size
+        for i in range(n_total):
+            entry_pos = pos
+            if pos + _CDH.size > end:
+                raise CorruptFileError(f"the zip central directory ends inside entry {i}")
+            (sig, _vmade, _vneed, flags, method, _t, _d, crc, csize, usize, nlen, xlen, clen, disk_start,
+             _ia, _ea, hoff) = _CDH.unpack_from(buf, pos)
+            if sig != b"PK\x01\x02":
+                raise CorruptFileError(f"zip central directory entry {i} has a bad signature")
+            name_raw = bytes(buf[pos + 46:pos + 46 + nlen])
+            extra = bytes(buf[pos + 46 + nlen:pos + 46 + nlen + xlen])
+            pos += 46 + nlen + xlen + clen
+            if pos > end:
+                raise CorruptFileError(f"zip central directory entry {i} runs past the directory")
+            if usize == 0xFFFFFFFF or csize == 0xFFFFFFFF or hoff == 0xFFFFFFFF:
+                usize, csize, hoff = _zip64_extra(extra, usize, csize, hoff)
+            name = name_raw.decode("utf-8" if flags & 0x800 else "cp437", "replace")
+            if flags & 0x1 or flags & 0x40 or flags & 0x2000:
+                raise UnsupportedFormatError(f"zip member {name!r} is encrypted")
+            if name in self.members:
+                raise CorruptFileError(f"the zip archive holds two members named {name!r}")
+            hoff += shift
+            if hoff + _LFH.size > size or hoff + csize > size:
+                raise CorruptFileError(f"zip member {name!r} lies outside the file")
+            self.members[name] = ZipMember(name, method, flags, crc, csize, usize, hoff, -1, entry_pos)
+            self.order.append(name)
+        if pos != end:
+            self.warnings.append("the zip central directory has bytes after its last entry")
+
+    # ------------------------------------------------------------------------------------------
+    def data_offset(self, member: ZipMember) -> int:
+        """Where the member's bytes start, after checking its local header against the directory."""
+        if member.data_offset >= 0:
+            return member.data_offset
+        buf = self.buf
+        h = member.header_offset
+        sig, _v, flags, method, _t, _d, _crc, _cs, _us, nlen, xlen = _LFH.unpack_from(buf, h)
+        if sig != b"PK\x03\x04":
+            raise CorruptFileError(f"zip member {member.name!r} has no local header where the directory says")
+        local_name = bytes(buf[h + 30:h + 30 + nlen]).decode("utf-8" if flags & 0x800 else "cp437", "replace")
+        if local_name != member.name:
+            raise CorruptFileError(f"zip member {member.name!r} is named {local_name!r} in its local header")
+        if method != member.method:
+            raise CorruptFileError(f"zip member {member.name!r} has different methods in its two headers")
+        start = h + 30 + nlen + xlen
+        if start + member.compressed_size > self.end:
+            raise TruncatedFileError(f"zip member {member.name!r} ends past the end of the file")
+        member.data_offset = start
+        return start
+
+    def raw(self, name: str) -> memoryview:
+        """The member's stored bytes (compressed if it is compressed), as a view of the buffer."""
+        m = self.members[name]
+        start = self.data_offset(m)
+        return memoryview(self.buf)[start:start + m.compressed_size]
+
+    def read(self, name: str, *, check_crc: bool = False, limit: int = MAX_INFLATED,
+             max_ratio: int = MAX_RATIO) -> bytes:
+        """The member's content, inflated under a cap (and a ratio guard) when compressed."""
+        m = self.members[name]
+        raw = self.raw(name)
+        if m.method == 0:
+            if m.compressed_size != m.size:
+                raise CorruptFileError(f"stored zip member {name!r} has two different sizes")
+            data = bytes(raw)
+        elif m.method == 8:
+            data = inflate(raw, m.size, name, limit, max_ratio)
+        else:
+            raise UnsupportedFormatError(f"zip member {name!r} uses compression method {m.method}")
+        if check_crc and zlib.crc32(data) != m.crc:
+            raise CorruptFileError(f"zip member {name!r} fails its CRC-32 check")
+        return data
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.members
+
+
+def inflate(raw, declared: int, name: str, limit: int = MAX_INFLATED, max_ratio: int = MAX_RATIO) -> bytes:
+    """Inflate a deflated member, refusing to grow past ``limit`` or far past its declared size."""
+    cap = min(limit, max(declared, 0))
+    if declared > limit:
+        raise LimitExceededError(f"zip member {name!r} declares {declared:,} bytes inflated")
+    if declared > (1 << 20) and declared / max(len(raw), 1) > max_ratio:
+        raise LimitExceededError(f"zip member {name!r} would inflate {declared / len(raw):.0f}-fold")
+    d = zlib.decompressobj(-15)
+    try:
+        out = d.decompress(raw, cap + 1)
+    except zlib.error as e:
+        raise CorruptFileError(f"zip member {name!r} does not inflate: {e}") from None
+    if len(out) > cap or d.unconsumed_tail:
+        raise LimitExceededError(f"zip member {name!r} inflates past its declared {declared:,} bytes")
+    if len(out) != declared:
+        raise CorruptFileError(f"zip member {name!r} inflates to {len(out):,} bytes, not {declared:,}")
+    return out
+
+
+def _zip64_extra(extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, int, int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, pos)
+        body = extra[pos + 4:pos + 4 + length]
+        pos += 4 + length
+        if tag != 1:
+            continue
+        fields = iter(struct.unpack_from(f"<{len(body) // 8}Q", body))
+        try:
+            if usize == 0xFFFFFFFF:
+                usize = next(fields)
+            if csize == 0xFFFFFFFF:
+                csize = next(fields)
+            if hoff == 0xFFFFFFFF:
+                hoff = next(fields)
+        except StopIteration:
+            raise CorruptFileError("a zip64 extra field is too short") from None
+        return usize, csize, hoff
+    raise CorruptFileError("a zip64 member has no zip64 extra field")

@@ -1,0 +1,1 @@
+"""Checkpoints made of several files: sharded ``*.index.json`` sets and torch.distributed.checkpoint folders."""

@@ -1,0 +1,1 @@
+"""Writing files: verified, atomic exports (torch zip, legacy, safetensors, shards) and their destination rules."""

@@ -1,0 +1,1 @@
+"""Panels a checkpoint tab shows beside its tree: details, histogram, safety report."""
