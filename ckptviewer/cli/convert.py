@@ -110,9 +110,9 @@ def _key_changes(source_root, edited_root) -> list[str]:
 
 
 def run(argv: list[str]) -> int:
+    from ..core.read.open import open_checkpoint
     from ..core.util.errors import CheckpointError
     from ..core.write.export import ExportOptions, export_iter, format_for_path, plan_export
-    from ..core.read.open import open_checkpoint
 
     args = parser().parse_args(argv)
     if args.list_recipes:
@@ -195,8 +195,8 @@ def _list_recipes() -> int:
 def _convert_with_recipe(args) -> int:
 
     from ..core.edit.batch import convert_iter, expand_inputs, without_outputs
-    from ..core.util.errors import CheckpointError
     from ..core.edit.recipes import find_recipe
+    from ..core.util.errors import CheckpointError
 
     flags = [f for f in ("output", "select", "strip_prefix", "add_prefix", "remove_prefix", "dtype", "format",
                          "check_against") if getattr(args, f) not in (None, False)]
@@ -254,11 +254,11 @@ def _convert_with_recipe(args) -> int:
 
 
 def _print_warm_start(root, target_path: str, target_select: str | None) -> None:
-    from ..core.model import keypath
-    from ..core.read.open import open_checkpoint
-    from ..core.edit.ops import find_state_dicts
-    from ..core.model.walk import module_attrs, module_state_dict
     from ..core.analyze.warmstart import compare, suggest
+    from ..core.edit.ops import find_state_dicts
+    from ..core.model import keypath
+    from ..core.model.walk import module_attrs, module_state_dict
+    from ..core.read.open import open_checkpoint
 
     sds = find_state_dicts(root)
     if len(sds) != 1:

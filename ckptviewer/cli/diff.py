@@ -32,8 +32,8 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     from ..core.analyze.diff import COUNT_TEXT, DiffOptions, DiffRun, diff_json, diff_report, select_and_strip
-    from ..core.util.errors import CheckpointError
     from ..core.read.open import open_checkpoint
+    from ..core.util.errors import CheckpointError
 
     args = parser().parse_args(argv)
     try:

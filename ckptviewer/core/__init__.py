@@ -5,7 +5,7 @@ A module imports only from its own layer or those below it (``tests/test_layout.
 
 ``open_checkpoint`` and ``CheckpointError`` are re-exported here for scripts.
 """
-from .util.errors import CheckpointError
 from .read.open import open_checkpoint
+from .util.errors import CheckpointError
 
 __all__ = ["CheckpointError", "open_checkpoint"]

@@ -19,12 +19,12 @@ from typing import Any, Generator, Iterator
 import numpy as np
 
 from ..model.dtypes import to_numbers
-from ..util.errors import CheckpointError
 from ..model.objects import GlobalRef, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
 from ..model.tensor import CHUNK_BYTES, TensorRef
-from ..util.textsafe import path_text
 from ..model.tree import is_plain_values, value_text
 from ..model.walk import MAX_DEPTH, children, unwrap
+from ..util.errors import CheckpointError
+from ..util.textsafe import path_text
 
 STATUSES = ("same", "changed", "dtype", "shape", "only_a", "only_b", "value", "error", "pending")
 STATUS_TEXT = {"same": "identical", "changed": "values changed", "dtype": "dtype changed",

@@ -9,15 +9,14 @@ import json
 from collections import Counter
 from typing import Any, Callable, Iterator
 
-from ..util.lazynp import is_generic
-
 from ..model.checkpoint import Checkpoint
-from ..util.errors import CheckpointError
 from ..model.interpret import analyze
-from ..read.pickle.reconstructors import classify
 from ..model.tensor import TensorRef
-from ..util.textsafe import key_text, path_text, safe_text
 from ..model.tree import Node, build_tree
+from ..read.pickle.reconstructors import classify
+from ..util.errors import CheckpointError
+from ..util.lazynp import is_generic
+from ..util.textsafe import key_text, path_text, safe_text
 from ..util.units import counted, human_bytes, shape_text
 
 

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..read.pickle.danger import danger_reason
-from ..util.errors import CheckpointError
 from ..read.pickle.reconstructors import _py3_names, classify
 from ..read.pickle.unpickler import BASE_UNITS, BYTES_PER_UNIT
+from ..util.errors import CheckpointError
 
 COMPUTED = "<computed>"        # a STACK_GLOBAL operand that is not a literal string
 MAX_PICKLES = 1000             # consecutive pickles walked in one plain pickle file

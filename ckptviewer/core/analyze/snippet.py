@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .info import stand_in_classes
 from ..model.tree import Node
+from .info import stand_in_classes
 
 
 def py_literal(key: Any) -> str | None:

@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass
 from typing import Generator, Iterable
 
+from ..read.open import open_checkpoint
 from ..util.errors import CheckpointError, OperationError
 from ..write.export import ExportOptions, ExportProgress, export_iter
-from ..read.open import open_checkpoint
 from .ops import apply_steps
 from .recipes import Recipe
 

@@ -16,11 +16,11 @@ from typing import Any, ClassVar, Generator
 
 from ..model import keypath
 from ..model.cast import CASTABLE, cast_dtype
-from ..util.errors import OperationError
 from ..model.interpret import WRAPPER_PREFIXES, detect_prefix, is_optimizer_state, is_state_dict
 from ..model.objects import PickledDict, StandIn, TorchSize
 from ..model.tensor import TensorRef
 from ..model.walk import MAX_DEPTH, module_attrs, module_state_dict, unwrap
+from ..util.errors import OperationError
 
 
 @dataclass

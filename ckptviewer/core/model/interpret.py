@@ -10,9 +10,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..util.units import counted
 from .objects import StandIn
 from .tensor import TensorRef
-from ..util.units import counted
 from .walk import module_attrs, module_state_dict, unwrap
 
 BUFFER_NAMES = {"running_mean", "running_var", "num_batches_tracked"}

@@ -12,12 +12,11 @@ from collections import Counter
 from typing import Any
 
 from ..util.lazynp import is_generic, is_ndarray, np
-
+from ..util.textsafe import key_text, safe_text
+from ..util.units import human_bytes, shape_text
 from .interpret import Analysis, OptimizerInfo, StateDictInfo, analyze, is_state_dict
 from .objects import GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
 from .tensor import TensorRef
-from ..util.textsafe import key_text, safe_text
-from ..util.units import human_bytes, shape_text
 from .walk import MAX_DEPTH, iter_distinct_tensors, iter_tensors, module_attrs, stand_in_children, unwrap
 
 CONTAINER_KINDS = {"mapping", "sequence", "set", "state_dict", "module", "optimizer", "group", "object",

@@ -13,9 +13,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from ..util.lazynp import is_generic
-
-from .objects import StandIn
-from .objects import Buildable
+from .objects import Buildable, StandIn
 from .tensor import TensorRef
 
 MAX_DEPTH = 200

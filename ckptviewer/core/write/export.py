@@ -37,13 +37,13 @@ from typing import Any, Callable, Generator, Iterable
 import numpy as np
 
 from ..model import keypath
-from ..util.errors import CancelledError, CheckpointError, OperationError
-from ..model.objects import GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
 from ..model.dtypes import from_numpy
+from ..model.objects import GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
 from ..model.tensor import CHUNK_BYTES, StorageRef, TensorRef, contiguous_strides
-from ..source.regions import BytesRegion
-from .destination import check_destination, fsync_dir, fsync_file, source_files
 from ..model.walk import MAX_DEPTH, module_attrs, module_state_dict, stand_in_children, unwrap
+from ..source.regions import BytesRegion
+from ..util.errors import CancelledError, CheckpointError, OperationError
+from .destination import check_destination, fsync_dir, fsync_file, source_files
 
 FORMATS = ("pt", "pt-legacy", "safetensors")
 

@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Generator, Iterable
 
-from ..util.errors import OperationError
-from .export import ExportOptions, ExportPlan, ExportProgress, export_iter, plan_export
-from .destination import check_destination, fsync_dir, source_files
 from ..model.tensor import TensorRef
+from ..util.errors import OperationError
+from .destination import check_destination, fsync_dir, source_files
+from .export import ExportOptions, ExportPlan, ExportProgress, export_iter, plan_export
 
 INDEX_SUFFIX = ".index.json"
 DEFAULT_SHARD_SIZE = 5 * 1000 ** 3          # transformers' default max_shard_size ("5GB")

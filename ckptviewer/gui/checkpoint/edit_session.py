@@ -18,16 +18,16 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from ...core.edit.document import Document
-from ...core.util.errors import CheckpointError
 from ...core.edit.ops import Step
+from ...core.util.errors import CheckpointError
 from ...core.util.progress import Progress
 from ...core.util.textsafe import safe_text
 from ..dialogs.export_work import ExportRequest, export_task
-from .editing import ViewState, base_state, edit_steps
-from .loading import LoadedFile
 from ..widgets.gc_pause import freeze_loaded_objects
 from ..widgets.messages import error_text
 from ..widgets.workers import TaskRunner, WorkerError
+from .editing import ViewState, base_state, edit_steps
+from .loading import LoadedFile
 
 
 class EditCommand(QUndoCommand):

@@ -15,17 +15,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Generator
 
-from ...core.model import keypath
 from ...core.edit.document import Document
-from ...core.model.interpret import Analysis, analyze
 from ...core.edit.ops import EditLog, Step
-from ...core.util.progress import Progress
+from ...core.model import keypath
+from ...core.model.interpret import Analysis, analyze
 from ...core.model.tensor import TensorRef
-from ...core.util.textsafe import key_text, safe_text
 from ...core.model.tree import Node, build_tree
 from ...core.model.walk import iter_tensors, unwrap
-from .loading import LoadedFile, prebuild_steps
+from ...core.util.progress import Progress
+from ...core.util.textsafe import key_text, safe_text
 from ..widgets.gc_pause import gc_paused
+from .loading import LoadedFile, prebuild_steps
 
 MAX_DROP_NAMES = 5
 

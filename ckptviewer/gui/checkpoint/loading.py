@@ -6,20 +6,19 @@ each ``yield`` reports a :class:`~ckptviewer.core.util.progress.Progress` and is
 """
 from __future__ import annotations
 
-
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Generator
 
-from ...core.model.checkpoint import Checkpoint
-from ...core.read.open import open_checkpoint
 from ...core.analyze.info import collect_warnings, stand_in_classes
+from ...core.model.checkpoint import Checkpoint
 from ...core.model.interpret import Analysis, analyze
-from ...core.util.progress import Progress
 from ...core.model.tree import Node, build_tree
-from ..widgets.gc_pause import gc_paused
+from ...core.read.open import open_checkpoint
+from ...core.util.progress import Progress
 from ..panels.safety_report import SafetyReport, build_report, file_scan, refused_scan
+from ..widgets.gc_pause import gc_paused
 
 # Build at most this many nodes ahead of time (the rest is built when rows are expanded).
 PREBUILD_NODES = 60_000

@@ -16,8 +16,8 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QLineEdit, QToolButton, QWidget
 
-from ...core.util.textsafe import key_text
 from ...core.model.tree import CONTAINER_KINDS, Node
+from ...core.util.textsafe import key_text
 
 MAX_VISITED = 3_000_000
 

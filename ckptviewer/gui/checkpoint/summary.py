@@ -2,15 +2,23 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QToolButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ...core.model.interpret import Analysis
 from ...core.util.textsafe import safe_text
 from ...core.util.units import counted, human_bytes
-from .loading import LoadedFile
 from ..panels.safety_report import CLEAN, INCOMPLETE, SafetyReport
 from ..widgets.theme import plain_tooltip
+from .loading import LoadedFile
 
 FORMAT_NAMES = {"torch-zip": "torch.save zip archive", "torch-legacy": "torch.save legacy (pre-1.6) format",
                 "torchscript": "TorchScript archive", "safetensors": "safetensors",

@@ -13,30 +13,41 @@ from typing import Any
 import shiboken6
 from PySide6.QtCore import QCoreApplication, QItemSelectionModel, QModelIndex, QObject, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QGuiApplication
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QMenu, QProgressBar, QSplitter,
-                               QStackedWidget, QTabWidget, QTreeView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QMenu,
+    QProgressBar,
+    QSplitter,
+    QStackedWidget,
+    QTabWidget,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ...core.analyze.snippet import key_path_text, load_snippet
 from ...core.analyze.stats import Histogram, TensorStats, tensor_steps
-from ...core.util.progress import Progress
 from ...core.model.tensor import TensorRef
-from ...core.util.textsafe import key_text, path_text, safe_text
 from ...core.model.tree import Node
 from ...core.model.walk import iter_tensors
+from ...core.util.progress import Progress
+from ...core.util.textsafe import key_text, path_text, safe_text
 from ..panels.details import DetailsPanel
-from ..widgets.drop_zone import CompareZone
 from ..panels.histogram import HistogramPanel
-from .loading import LoadedFile, load_steps, totals_steps
 from ..panels.safety import SafetyBanner, SafetyPanel
 from ..panels.safety_report import CLEAN, INCOMPLETE, SafetyReport
-from .search import FindBar, SearchIndex, SearchResult, SliceRunner, tree_search_steps
+from ..widgets.drop_zone import CompareZone
+from ..widgets.messages import error_text
 from ..widgets.settings import Settings
+from ..widgets.theme import level_icon
+from ..widgets.workers import TaskRunner, WorkerError
+from .loading import LoadedFile, load_steps, totals_steps
+from .search import FindBar, SearchIndex, SearchResult, SliceRunner, tree_search_steps
 from .summary import SummaryStrip
 from .tab_edits import TabEditsMixin
-from ..widgets.theme import level_icon
 from .tree_model import CheckpointTreeModel, KeyFilterProxy, compile_matcher, find_node
-from ..widgets.messages import error_text
-from ..widgets.workers import TaskRunner, WorkerError
 
 EXPAND_ALL_LIMIT = 20_000
 AUTO_EXPAND_TOP = 12

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu
 
-from ...core.model import keypath
 from ...core.edit.ops import Drop, Select, Step
-from ...core.util.textsafe import safe_text
+from ...core.model import keypath
 from ...core.model.tree import Node
 from ...core.model.walk import iter_tensors
+from ...core.util.textsafe import safe_text
 from .edit_session import EditSession
 from .editing import ViewMemory, ViewState
 from .tree_model import CheckpointTreeModel, find_node
@@ -141,8 +141,8 @@ class TabEditsMixin:
 
     def _on_strip_requested(self, prefix: str, sd_path: tuple) -> None:
         """The summary banner's one-click Strip."""
-        from ..dialogs.common import at_text
         from ...core.edit.ops import StripPrefix
+        from ..dialogs.common import at_text
         self.apply_steps(StripPrefix(prefix, at_text(tuple(sd_path))))
 
     # -- the tree's context menu ----------------------------------------------------------------

@@ -15,12 +15,20 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from PySide6.QtCore import (QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex,
-                            QSortFilterProxyModel, Qt, QTimer, Signal)
+from PySide6.QtCore import (
+    QAbstractItemModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import QColor, QFont
 
-from ...core.util.textsafe import safe_text
 from ...core.model.tree import CONTAINER_KINDS, Node
+from ...core.util.textsafe import safe_text
 from ..widgets.qtcompat import top_up
 from ..widgets.theme import is_dark, kind_color, kind_icon, kind_label, plain_tooltip
 

@@ -20,27 +20,53 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from PySide6.QtCore import (QAbstractTableModel, QMimeData, QModelIndex, QPersistentModelIndex, QPoint, QSize, Qt,
-                            QUrl, Signal)
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QMimeData,
+    QModelIndex,
+    QPersistentModelIndex,
+    QPoint,
+    QSize,
+    Qt,
+    QUrl,
+    Signal,
+)
 from PySide6.QtGui import QColor, QDragEnterEvent, QDragMoveEvent, QDropEvent, QGuiApplication
-from PySide6.QtWidgets import (QAbstractItemView, QApplication, QCheckBox, QDockWidget, QFileDialog, QHBoxLayout,
-                               QHeaderView, QLabel, QMenu, QPushButton, QSplitter, QStyle, QStyledItemDelegate,
-                               QStyleOptionProgressBar, QStyleOptionViewItem, QTreeView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QCheckBox,
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMenu,
+    QPushButton,
+    QSplitter,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionProgressBar,
+    QStyleOptionViewItem,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ...core.edit.batch import ConvertResult
 from ...core.edit.ops import Step
+from ...core.edit.recipes import Recipe
 from ...core.model.walk import iter_tensors
 from ...core.util.errors import CheckpointError
-from ...core.write.export import ExportProgress
-from ...core.edit.recipes import Recipe
 from ...core.util.textsafe import safe_text
 from ...core.util.units import human_bytes
-from .work import CANCELLED, Expansion, convert_job_steps, expand_steps
+from ...core.write.export import ExportProgress
 from ..widgets.drop_zone import FileDropZone, local_paths
-from .recipe_editor import RecipeEditor, default_step, read_recipe, write_recipe
 from ..widgets.settings import Settings
 from ..widgets.theme import plain_tooltip
 from ..widgets.workers import TaskRunner, WorkerError
+from .recipe_editor import RecipeEditor, default_step, read_recipe, write_recipe
+from .work import CANCELLED, Expansion, convert_job_steps, expand_steps
 
 COLUMNS = ("File", "Status", "Progress", "Output")
 COL_FILE, COL_STATUS, COL_PROGRESS, COL_OUTPUT = range(len(COLUMNS))

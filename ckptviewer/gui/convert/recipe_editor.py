@@ -18,15 +18,32 @@ import os
 from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QLineEdit, QListWidget, QListWidgetItem, QMenu, QPlainTextEdit, QPushButton,
-                               QSizePolicy, QStackedWidget, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
+    QPlainTextEdit,
+    QPushButton,
+    QSizePolicy,
+    QStackedWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from ...core.util.errors import CheckpointError, OperationError
-from ...core.write.export import FORMATS
-from ...core.edit.ops import Cast, Drop, Rename, RemapDevice, Select, SelectModel, Step, StripPrefix, step_from_json
+from ...core.edit.ops import Cast, Drop, RemapDevice, Rename, Select, SelectModel, Step, StripPrefix, step_from_json
 from ...core.edit.recipes import EXISTS, OutputRule, Recipe, load_recipe, presets, recipe_from_json
+from ...core.util.errors import CheckpointError, OperationError
 from ...core.util.textsafe import safe_text
+from ...core.write.export import FORMATS
 
 StepDialog = Callable[[QWidget, Step | None], Step | None]
 STEP_DIALOGS: dict[str, StepDialog] = {}

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Generator
 
 from ...core.edit.batch import ConvertResult, convert_iter, expand_inputs, without_outputs
-from ...core.write.export import ExportProgress
 from ...core.edit.recipes import Recipe
+from ...core.write.export import ExportProgress
 from ..widgets.gc_pause import gc_paused
 
 CANCELLED = "cancelled"

@@ -7,12 +7,21 @@ from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHeaderView, QLabel, QMessageBox,
-                               QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QDialogButtonBox,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
+from ...core.edit.ops import RenameRow
 from ...core.model import keypath
 from ...core.util.errors import CheckpointError
-from ...core.edit.ops import RenameRow
 from ...core.util.textsafe import key_text, path_text
 from ..widgets.theme import plain_tooltip
 

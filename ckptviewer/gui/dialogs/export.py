@@ -11,23 +11,31 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPlainTextEdit,
-                               QPushButton, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QWidget,
+)
 
-from ...core.model import keypath
-from ...core.util.errors import OperationError
-from ...core.write.export import ExportOptions
-from ...core.write.destination import check_destination
-from ...core.model.interpret import Analysis
 from ...core.edit.ops import Cast, Select, Step
 from ...core.edit.recipes import sanitize_file_name
+from ...core.model import keypath
+from ...core.model.interpret import Analysis
+from ...core.util.errors import OperationError
 from ...core.util.textsafe import path_text, safe_text
 from ...core.util.units import human_bytes
-from .export_work import ExportRequest, plan_task
+from ...core.write.destination import check_destination
+from ...core.write.export import ExportOptions
 from ..widgets.messages import error_text
 from ..widgets.workers import TaskRunner, WorkerError
 from . import common
 from .common import StepDialog, error_line, plain_label
+from .export_work import ExportRequest, plan_task
 
 FORMATS = (("pt", "PyTorch (.pt, zip archive)"), ("pt-legacy", "PyTorch legacy format (before 1.6)"),
            ("safetensors", "safetensors (tensors only)"))

@@ -9,6 +9,7 @@ from ...core.edit.ops import Step
 from ...core.util.progress import Progress
 from ...core.util.textsafe import safe_text
 
+
 @dataclass
 class ExportRequest:
     """What the Export dialog asks for: the tree to write (the edited view, with the dialog's subtree
@@ -44,8 +45,8 @@ def export_task(request: ExportRequest) -> Generator[Progress, None, Any]:
 def plan_task(root: Any, steps: list[Step], options: Any) -> Generator[None, None, tuple[Any, Any]]:
     """The export dialog's plan: the subtree/cast steps applied to the edited root, then what the
     export would write (notes and problems). Metadata only, but a pass over every tensor: a worker."""
-    from ...core.write.export import plan_export
     from ...core.edit.ops import apply_steps
+    from ...core.write.export import plan_export
     yield None
     out = apply_steps(root, steps)[0] if steps else root
     yield None

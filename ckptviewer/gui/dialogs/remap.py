@@ -5,11 +5,19 @@ import re
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QPushButton, QTableWidget,
-                               QTableWidgetItem, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QWidget,
+)
 
-from ...core.util.errors import OperationError
 from ...core.edit.ops import RemapDevice, device_matches
+from ...core.util.errors import OperationError
 from ...core.util.textsafe import safe_text
 from .common import StepDialog, plain_label
 

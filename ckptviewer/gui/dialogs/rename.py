@@ -8,12 +8,28 @@ from dataclasses import dataclass, field
 from typing import Any, Generator
 
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QHeaderView,
-                               QLineEdit, QListWidget, QMenu, QPushButton, QSplitter, QStackedWidget, QTableWidget,
-                               QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLineEdit,
+    QListWidget,
+    QMenu,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from ...core.util.errors import OperationError
 from ...core.edit.ops import Rename, RenameRow, find_state_dicts, rename_preview_steps, rule_text
+from ...core.util.errors import OperationError
 from ..widgets.gc_pause import gc_paused
 from ..widgets.workers import TaskRunner
 from .common import ERROR_STYLE, RenamePreviewModel, StepDialog, at_text, plain_label, preview_table, where_text

@@ -7,8 +7,8 @@ from typing import Any
 
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QWidget
 
-from ...core.model.interpret import detect_prefix
 from ...core.edit.ops import RenameRow, StripPrefix, find_state_dicts, rename_preview
+from ...core.model.interpret import detect_prefix
 from ...core.util.textsafe import safe_text
 from .common import RenamePreviewModel, StepDialog, at_text, plain_label, preview_table, where_text
 

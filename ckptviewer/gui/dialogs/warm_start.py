@@ -11,16 +11,30 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Generator
 
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
-                               QHeaderView, QLineEdit, QListWidget, QPushButton, QTableWidget, QTableWidgetItem,
-                               QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
+from ...core.analyze.warmstart import Suggestion, WarmStartReport, accept, compare, suggest
 from ...core.edit.ops import Rename, find_state_dicts
-from ...core.util.progress import Progress
 from ...core.model.tensor import TensorRef
+from ...core.util.progress import Progress
 from ...core.util.textsafe import key_text, safe_text
 from ...core.util.units import shape_text
-from ...core.analyze.warmstart import Suggestion, WarmStartReport, accept, compare, suggest
 from ..widgets.messages import error_text
 from ..widgets.workers import TaskRunner, WorkerError
 from .common import StepDialog, at_text, plain_label, where_text
@@ -49,8 +63,8 @@ class TargetFile:
 
 def target_steps(path: str) -> Generator[Progress, None, TargetFile]:
     """Open ``path`` and list its state_dicts (and pickled modules' state_dicts); only shapes are kept."""
-    from ...core.read.open import open_checkpoint
     from ...core.model.interpret import analyze
+    from ...core.read.open import open_checkpoint
     name = os.path.basename(path)
     yield Progress(0, 2, f"Opening {name}")
     ck = open_checkpoint(path)

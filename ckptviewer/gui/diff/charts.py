@@ -7,15 +7,16 @@ core's metrics). pyqtgraph is imported when a diff tab is first built, after the
 from __future__ import annotations
 
 import math
+
 import numpy as np
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ...core.analyze.stats import Histogram
+from ..widgets.theme import is_dark
 from .model import status_color
 from .work import PairHistograms
-from ..widgets.theme import is_dark
 
 # A and B in two colours that stay apart for the common kinds of colour blindness (blue / orange).
 COLORS = {"a": ("#1f6fd1", "#5aa2ff"), "b": ("#d9730d", "#ffa94d"), "diff": ("#7b3fb5", "#b48cff")}

@@ -21,12 +21,12 @@ from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap
 
 from ...core.analyze.diff import STATUS_TEXT
 from ...core.model.tensor import TensorRef
-from ...core.util.textsafe import safe_text
 from ...core.model.tree import value_text
+from ...core.util.textsafe import safe_text
 from ...core.util.units import shape_text
-from .work import DiffNode, set_leaf_status
 from ..widgets.qtcompat import top_up
 from ..widgets.theme import is_dark, plain_tooltip
+from .work import DiffNode, set_leaf_status
 
 BATCH = 1000
 COLUMNS = ("Name", "Status", "rel. change", "max |a−b|", "not close", "A", "B")

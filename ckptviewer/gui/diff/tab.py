@@ -16,23 +16,47 @@ import os
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QFileDialog, QFrame, QHBoxLayout, QHeaderView,
-                               QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
-                               QStackedWidget, QToolButton, QTreeView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QToolButton,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ...core.analyze.diff import COUNT_TEXT, STATUS_TEXT, STATUSES
-from ...core.util.progress import Progress
 from ...core.model.tensor import TensorRef
-from ...core.util.textsafe import safe_text
 from ...core.model.tree import value_text
+from ...core.util.progress import Progress
+from ...core.util.textsafe import safe_text
 from ...core.util.units import human_bytes, shape_text
-from .charts import LayerChart, PairHistogramPanel
-from .model import DiffTreeModel, status_color, side_text
-from .work import (CompareBatch, DiffNode, DiffSession, DiffSetup, PairHistograms, compare_steps,
-        pair_histogram_steps, prepare_steps)
+from ..widgets.messages import error_text
 from ..widgets.settings import Settings
 from ..widgets.workers import TaskRunner, WorkerError
-from ..widgets.messages import error_text
+from .charts import LayerChart, PairHistogramPanel
+from .model import DiffTreeModel, side_text, status_color
+from .work import (
+    CompareBatch,
+    DiffNode,
+    DiffSession,
+    DiffSetup,
+    PairHistograms,
+    compare_steps,
+    pair_histogram_steps,
+    prepare_steps,
+)
 
 AUTO_EXPAND_TOP = 12
 AUTO_EXPAND_LEAVES = 2_000

@@ -23,14 +23,22 @@ from typing import Any, Generator
 
 import numpy as np
 
-from ...core.model.checkpoint import Checkpoint
 from ...core.analyze.diff import STATUSES, DiffOptions, DiffRun, select_and_strip
-from ...core.read.open import open_checkpoint
+from ...core.analyze.stats import (
+    SAMPLE_SIZE,
+    SAMPLE_THRESHOLD,
+    Histogram,
+    StatsAccumulator,
+    auto_bins,
+    histogram_edges,
+    numbers_of,
+    sample_values,
+)
 from ...core.edit.ops import SelectModel, apply_steps
-from ...core.analyze.stats import (SAMPLE_SIZE, SAMPLE_THRESHOLD, Histogram, StatsAccumulator, auto_bins,
-        histogram_edges, numbers_of, sample_values)
-from ...core.util.progress import Progress
+from ...core.model.checkpoint import Checkpoint
 from ...core.model.tensor import CHUNK_BYTES, TensorRef
+from ...core.read.open import open_checkpoint
+from ...core.util.progress import Progress
 from ...core.util.textsafe import MAX_SHOWN, key_text
 from ..widgets.gc_pause import gc_paused
 

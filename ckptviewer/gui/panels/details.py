@@ -9,15 +9,27 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QFormLayout, QFrame, QHeaderView, QLabel, QPlainTextEdit,
-                               QPushButton, QScrollArea, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFormLayout,
+    QFrame,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
-from ...core.model.interpret import OptimizerInfo, StateDictInfo
-from ...core.util.progress import Progress
 from ...core.analyze.stats import TensorStats
+from ...core.model.interpret import OptimizerInfo, StateDictInfo
 from ...core.model.tensor import TensorRef
-from ...core.util.textsafe import key_text, path_text, safe_text
 from ...core.model.tree import CONTAINER_KINDS, Node
+from ...core.util.progress import Progress
+from ...core.util.textsafe import key_text, path_text, safe_text
 from ...core.util.units import human_bytes, shape_text
 from ..widgets.theme import kind_label
 

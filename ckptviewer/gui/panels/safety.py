@@ -11,11 +11,21 @@ from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QPersistentModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QGuiApplication
-from PySide6.QtWidgets import (QAbstractItemView, QFrame, QHBoxLayout, QHeaderView, QLabel, QPushButton,
-                               QSizePolicy, QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
-from .safety_report import BANNER_NAMES, CLEAN, DANGEROUS, INCOMPLETE, NOTHING_RUN, UNKNOWN, SafetyReport, SafetyRow
 from ..widgets.theme import is_dark, level_color, level_icon, plain_tooltip
+from .safety_report import BANNER_NAMES, CLEAN, DANGEROUS, INCOMPLETE, NOTHING_RUN, UNKNOWN, SafetyReport, SafetyRow
 
 _RANK = {"dangerous": 0, "unknown": 1, "safe": 2}
 _CATEGORY_TEXT = {"dangerous": "Dangerous", "unknown": "Unknown", "safe": "Safe"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+
 from ...core.analyze.scan import CATEGORIES, PickleScan, ScanResult, scan_checkpoint, scan_file
 from ...core.util.textsafe import safe_text
 from ...core.util.units import counted

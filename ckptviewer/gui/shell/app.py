@@ -18,12 +18,12 @@ from PySide6.QtCore import QEvent, QObject, QTimer, qInstallMessageHandler  # no
 from PySide6.QtGui import QFileOpenEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from .main_window import MainWindow  # noqa: E402
 from ..widgets.qtcompat import top_up  # noqa: E402
 from ..widgets.resources import app_icon  # noqa: E402
 from ..widgets.settings import Settings  # noqa: E402
-from .single_instance import InstanceServer, forward_to_running  # noqa: E402
 from ..widgets.theme import ThemeWatcher  # noqa: E402
+from .main_window import MainWindow  # noqa: E402
+from .single_instance import InstanceServer, forward_to_running  # noqa: E402
 
 # Benchmarks (tests/bench/bench_first_paint.py) watch these files from outside the process.
 FIRST_PAINT_ENV = "CKPTVIEWER_FIRST_PAINT_FILE"

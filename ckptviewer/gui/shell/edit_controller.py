@@ -17,8 +17,8 @@ from ...core.util.textsafe import safe_text
 from ..dialogs import common
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
     from ..checkpoint.tab import CheckpointTab
+    from .main_window import MainWindow
 
 EDITED_MARK = " *"
 

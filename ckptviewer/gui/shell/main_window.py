@@ -7,37 +7,49 @@ the other files or the app.
 """
 from __future__ import annotations
 
-import operator
 import gc
+import operator
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from PySide6.QtCore import QUrl, Qt, Signal
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QPaintEvent
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow,
-                               QMenu, QProgressBar, QPushButton, QStackedWidget, QTabWidget, QToolButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMenu,
+    QProgressBar,
+    QPushButton,
+    QStackedWidget,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ...core.util.progress import Progress
 from ...core.util.textsafe import safe_text
-from .about import AboutDialog
-from .actions import ACTIONS, MENUS, ActionSpec
+from ..checkpoint.loading import RefusedFile, demo_steps
+from ..checkpoint.tab import CheckpointTab
 from ..diff.tab import DiffTab, ask_compare_paths
 from ..diff.work import DiffSetup
-from .edit_controller import EditController
-from ..checkpoint.loading import RefusedFile, demo_steps
-from ..widgets.gc_pause import freeze_loaded_objects
-from ..widgets.messages import MessageBar
-from ..widgets.resources import icon_pixmap
 from ..panels.safety_report import SafetyReport
+from ..widgets.gc_pause import freeze_loaded_objects
+from ..widgets.messages import MessageBar, error_text
+from ..widgets.resources import icon_pixmap
 from ..widgets.settings import Settings
-from ..checkpoint.tab import CheckpointTab
-from ..widgets.messages import error_text
 from ..widgets.theme import level_icon, plain_tooltip
 from ..widgets.workers import TaskRunner, WorkerError, keep_gui_responsive
+from .about import AboutDialog
+from .actions import ACTIONS, MENUS, ActionSpec
+from .edit_controller import EditController
 
 # *.json: a sharded checkpoint's index (model.safetensors.index.json, pytorch_model.bin.index.json).
 FILE_FILTER = ("Checkpoints and shard indexes (*.pt *.pth *.tar *.bin *.ckpt *.safetensors *.pkl *.pth.tar "

@@ -13,7 +13,6 @@ from ...core.util.errors import CheckpointError
 from ...core.util.textsafe import safe_text
 from .theme import level_icon
 
-
 ERROR_STYLE = ("#message-item { background: rgba(217, 83, 79, 0.16); border: 1px solid rgba(217, 83, 79, 0.6); "
                "border-radius: 4px; }")
 # A refused file that names dangerous globals: as strong as a tab's safety banner.

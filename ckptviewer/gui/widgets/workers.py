@@ -30,7 +30,6 @@ from ...core.util.errors import CancelledError
 from ...core.util.progress import Progress
 from .qtcompat import top_up
 
-
 # Progress steps (a Progress, or None) are sent at most this often per worker; the newest one waiting is
 # sent before a partial result and before the end. Every queued signal costs the GUI thread a hand-over
 # of the GIL from the busy worker (up to sys.getswitchinterval(), 5 ms): a loader that reported every

@@ -15,10 +15,10 @@ import struct
 
 from ...model.checkpoint import Checkpoint
 from ...model.dtypes import BY_SAFETENSORS
-from ...util.errors import CorruptFileError, LimitExceededError, TruncatedFileError
 from ...model.objects import Unreadable
-from ...source.regions import MappedRegion
 from ...model.tensor import StorageRef, TensorRef, contiguous_strides
+from ...source.regions import MappedRegion
+from ...util.errors import CorruptFileError, LimitExceededError, TruncatedFileError
 
 MAX_HEADER = 100 * 1000 * 1000
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import struct
 
 from ...model.checkpoint import Checkpoint, PickleGlobals
-from ...util.errors import CheckpointError, CorruptFileError, NotACheckpointError, UnsupportedFormatError
 from ...model.objects import Unreadable
-from ...source.regions import MappedRegion
 from ...model.tensor import StorageRef
+from ...source.regions import MappedRegion
+from ...util.errors import CheckpointError, CorruptFileError, NotACheckpointError, UnsupportedFormatError
 from ..pickle.unpickle import StorageTable, unpickle
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C

@@ -17,11 +17,11 @@ import struct
 import tarfile
 
 from ...model.checkpoint import Checkpoint, PickleGlobals
-from ...util.errors import CorruptFileError, NotACheckpointError, TruncatedFileError
 from ...model.objects import Unreadable
-from ..pickle.reconstructors import StorageType
-from ...source.regions import MappedRegion
 from ...model.tensor import StorageRef, TensorRef
+from ...source.regions import MappedRegion
+from ...util.errors import CorruptFileError, NotACheckpointError, TruncatedFileError
+from ..pickle.reconstructors import StorageType
 from ..pickle.unpickle import unpickle
 
 MAX_COUNT = 10_000_000

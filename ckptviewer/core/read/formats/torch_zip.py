@@ -9,8 +9,8 @@ archives add ``code/``, ``constants.pkl`` (tensors in ``constants/``) and ``.dat
 from __future__ import annotations
 
 from ...model.checkpoint import Checkpoint, PickleGlobals
+from ...source.regions import ByteSource, BytesRegion, DeferredRegion, release_map_range
 from ...util.errors import CheckpointError, CorruptFileError, NotACheckpointError, StorageError
-from ...source.regions import BytesRegion, ByteSource, DeferredRegion, release_map_range
 from ..pickle.unpickle import StorageTable, unpickle
 from .zipreader import PICKLE_MAX_RATIO, ZipArchive, inflate
 

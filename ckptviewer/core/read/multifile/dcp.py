@@ -29,20 +29,19 @@ import os
 import threading
 from typing import Any
 
-from ...util.lazynp import np
-
 from ...model.checkpoint import Checkpoint, PickleGlobals
-from ...source.local import close_quietly, map_file
 from ...model.dtypes import DType, by_name
-from ...util.errors import CheckpointError, CorruptFileError, StorageError
 from ...model.objects import StandIn, TorchEnum, Unreadable
-from ..pickle.reconstructors import classify
-from ...source.regions import ByteSource
 from ...model.tensor import StorageRef, TensorRef, contiguous_strides
+from ...source.local import close_quietly, map_file
+from ...source.regions import ByteSource
+from ...util.errors import CheckpointError, CorruptFileError, StorageError
+from ...util.lazynp import np
 from ...util.units import human_bytes
+from ..formats.torch_zip import read_torch_zip
+from ..pickle.reconstructors import classify
 from ..pickle.unpickle import unpickle
 from .sharded import plain_file_in
-from ..formats.torch_zip import read_torch_zip
 
 METADATA_NAME = ".metadata"
 MAX_CHUNKS_PER_TENSOR = 1 << 20

@@ -21,10 +21,10 @@ import os
 from typing import Any
 
 from ...model.checkpoint import Checkpoint, PickleGlobals
-from ...source.local import close_quietly
-from ...util.errors import CheckpointError, CorruptFileError, LimitExceededError, NotACheckpointError
 from ...model.objects import Unreadable
 from ...model.tensor import TensorRef
+from ...source.local import close_quietly
+from ...util.errors import CheckpointError, CorruptFileError, LimitExceededError, NotACheckpointError
 from ...util.units import human_bytes
 
 MAX_INDEX_BYTES = 64 << 20        # a 100,000-tensor index is a few MB

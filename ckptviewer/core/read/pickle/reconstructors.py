@@ -12,13 +12,11 @@ import _compat_pickle
 import re
 from typing import Any
 
-from ...util.lazynp import is_integer, is_ndarray, np
-
 from ...model import dtypes
-from ...model.objects import (Buildable, GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, TorchSize,
-                              Unreadable)
+from ...model.objects import Buildable, GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
 from ...model.tensor import StorageRef, TensorRef, contiguous_strides
 from ...source.regions import BytesRegion
+from ...util.lazynp import is_integer, is_ndarray, np
 from .danger import danger_reason
 from .unpickler import Reconstructor
 

@@ -5,9 +5,9 @@ from typing import Any, Callable
 
 from ...model.checkpoint import PickleGlobals
 from ...model.objects import Unreadable
-from .reconstructors import StorageType, resolve
-from ...source.regions import ByteSource
 from ...model.tensor import StorageRef
+from ...source.regions import ByteSource
+from .reconstructors import StorageType, resolve
 from .unpickler import SafeUnpickler
 
 

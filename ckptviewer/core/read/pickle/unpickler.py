@@ -18,8 +18,8 @@ import struct
 from collections import Counter
 from typing import Any, Callable
 
-from ...util.errors import CorruptFileError, LimitExceededError, TruncatedFileError
 from ...model.objects import Buildable, GlobalRef, PickledDict, StandIn, Unreadable
+from ...util.errors import CorruptFileError, LimitExceededError, TruncatedFileError
 
 _unpack_i = struct.Struct("<i").unpack_from
 _unpack_H = struct.Struct("<H").unpack_from
