@@ -150,8 +150,8 @@ def case3(files, runs):
 HIST = r"""
 import sys, time, json
 t0 = time.perf_counter()
-from ckptviewer.core.read.detect import open_checkpoint
-from ckptviewer.core import stats
+from ckptviewer.core.read.open import open_checkpoint
+from ckptviewer.core.analyze import stats
 ck = open_checkpoint(sys.argv[1])
 t = ck.root["embedding.weight"]
 t1 = time.perf_counter()
