@@ -37,6 +37,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--list-recipes", action="store_true", help="list the built-in recipes and exit")
     p.add_argument("--output-dir", metavar="DIR", help="with --recipe: write outputs here instead of beside inputs")
     p.add_argument("--recursive", action="store_true", help="with --recipe: look into sub-folders too")
+    add_cleaning_options(p)
+    add_output_options(p)
+    return p
+
+
+def add_cleaning_options(p: argparse.ArgumentParser) -> None:
+    """The cleaning steps (select, drop, strip prefix, rename, map location, dtype), shared with ``merge``."""
     p.add_argument("--select", metavar="PATH", help="keep only this entry, e.g. model_state_dict (a/b/0 for nested)")
     p.add_argument("--drop", metavar="PATH", nargs="+", action="extend", default=[],
                    help="remove entries, e.g. optimizer_state_dict or '*.num_batches_tracked'")
@@ -52,6 +59,10 @@ def parser() -> argparse.ArgumentParser:
                    help="rewrite saved devices like map_location: cuda:1=cuda:0, cuda=cpu, '*=cpu'")
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32", "float64"],
                    help="cast floating-point tensors (counters and integers stay)")
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """Where and how the result is written (format, shards, non-tensors, checks, force, dry run)."""
     p.add_argument("--format", choices=["pt", "pt-legacy", "safetensors"],
                    help="output format (default: from OUT's suffix; .safetensors or the torch zip format)")
     p.add_argument("--shard-size", metavar="SIZE",
@@ -64,7 +75,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target-select", metavar="PATH", help="the state_dict inside TARGET (e.g. model_state_dict)")
     p.add_argument("-f", "--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("-n", "--dry-run", action="store_true", help="show what would change and be written; write nothing")
-    return p
 
 
 def steps_from_args(args) -> list:
@@ -138,7 +148,7 @@ def run(argv: list[str]) -> int:
             for line in log.lines:
                 print(f"- {line}")
             if args.check_against:
-                _print_warm_start(root, args.check_against, args.target_select)
+                print_warm_start(root, args.check_against, args.target_select)
             if args.dry_run:
                 changes = _key_changes(ckpt.root, root)
                 if changes:
@@ -155,7 +165,7 @@ def run(argv: list[str]) -> int:
                 print("dry run: nothing written")
                 return 1 if plan.problems else 0
             if sharded:
-                return _convert_sharded(root, args, options, ckpt.path)
+                return convert_sharded(root, args, options, [ckpt.path])
             result = drain(export_iter(root, args.output, options, sources=[ckpt.path]))
             for note in result.notes:
                 print(f"note: {note}")
@@ -167,12 +177,12 @@ def run(argv: list[str]) -> int:
         return 1
 
 
-def _convert_sharded(root, args, options, source: str) -> int:
-    """convert's sharded output: shards plus an index (see core/write/shards.py)."""
+def convert_sharded(root, args, options, sources: list[str]) -> int:
+    """convert's (and merge's) sharded output: shards plus an index (see core/write/shards.py)."""
     from ..core.write.shards import DEFAULT_SHARD_SIZE, export_sharded_iter, parse_size
 
     size = parse_size(args.shard_size) if args.shard_size else DEFAULT_SHARD_SIZE
-    result = drain(export_sharded_iter(root, args.output, options, size, sources=[source]))
+    result = drain(export_sharded_iter(root, args.output, options, size, sources=sources))
     for note in result.notes:
         print(f"note: {note}")
     for path in result.shards:
@@ -253,7 +263,7 @@ def _convert_with_recipe(args) -> int:
     return 1 if counts["failed"] else 0
 
 
-def _print_warm_start(root, target_path: str, target_select: str | None) -> None:
+def print_warm_start(root, target_path: str, target_select: str | None) -> None:
     from ..core.analyze.warmstart import compare, suggest
     from ..core.edit.ops import find_state_dicts
     from ..core.model import keypath
