@@ -149,6 +149,7 @@ class MergePlan:
     problems: list[str] = field(default_factory=list)     # unreadable tensors
     notes: list[str] = field(default_factory=list)
     groups: list[tuple[tuple, list[TensorRef]]] = field(default_factory=list)   # (path in the first, inputs)
+    members: dict[int, int] = field(default_factory=dict)    # id(a tensor of the first) -> its group
     n_averaged: int = 0
     elements: int = 0
     n_kept: int = 0
@@ -199,7 +200,7 @@ def merge_plan(roots: list[Any], weights: list[float] | None = None, labels: lis
         for p in m:
             if p not in first:
                 plan.mismatches.append(f"{_where(p)}: only in {labels[i]}, not in {labels[0]}")
-    seen: dict[int, int] = {}
+    seen: dict[tuple, int] = {}
     for p, a in first.items():
         inputs = [a] + [m[p] for m in maps[1:] if p in m]
         if len(inputs) != len(maps):
@@ -214,9 +215,14 @@ def merge_plan(roots: list[Any], weights: list[float] | None = None, labels: lis
             plan.mismatches.append(f"{_where(p)}: dtypes differ: " + ", ".join(
                 f"{t.dtype.name} in {labels[i]}" for i, t in enumerate(inputs)))
             continue
-        if id(a) in seen:               # the same tensor under another key (tied weights, best/last)
+        # The same values under another key in every input (tied weights, "best" and "last"): one output
+        # tensor for both, so that they stay tied.
+        region = tuple(_region(t) for t in inputs)
+        if region in seen:
+            if seen[region] >= 0:
+                plan.members[id(a)] = seen[region]
             continue
-        seen[id(a)] = len(plan.groups)
+        seen[region] = len(plan.groups) if all(flags) else -1
         if all(flags):
             for i, t in enumerate(inputs):
                 if not t.readable:
@@ -225,6 +231,7 @@ def merge_plan(roots: list[Any], weights: list[float] | None = None, labels: lis
             if len(dtypes) > 1:
                 plan.notes.append(f"{_where(p)} and maybe others: dtypes differ ({', '.join(sorted(dtypes))}); "
                                   f"written as {a.dtype.name}, as in {labels[0]}")
+            plan.members[id(a)] = len(plan.groups)
             plan.groups.append((p, inputs))
             plan.n_averaged += 1
             plan.elements += a.numel
@@ -235,6 +242,13 @@ def merge_plan(roots: list[Any], weights: list[float] | None = None, labels: lis
         plan.notes.append(f"integer, boolean and counter tensors (num_batches_tracked, step) and values that are "
                           f"not tensors (epoch, loss, hyperparameters) come from {labels[0]}")
     return plan
+
+
+def _region(t: TensorRef) -> tuple:
+    """What makes two handles the same values: one view of one storage (or one handle)."""
+    if t.storage is None or t.cast_from is not None:
+        return (id(t),)
+    return (id(t.storage), t.offset, tuple(t.shape), tuple(t.stride), t.dtype.name, t.device)
 
 
 def _where(path: tuple) -> str:
@@ -261,10 +275,8 @@ def merge_from_plan(first_root: Any, plan: MergePlan, *, dtype: str | None = Non
         raise OperationError("cannot merge: " + "; ".join(plan.problems[:6]))
     out_dtype = cast_dtype(dtype) if dtype else None
     w = normalized(plan.weights)
-    replace: dict[int, TensorRef] = {}
-    for path, inputs in plan.groups:
-        a = inputs[0]
-        replace[id(a)] = merged_tensor(inputs, w, out_dtype or a.dtype, _where(path))
+    made = [merged_tensor(inputs, w, out_dtype or inputs[0].dtype, _where(path)) for path, inputs in plan.groups]
+    replace = {ident: made[g] for ident, g in plan.members.items()}
 
     def fn(path: tuple, t: TensorRef) -> TensorRef:
         new = replace.get(id(t))
