@@ -10,10 +10,11 @@ import sys
 
 import pytest
 import torch
+from models import BNNet, Net, TiedLM
 
 from ckptviewer.core.edit.merge import (
-    MergeMismatchError,
     MergedRegion,
+    MergeMismatchError,
     merge_plan,
     merge_roots,
     normalized,
@@ -23,7 +24,6 @@ from ckptviewer.core.read.open import open_checkpoint
 from ckptviewer.core.util.errors import OperationError
 from ckptviewer.core.util.progress import run_steps
 from ckptviewer.core.write.export import ExportOptions, export_iter
-from models import BNNet, Net, TiedLM
 
 CLI = [sys.executable, "-m", "ckptviewer", "merge"]
 

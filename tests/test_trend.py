@@ -10,11 +10,16 @@ import sys
 
 import pytest
 import torch
+from models import BNNet, Net
 
 from ckptviewer.core.analyze import trend as trend_mod
-from ckptviewer.core.analyze.trend import compute_trend, expand_run_inputs, natural_key, trend_json
+from ckptviewer.core.analyze.trend import (
+    compute_trend,
+    expand_run_inputs,
+    natural_key,
+    trend_json,
+)
 from ckptviewer.core.model.tensor import TensorRef
-from models import BNNet, Net
 
 CLI = [sys.executable, "-m", "ckptviewer", "trend"]
 

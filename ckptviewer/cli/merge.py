@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 
 from .common import drain, err
-from .convert import add_cleaning_options, add_output_options, convert_sharded, print_warm_start, steps_from_args
+from .convert import (
+    add_cleaning_options,
+    add_output_options,
+    convert_sharded,
+    print_warm_start,
+    steps_from_args,
+)
 
 HELP = "average checkpoints (model soups, SWA): weighted mean of their floating-point tensors"
 
@@ -37,19 +42,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _labels(paths: list[str]) -> list[str]:
-    names = [os.path.basename(os.path.normpath(p)) for p in paths]
-    if len(set(names)) == len(names):
-        return names
-    return [f"{chr(ord('A') + i) if i < 26 else '#' + str(i + 1)} ({n})" for i, n in enumerate(names)]
-
-
 def run(argv: list[str]) -> int:
-    from ..core.edit.merge import MergeMismatchError, merge_from_plan, merge_plan, parse_weights
+    from ..core.edit.merge import (
+        MergeMismatchError,
+        input_labels,
+        merge_from_plan,
+        merge_plan,
+        parse_weights,
+    )
     from ..core.edit.ops import Cast, EditLog, apply_steps
     from ..core.read.open import open_checkpoint
     from ..core.util.errors import CheckpointError
-    from ..core.write.export import ExportOptions, export_iter, format_for_path, plan_export
+    from ..core.write.export import (
+        ExportOptions,
+        export_iter,
+        format_for_path,
+        plan_export,
+    )
     from ..core.write.shards import is_index_path, sharded_format
 
     args = parser().parse_args(argv)
@@ -66,7 +75,7 @@ def run(argv: list[str]) -> int:
         return 2
     # The dtype is applied by the merge itself (one rounding of the average), not by a Cast step after it.
     steps = [s for s in steps_from_args(args) if not isinstance(s, Cast)]
-    labels = _labels(args.inputs)
+    labels = input_labels(args.inputs)
     try:
         with contextlib.ExitStack() as stack:
             ckpts = [stack.enter_context(open_checkpoint(p)) for p in args.inputs]

@@ -216,6 +216,20 @@ def is_checkpoint_folder(path: str) -> bool:
         return False
 
 
+def is_run_folder(path: str) -> bool:
+    """A folder of checkpoints (not itself one checkpoint) that holds at least one: a training run.
+    Cheap enough for the window to ask when a folder is dropped: it stops at the first checkpoint."""
+    if not os.path.isdir(path) or is_checkpoint_folder(path):
+        return False
+    try:
+        names = [n for n in os.listdir(path) if not n.startswith(".")]
+    except OSError:
+        return False
+    if any(n.lower().endswith(CHECKPOINT_SUFFIXES) and os.path.isfile(os.path.join(path, n)) for n in names):
+        return True
+    return any(os.path.isdir(os.path.join(path, n)) and is_checkpoint_folder(os.path.join(path, n)) for n in names)
+
+
 def expand_run_inputs(paths: Iterable[str]) -> list[str]:
     """The checkpoints ``paths`` name: files as they are, checkpoint folders as they are, other folders
     as their checkpoint files and checkpoint sub-folders (hidden names skipped), in natural name order."""
@@ -228,7 +242,7 @@ def expand_run_inputs(paths: Iterable[str]) -> list[str]:
                 full = os.path.join(p, name)
                 if name.startswith("."):
                     continue
-                if os.path.isfile(full) and name.lower().endswith(CHECKPOINT_SUFFIXES + (".pth.tar",)):
+                if os.path.isfile(full) and name.lower().endswith(CHECKPOINT_SUFFIXES):
                     found.append(full)
                 elif os.path.isdir(full) and is_checkpoint_folder(full):
                     found.append(full)

@@ -17,6 +17,7 @@ verified is what was computed. The weights are divided by their sum (a weighted 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,14 @@ class MergeMismatchError(OperationError):
 
     default_hint = ("Merge checkpoints of one architecture; --select picks the state_dict inside training "
                     "checkpoints, and --strip-prefix / --rename line up renamed keys.")
+
+
+def input_labels(paths: list[str]) -> list[str]:
+    """How messages name the inputs: their file names, or A (name), B (name)... when names repeat."""
+    names = [os.path.basename(os.path.normpath(os.fspath(p))) for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{chr(ord('A') + i) if i < 26 else '#' + str(i + 1)} ({n})" for i, n in enumerate(names)]
 
 
 def parse_weights(text: str | None, count: int) -> list[float]:

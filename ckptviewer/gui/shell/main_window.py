@@ -3,7 +3,8 @@
 Every way a file arrives (command line, File > Open, Open Recent, drag-and-drop, the single-instance
 server, the OS's file-open event) ends in :meth:`MainWindow.open_paths`, which opens one tab per file
 (or switches to the tab already showing it) and reports failures in the message bar without stopping
-the other files or the app.
+the other files or the app. A folder of checkpoints, or files asked to open as one (File > Open Run, a
+drop of several files answered "Open as a Run"), becomes a Run tab (``run_controller.py``).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.analyze.trend import is_run_folder
 from ...core.util.progress import Progress
 from ...core.util.textsafe import safe_text
 from ..checkpoint.loading import RefusedFile, demo_steps
@@ -41,6 +43,7 @@ from ..checkpoint.tab import CheckpointTab
 from ..diff.tab import DiffTab, ask_compare_paths
 from ..diff.work import DiffSetup
 from ..panels.safety_report import SafetyReport
+from ..run.tab import RunTab
 from ..widgets.gc_pause import freeze_loaded_objects
 from ..widgets.messages import MessageBar, error_text
 from ..widgets.resources import icon_pixmap
@@ -50,6 +53,7 @@ from ..widgets.workers import TaskRunner, WorkerError, keep_gui_responsive
 from .about import AboutDialog
 from .actions import ACTIONS, MENUS, ActionSpec
 from .edit_controller import EditController
+from .run_controller import RunController
 
 # *.json: a sharded checkpoint's index (model.safetensors.index.json, pytorch_model.bin.index.json).
 FILE_FILTER = ("Checkpoints and shard indexes (*.pt *.pth *.tar *.bin *.ckpt *.safetensors *.pkl *.pth.tar "
@@ -156,6 +160,7 @@ class MainWindow(QMainWindow):
     first_painted = Signal()
     tab_opened = Signal(object)           # a CheckpointTab that finished loading
     open_failed = Signal(str, str)        # path, message
+    merge_finished = Signal(str)          # the merged file, written and verified
 
     def __init__(self, settings: Settings | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -206,6 +211,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.cancel_button)
 
         self.edits = EditController(self)   # Checkpoint menu, Undo/Redo, discarding unexported edits
+        self.runs = RunController(self)     # Run tabs, click-through from them, merging
         self._build_menus()
         self._refresh_recent()
         self._update_actions()
@@ -269,11 +275,20 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
 
     # -- the one way in -------------------------------------------------------------------------
-    def open_paths(self, paths: Iterable[str | os.PathLike]) -> list[CheckpointTab]:
-        """Open each path in a tab (or show the tab that has it). Failures go to the message bar."""
+    def open_paths(self, paths: Iterable[str | os.PathLike], run: bool | None = None) -> list[CheckpointTab | RunTab]:
+        """Open each path in a tab (or show the tab that has it). Failures go to the message bar.
+
+        ``run=True`` opens all the paths as one Run tab; by default (None) a folder of checkpoints (not
+        itself a sharded or distributed checkpoint) opens as a Run tab and everything else in its own tab;
+        ``run=False`` opens every path in its own tab."""
+        paths = [os.path.abspath(os.fspath(raw)) for raw in paths]
+        if run and paths:
+            return [self.runs.open_run(paths)]
         tabs, new = [], []
-        for raw in paths:
-            path = os.path.abspath(os.fspath(raw))
+        for path in paths:
+            if run is None and is_run_folder(path):
+                tabs.append(self.runs.open_run([path]))
+                continue
             key = file_key(path)
             existing = self.tab_for_path(path, key)
             if existing is not None:
@@ -409,7 +424,9 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         event.acceptProposedAction()
-        self.open_paths(paths)
+        as_run = self.runs.choose_for_drop(paths)
+        if as_run is not None:
+            self.open_paths(paths, run=True if as_run else None)
 
     def on_files_forwarded(self, paths: list[str], demo: bool) -> None:
         """Files another launch handed over (single instance)."""
@@ -431,7 +448,7 @@ class MainWindow(QMainWindow):
         if tab is not None:
             if self.edits.confirm_discard([tab]):
                 self._remove_tab(tab)
-        elif isinstance(self.tabs.currentWidget(), DiffTab):
+        elif isinstance(self.tabs.currentWidget(), (DiffTab, RunTab)):
             self.close_diff_tab(self.tabs.currentWidget())
 
     def _on_tab_close_requested(self, index: int) -> None:
@@ -439,10 +456,10 @@ class MainWindow(QMainWindow):
         if isinstance(tab, CheckpointTab):
             if self.edits.confirm_discard([tab]):
                 self._remove_tab(tab)
-        elif isinstance(tab, DiffTab):
+        elif isinstance(tab, (DiffTab, RunTab)):
             self.close_diff_tab(tab)
 
-    def _remove_tab(self, tab: CheckpointTab | DiffTab) -> None:
+    def _remove_tab(self, tab: CheckpointTab | DiffTab | RunTab) -> None:
         # The tab's objects may be in the collector's permanent generation (loads and diffs freeze what
         # they build: loading.gc_paused); hand them back so that their reference cycles (tree nodes and
         # their parents) can be collected.
@@ -485,6 +502,7 @@ class MainWindow(QMainWindow):
 
     def cancel_work(self) -> None:
         self._call_tab("cancel_work")
+        self.runner.cancel("merge")
         self.show_status("Cancelled")
 
     def show_about(self) -> None:
@@ -518,6 +536,7 @@ class MainWindow(QMainWindow):
     def has_pending_work(self) -> bool:
         return (self.runner.is_busy() or any(t.has_pending_work() for t in self.checkpoint_tabs())
                 or any(t.has_pending_work() for t in self.diff_tabs())
+                or any(t.has_pending_work() for t in self.runs.run_tabs())
                 or (self.convert_dock is not None and self.convert_dock.panel.has_pending_work()))
 
     # -- compare (diff tabs) and convert (the Convert panel) ------------------------------------
@@ -544,7 +563,7 @@ class MainWindow(QMainWindow):
         tab.start()
         return tab
 
-    def close_diff_tab(self, tab: DiffTab) -> None:
+    def close_diff_tab(self, tab: DiffTab | RunTab) -> None:
         self._remove_tab(tab)
 
     def show_convert_panel(self):
@@ -580,7 +599,7 @@ class MainWindow(QMainWindow):
         self.runner.shutdown()
         for tab in self.checkpoint_tabs():
             tab.shutdown()
-        for diff in self.diff_tabs():
+        for diff in self.diff_tabs() + self.runs.run_tabs():
             diff.save_state()
             diff.shutdown(wait=True)
         if self.convert_dock is not None:
