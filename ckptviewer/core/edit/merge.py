@@ -177,9 +177,9 @@ class MergePlan:
         lines += [f"problem: {p}" for p in self.problems[:SHOWN_MISMATCHES]]
         if not self.mismatches:
             w = ", ".join(f"{x:g}" for x in self.weights)
+            kept = f"; takes {self.n_kept:,} other tensors from {self.labels[0]}" if self.n_kept else ""
             lines.append(f"averages {self.n_averaged:,} floating-point tensors ({self.elements:,} elements) of "
-                         f"{len(self.labels)} checkpoints with weights {w}; takes {self.n_kept:,} other tensors "
-                         f"from {self.labels[0]}")
+                         f"{len(self.labels)} checkpoints with weights {w}{kept}")
         lines += [f"note: {n}" for n in self.notes]
         return lines
 

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QPalette, QPen
+from PySide6.QtGui import QFontMetrics, QPalette, QPen
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -27,7 +27,6 @@ from .work import LINE_METRICS, METRIC_TEXT
 # Colours for the line chart's curves: distinct for the common kinds of colour blindness (Okabe-Ito).
 CURVE_COLORS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#999999")
 MAX_CURVES = 12
-MAX_LABELS = 40
 
 
 def _pg():
@@ -55,12 +54,38 @@ def _short(text: str, n: int = 34) -> str:
     return text if len(text) <= n else "…" + text[-(n - 1):]
 
 
-def _ticks(labels: list[str], limit: int) -> list[tuple[float, str]]:
-    """Centred tick labels for at most ``limit`` of ``labels`` (evenly spaced)."""
-    if not labels:
-        return []
-    step = max(1, math.ceil(len(labels) / limit))
-    return [(i + 0.5, _short(labels[i])) for i in range(0, len(labels), step)]
+class _LabelAxis:
+    """Factory for a pyqtgraph AxisItem that labels cells (centred at i + 0.5) with ``labels()[i]``,
+    thinned out to what fits: one label per text height on the left axis, per label width at the bottom."""
+
+    def __new__(cls, labels, orientation: str):
+        pg = _pg()
+
+        class LabelAxis(pg.AxisItem):
+            def tickValues(self, minVal, maxVal, size):  # noqa: N802,N803 - pyqtgraph override
+                names = labels()
+                minVal, maxVal = sorted((minVal, maxVal))      # an inverted axis passes them reversed
+                lo, hi = max(0, math.ceil(minVal - 0.5)), min(len(names) - 1, math.floor(maxVal - 0.5))
+                if hi < lo:
+                    return []
+                fm = QFontMetrics(self.style.get("tickFont") or self.font())
+                if self.orientation in ("left", "right"):
+                    per = fm.height() + 2
+                else:
+                    per = max((fm.horizontalAdvance(_short(n)) for n in names[lo:hi + 1]), default=10) + 12
+                room = max(1, int(size // per))
+                step = max(1, math.ceil((hi - lo + 1) / room))
+                return [(step, [i + 0.5 for i in range(lo, hi + 1, step)])]
+
+            def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph override
+                names = labels()
+                out = []
+                for v in values:
+                    i = int(math.floor(v))
+                    out.append(_short(names[i]) if 0 <= i < len(names) else "")
+                return out
+
+        return LabelAxis(orientation=orientation)
 
 
 class RunHeatmap(QWidget):
@@ -88,7 +113,9 @@ class RunHeatmap(QWidget):
         head.addStretch(1)
         head.addWidget(self.hover)
         lay.addLayout(head)
-        self.plot = pg.PlotWidget(self)
+        axes = {"left": _LabelAxis(lambda: self.row_labels, "left"),
+                "bottom": _LabelAxis(lambda: self.file_labels, "bottom")}
+        self.plot = pg.PlotWidget(self, axisItems=axes)
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
         self.plot.invertY(True)
@@ -137,8 +164,9 @@ class RunHeatmap(QWidget):
             self.image.hide()
         self.empty.setText("" if rows else "No tensor to show: change the filter above.")
         self.empty.setPos(max(len(file_labels), 1) / 2, 0.5)
-        self.plot.getAxis("bottom").setTicks([_ticks(file_labels, 12)])
-        self.plot.getAxis("left").setTicks([_ticks(row_labels, MAX_LABELS)])
+        for ax in ("left", "bottom"):
+            self.plot.getAxis(ax).picture = None     # labels may have changed with the same range
+            self.plot.getAxis(ax).update()
         if first:
             self.plot.setXRange(0, max(len(file_labels), 1), padding=0)
             self.plot.setYRange(0, max(len(rows), 1), padding=0)
