@@ -10,20 +10,14 @@ import sys
 
 import pytest
 import torch
-from models import BNNet, Net, TiedLM
 
-from ckptviewer.core.edit.merge import (
-    MergedRegion,
-    MergeMismatchError,
-    merge_plan,
-    merge_roots,
-    normalized,
-    parse_weights,
-)
+from ckptviewer.core.edit.merge import (MergedRegion, MergeMismatchError, merge_plan, merge_roots, normalized,
+                                        parse_weights)
 from ckptviewer.core.read.open import open_checkpoint
 from ckptviewer.core.util.errors import OperationError
 from ckptviewer.core.util.progress import run_steps
 from ckptviewer.core.write.export import ExportOptions, export_iter
+from models import BNNet, Net, TiedLM
 
 CLI = [sys.executable, "-m", "ckptviewer", "merge"]
 

@@ -10,16 +10,11 @@ import sys
 
 import pytest
 import torch
-from models import BNNet, Net
 
 from ckptviewer.core.analyze import trend as trend_mod
-from ckptviewer.core.analyze.trend import (
-    compute_trend,
-    expand_run_inputs,
-    natural_key,
-    trend_json,
-)
+from ckptviewer.core.analyze.trend import compute_trend, expand_run_inputs, natural_key, trend_json
 from ckptviewer.core.model.tensor import TensorRef
+from models import BNNet, Net
 
 CLI = [sys.executable, "-m", "ckptviewer", "trend"]
 
@@ -102,13 +97,18 @@ def test_each_tensor_read_once_and_shared_entries_computed_once(tmp_path, monkey
         sd = BNNet().state_dict()
         torch.save({"best": sd, "last": sd}, tmp_path / f"ckpt{i}.pt")   # one dict saved twice
     reads: dict[int, int] = {}
-    original = TensorRef.iter_raw
+    iter_raw, read_flat = TensorRef.iter_raw, TensorRef.read_flat
 
-    def counting(self, *a, **kw):
+    def counting_iter(self, *a, **kw):
         reads[id(self)] = reads.get(id(self), 0) + 1
-        return original(self, *a, **kw)
+        return iter_raw(self, *a, **kw)
 
-    monkeypatch.setattr(TensorRef, "iter_raw", counting)
+    def counting_flat(self, start, stop):
+        reads[id(self)] = reads.get(id(self), 0) + (stop - start) / self.numel
+        return read_flat(self, start, stop)
+
+    monkeypatch.setattr(TensorRef, "iter_raw", counting_iter)
+    monkeypatch.setattr(TensorRef, "read_flat", counting_flat)
     with compute_trend([tmp_path]) as run:
         distinct = {id(t) for e in run.entries for t in e.tensors if t is not None and t.numel}
         assert set(reads) == distinct and set(reads.values()) == {1}
@@ -163,10 +163,12 @@ def test_nulls_where_undefined(tmp_path):
 
 
 def test_bounded_memory_two_buffers(tmp_path, monkeypatch):
-    """Memory: per key, two raw buffers of that key's size (previous file, current file) and nothing else
-    that grows with the file: the buffers are the size of the largest tensor, never of a checkpoint."""
+    """Memory: two raw buffers (the previous file's copy of a tensor, the current one), the size of the
+    largest tensor and reused from key to key; nothing that grows with the checkpoint."""
     for i in range(4):
-        torch.save({"a": torch.randn(64, 64) + i, "b": torch.randn(1000) * i}, tmp_path / f"r{i}.pt")
+        # "wide" is a stride-0 view: 5,000 elements presented by one stored float. It is not copied.
+        torch.save({"a": torch.randn(64, 64) + i, "b": torch.randn(1000) * i,
+                    "wide": torch.full((1,), float(i + 1)).expand(5000)}, tmp_path / f"r{i}.pt")
     sizes = []
     real_empty = trend_mod.np.empty
 
@@ -176,9 +178,11 @@ def test_bounded_memory_two_buffers(tmp_path, monkeypatch):
         return real_empty(shape, dtype=dtype, **kw)
 
     monkeypatch.setattr(trend_mod.np, "empty", spy)
-    with compute_trend([tmp_path]):
-        pass
-    assert sorted(sizes) == [4000, 4000, 64 * 64 * 4, 64 * 64 * 4]
+    with compute_trend([tmp_path]) as run:
+        wide = entry(run, "wide")
+        assert wide.norm == [pytest.approx((i + 1) * math.sqrt(5000)) for i in range(4)]
+        assert wide.rel_change == [None, pytest.approx(1.0), pytest.approx(0.5), pytest.approx(1 / 3)]
+    assert sorted(x for x in sizes if x) == [64 * 64 * 4, 64 * 64 * 4]
 
 
 def test_cli_json_text_and_exit_status(tmp_path):

@@ -32,6 +32,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Generator, Iterable
 
 import numpy as np
@@ -39,7 +40,7 @@ import numpy as np
 from ..edit.batch import CHECKPOINT_SUFFIXES
 from ..model.checkpoint import Checkpoint
 from ..model.dtypes import to_numbers
-from ..model.interpret import analyze
+from ..model.interpret import Analysis, analyze
 from ..model.tensor import CHUNK_BYTES, TensorRef
 from ..model.walk import unwrap
 from ..read.multifile.dcp import METADATA_NAME
@@ -54,6 +55,8 @@ ORDERS = ("auto", "name", "given")
 # (several numpy passes over each block cost little more than one), big enough that Python's per-call
 # cost disappears. float32 dot products over blocks this size are accurate to about 1e-7.
 BLOCK = 1 << 16
+# Tensors up to this size are read in one piece (no chunking generator): a model's many biases and norms.
+SMALL_BYTES = 1 << 20
 EPOCH_KEYS = ("epoch", "epochs", "n_epoch")
 STEP_KEYS = ("global_step", "step", "iteration", "iter", "steps")
 LOSS_KEYS = ("loss", "val_loss", "train_loss", "best_loss")
@@ -72,6 +75,8 @@ class RunFile:
     loss: float | None = None
     lr: float | None = None
     ckpt: Checkpoint | None = field(default=None, repr=False)
+    # (optimizer path, id -> parameter name) for each optimizer the interpretation found in the file
+    optimizers: list[tuple[tuple, dict]] = field(default_factory=list, repr=False)
 
     def series_value(self, name: str) -> float | None:
         return getattr(self, name)
@@ -94,7 +99,7 @@ class TrendEntry:
     in_optimizer: bool = False                           # optimizer state (not the model's own tensors)
     done: bool = False
 
-    @property
+    @cached_property
     def text(self) -> str:
         return path_text(self.key)
 
@@ -140,7 +145,7 @@ class Run:
         n = len(self.files)
         by_key: dict[tuple, TrendEntry] = {}
         for i, f in enumerate(self.files):
-            names = _parameter_names(f.ckpt.root) if f.ckpt is not None else []
+            names = f.optimizers
             for path, t in (f.ckpt.tensor_entries() if f.ckpt is not None else ()):
                 path = tuple(path)
                 key = _display_key(path, names)
@@ -184,11 +189,6 @@ class Run:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _parameter_names(root: Any) -> list[tuple[tuple, dict]]:
-    """(optimizer path, id -> parameter name) for each optimizer (names empty when the ids stay ids)."""
-    return [(tuple(opt.path), opt.param_names) for opt in analyze(root).optimizers]
 
 
 def _display_key(path: tuple, names: list[tuple[tuple, dict]]) -> tuple:
@@ -289,10 +289,10 @@ def _number(v: Any) -> float | None:
     return None
 
 
-def training_facts(root: Any) -> dict[str, float | None]:
+def training_facts(root: Any, an: Analysis | None = None) -> dict[str, float | None]:
     """epoch, step, loss and lr a checkpoint records (lr from the first optimizer's first group when the
-    file has no ``lr`` of its own)."""
-    an = analyze(root)
+    file has no ``lr`` of its own). ``an`` is the file's analysis when the caller has it."""
+    an = an or analyze(root)
     facts: dict[str, float | None] = {name: None for name in SERIES}
     top = unwrap(root)
     if isinstance(top, dict):
@@ -335,8 +335,10 @@ def open_run(paths: Iterable[str], order: str = "auto") -> Generator[Progress, N
                 continue
             rf = RunFile(path, ckpt=ckpt)
             opened.append(rf)
+            an = analyze(ckpt.root)
+            rf.optimizers = [(tuple(opt.path), opt.param_names) for opt in an.optimizers]
             try:
-                facts = training_facts(ckpt.root)
+                facts = training_facts(ckpt.root, an)
             except CheckpointError:
                 facts = {}
             for k, v in facts.items():
@@ -383,6 +385,7 @@ class _Acc:
         self.dsq = 0.0
         self.pairs = 0
 
+    # Callers hold np.errstate(over="ignore", invalid="ignore") around these (once per chunk, not per block).
     def add(self, f: np.ndarray) -> None:
         if f.dtype.kind == "f":
             finite = np.isfinite(f)
@@ -391,17 +394,16 @@ class _Acc:
         n_b = f.size
         if not n_b:
             return
-        with np.errstate(over="ignore", invalid="ignore"):
-            mean_b = float(np.add.reduce(f, dtype=np.float64)) / n_b
-            if not math.isfinite(mean_b):          # values near the float64 limit: sum in halves
-                mean_b = float(np.add.reduce(f / 2, dtype=np.float64)) / n_b * 2
-            d = f - f.dtype.type(mean_b)
-            m2_b = float(np.dot(d, d))
-            sq = float(np.dot(f, f))
-            if not (math.isfinite(m2_b) and math.isfinite(sq)) and f.dtype != np.float64:
-                f = f.astype(np.float64)           # float32 squares overflow past 1.8e19
-                d = f - mean_b
-                m2_b, sq = float(np.dot(d, d)), float(np.dot(f, f))
+        mean_b = float(np.add.reduce(f, dtype=np.float64)) / n_b
+        if not math.isfinite(mean_b):          # values near the float64 limit: sum in halves
+            mean_b = float(np.add.reduce(f / 2, dtype=np.float64)) / n_b * 2
+        d = f - f.dtype.type(mean_b)
+        m2_b = float(np.dot(d, d))
+        sq = float(np.dot(f, f))
+        if not (math.isfinite(m2_b) and math.isfinite(sq)) and f.dtype != np.float64:
+            f = f.astype(np.float64)           # float32 squares overflow past 1.8e19
+            d = f - mean_b
+            m2_b, sq = float(np.dot(d, d)), float(np.dot(f, f))
         n_a = self.n
         n = n_a + n_b
         delta = mean_b - self.mean
@@ -411,25 +413,21 @@ class _Acc:
         self.n = n
 
     def add_diff(self, cur: np.ndarray, prev: np.ndarray) -> None:
-        with np.errstate(over="ignore", invalid="ignore"):
-            if cur.dtype != prev.dtype or cur.dtype.kind not in "fc":
-                kind = np.complex128 if "c" in (cur.dtype.kind, prev.dtype.kind) else np.float64
-                cur, prev = cur.astype(kind), prev.astype(kind)
-            d = cur - prev
-            if d.dtype.kind == "c":
-                d = np.abs(d)
-            finite = np.isfinite(d)
-            if not finite.all():
-                both = np.isfinite(cur) & np.isfinite(prev)
-                big = np.float64 if cur.dtype.kind == "f" else np.complex128
-                d = np.abs(cur[both].astype(big) - prev[both].astype(big))
-                self.pairs += int(d.size)
-            else:
-                self.pairs += int(d.size)
+        if cur.dtype != prev.dtype or cur.dtype.kind not in "fc":
+            kind = np.complex128 if "c" in (cur.dtype.kind, prev.dtype.kind) else np.float64
+            cur, prev = cur.astype(kind), prev.astype(kind)
+        d = cur - prev
+        if d.dtype.kind == "c":
+            d = np.abs(d)
+        if not np.isfinite(d).all():
+            both = np.isfinite(cur) & np.isfinite(prev)
+            big = np.float64 if cur.dtype.kind == "f" else np.complex128
+            d = np.abs(cur[both].astype(big) - prev[both].astype(big))
+        self.pairs += int(d.size)
+        sq = float(np.dot(d, d))
+        if not math.isfinite(sq) and d.dtype != np.float64:
+            d = d.astype(np.float64)
             sq = float(np.dot(d, d))
-            if not math.isfinite(sq) and d.dtype != np.float64:
-                d = d.astype(np.float64)
-                sq = float(np.dot(d, d))
         self.dsq += sq
 
     @property
@@ -465,24 +463,39 @@ def _diff_numbers(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _read_tensor(t: TensorRef, buf: np.ndarray, prev: tuple[np.ndarray, Any] | None, acc: _Acc,
+def _kept_whole(t: TensorRef) -> bool:
+    """Whether the previous file's copy of ``t`` is held in a buffer. A view that presents more elements
+    than its storage holds (stride 0, overlapping strides: up to 2**27 elements from a few bytes of a
+    hostile file) is not copied: its few stored bytes are read again instead."""
+    return t.storage is not None and t.numel * t.dtype.itemsize <= t.storage.nbytes
+
+
+def _read_tensor(t: TensorRef, buf: np.ndarray | None, prev: tuple[Any, Any] | None, acc: _Acc,
                  chunk_bytes: int) -> Generator[int, None, None]:
-    """Read ``t`` once, chunk by chunk, into ``buf`` (its raw elements, flat) while accumulating its
-    statistics and, with ``prev`` (the previous file's raw elements and dtype), the difference to it.
-    Yields the bytes read after each chunk."""
+    """Read ``t`` once, chunk by chunk, into ``buf`` (its raw elements, flat; None: not kept) while
+    accumulating its statistics and, with ``prev`` (the previous file's raw elements, or its tensor when
+    those were not kept, and its dtype), the difference to it. Yields the bytes read after each chunk."""
+    if t.nbytes <= SMALL_BYTES:
+        # Small tensors (most keys of a big model): one read, no generator machinery per chunk.
+        chunks: Iterable[np.ndarray] = (t.read_flat(0, t.numel),)
+    else:
+        chunks = t.iter_raw(chunk_bytes)
     pos = 0
-    for chunk in t.iter_raw(chunk_bytes):
+    for chunk in chunks:
         flat = chunk.reshape(-1)
         k = flat.size
-        buf[pos:pos + k] = flat
-        for o in range(0, k, BLOCK):
-            raw = flat[o:o + BLOCK]
-            values = to_numbers(raw, t.dtype)
-            acc.add(_stat_numbers(values))
-            if prev is not None:
-                p_raw, p_dtype = prev
-                p_values = to_numbers(p_raw[pos + o:pos + o + raw.size], p_dtype)
-                acc.add_diff(_diff_numbers(values), _diff_numbers(p_values))
+        if buf is not None:
+            buf[pos:pos + k] = flat
+        with np.errstate(over="ignore", invalid="ignore"):
+            for o in range(0, k, BLOCK):
+                raw = flat[o:o + BLOCK]
+                values = to_numbers(raw, t.dtype)
+                acc.add(_stat_numbers(values))
+                if prev is not None:
+                    p_src, p_dtype = prev
+                    start, stop = pos + o, pos + o + raw.size
+                    p_raw = p_src.read_flat(start, stop) if isinstance(p_src, TensorRef) else p_src[start:stop]
+                    acc.add_diff(_diff_numbers(values), _diff_numbers(to_numbers(p_raw, p_dtype)))
         pos += k
         yield chunk.nbytes
 
@@ -494,6 +507,9 @@ def trend_steps(run: Run, chunk_bytes: int = CHUNK_BYTES) -> Generator[TrendProg
     total = run.total_bytes
     done = 0
     finished: dict[tuple, int] = {}          # ids of an entry's tensors -> the entry that has its numbers
+    # Two raw buffers, swapped from file to file: the previous file's copy of a tensor and the current one.
+    # They grow to the largest tensor read so far and are reused from key to key.
+    buffers = [np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint8)]
     yield TrendProgress(0, total)
     for index, e in enumerate(run.entries):
         ident = tuple(id(t) if t is not None else 0 for t in e.tensors)
@@ -505,10 +521,12 @@ def trend_steps(run: Run, chunk_bytes: int = CHUNK_BYTES) -> Generator[TrendProg
             e.done = True
             yield TrendProgress(done, total, index)
             continue
-        size = max((t.numel * t.dtype.itemsize for t in e.tensors if t is not None and t.readable), default=0)
-        # Two raw buffers, swapped from file to file: the previous file's tensor and the current one.
-        buffers = [np.empty(size, dtype=np.uint8), np.empty(size, dtype=np.uint8)] if size else []
-        prev: tuple[np.ndarray, Any] | None = None
+        size = max((t.numel * t.dtype.itemsize for t in e.tensors if t is not None and t.readable
+                    and _kept_whole(t)), default=0)
+        if size > buffers[0].size:
+            buffers = []                       # let the old ones go before the new ones are made
+            buffers = [np.empty(size, dtype=np.uint8), np.empty(size, dtype=np.uint8)]
+        prev: tuple[Any, Any] | None = None
         prev_t: TensorRef | None = None
         prev_norm: float | None = None
         for i, t in enumerate(e.tensors):
@@ -519,7 +537,8 @@ def trend_steps(run: Run, chunk_bytes: int = CHUNK_BYTES) -> Generator[TrendProg
                 e.errors.append(f"{run.files[i].label}: {t.problem or 'no stored values'}")
                 prev = prev_t = prev_norm = None
                 continue
-            buf = buffers[i % 2][:t.numel * t.dtype.itemsize].view(t.dtype.numpy) if size else None
+            keep = size > 0 and _kept_whole(t)
+            buf = buffers[i % 2][:t.numel * t.dtype.itemsize].view(t.dtype.numpy) if keep else None
             comparable = prev is not None and tuple(prev_t.shape) == tuple(t.shape) and t.numel > 0
             acc = _Acc()
             try:
@@ -534,8 +553,8 @@ def trend_steps(run: Run, chunk_bytes: int = CHUNK_BYTES) -> Generator[TrendProg
             e.norm[i], e.mean[i], e.std[i] = acc.results()
             if comparable and prev_norm:
                 e.rel_change[i] = _finite(math.sqrt(acc.dsq) / prev_norm) if acc.pairs else None
-            prev, prev_t, prev_norm = (buf, t.dtype), t, acc.norm
-        del buffers, prev
+            prev, prev_t, prev_norm = (buf if keep else t, t.dtype), t, acc.norm
+        prev = None
         e.done = True
         finished[ident] = index
         yield TrendProgress(done, total, index)

@@ -36,6 +36,7 @@ from ...core.util.textsafe import safe_text
 from ...core.write.destination import check_destination
 from ...core.write.export import ExportOptions
 from ..widgets.messages import error_text
+from ..widgets.theme import plain_tooltip
 from ..widgets.workers import TaskRunner, WorkerError
 from . import common
 from .common import StepDialog, error_line, plain_label
@@ -79,7 +80,7 @@ class MergeInputsModel(QAbstractTableModel):
             return None
         r, c = index.row(), index.column()
         if role == Qt.ItemDataRole.ToolTipRole:
-            return safe_text(self.paths[r], 400)
+            return plain_tooltip(safe_text(self.paths[r], 400))
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.EditRole):
             if c == 0:
                 return safe_text(os.path.basename(os.path.normpath(self.paths[r])), 200)

@@ -20,6 +20,7 @@ from PySide6.QtCore import (
 
 from ...core.util.textsafe import safe_text
 from ...core.util.units import shape_text
+from ..widgets.theme import plain_tooltip
 from .work import METRIC_TEXT, RunView, metric_values
 
 _Index = QModelIndex | QPersistentModelIndex
@@ -44,7 +45,7 @@ class RunLayersModel(QAbstractTableModel):
         self.rows: list[int] = []            # entry indices, in display order
         self._row_of: dict[int, int] = {}
         self.checked: list[int] = []         # entry indices, in the order they were checked
-        self._texts = [safe_text(e.text, 300) for e in view.run.entries]
+        self._texts = view.texts
         self._sort: tuple[int, Qt.SortOrder] | None = None
 
     # -- rows -----------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ class RunLayersModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.CheckStateRole and col == 0:
             return Qt.CheckState.Checked if i in self.checked else Qt.CheckState.Unchecked
         if role == Qt.ItemDataRole.ToolTipRole and col == 0:
-            return self._texts[i]
+            return plain_tooltip(self._texts[i])
         if role == Qt.ItemDataRole.TextAlignmentRole and col >= 3:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role != Qt.ItemDataRole.DisplayRole:
@@ -212,7 +213,7 @@ class RunFilesModel(QAbstractTableModel):
             return None
         r, col = index.row(), index.column()
         if role == Qt.ItemDataRole.ToolTipRole:
-            return self._paths[r]
+            return plain_tooltip(self._paths[r])
         if role == Qt.ItemDataRole.TextAlignmentRole and col != 1:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role != Qt.ItemDataRole.DisplayRole:

@@ -96,6 +96,7 @@ class RunTab(QWidget):
         self.read_done = False
         self.current_entry: int | None = None
         self.current_file: int | None = None
+        self.rows: list[int] = []                # the entries shown (filter applied), in key order
         self.runner = TaskRunner(self)
         self._redraw = QTimer(self)
         self._redraw.setSingleShot(True)
@@ -147,7 +148,7 @@ class RunTab(QWidget):
         self.stop_button.hide()
         self.merge_button = QPushButton("Merge…", self)
         self.merge_button.setToolTip("Average the run's checkpoints (or some of them) into a new file")
-        self.merge_button.clicked.connect(lambda: self.merge_requested.emit(list(self.checkpoint_paths())))
+        self.merge_button.clicked.connect(lambda: self.merge_requested.emit(self.checkpoint_paths()))
         self.merge_button.setEnabled(False)
         top.addWidget(self.summary)
         top.addStretch(1)
@@ -255,19 +256,24 @@ class RunTab(QWidget):
         self.status_message.emit(self.error_label.text())
         self.failed.emit(self, err)
 
-    def _on_prepared(self, run: Run | None) -> None:
-        if run is None:
+    def _on_prepared(self, view: RunView | None) -> None:
+        if view is None:
             return
-        view = RunView(run)
+        run = view.run
         self.view = view
         self.layers = RunLayersModel(view, self)
         self.layers.checked_changed.connect(self._draw_lines)
         self.table.setModel(self.layers)
         self.table.selectionModel().currentRowChanged.connect(self._on_table_current_changed)
+        # Fixed widths from the header texts: ResizeToContents would measure every row again on each
+        # batch of numbers (a 100,000-key run froze the window for tens of seconds).
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        fm = self.table.fontMetrics()
         for c in range(1, len(RunLayersModel.COLUMNS)):
-            header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.Interactive)
+            text = RunLayersModel.COLUMNS[c]
+            header.resizeSection(c, max(fm.horizontalAdvance(text), fm.horizontalAdvance("[1024, 1024]")) + 24)
         self.files_model = RunFilesModel(view, self)
         self.files_view.setModel(self.files_model)
         self.files_view.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
@@ -304,7 +310,7 @@ class RunTab(QWidget):
         if self.view is None:
             return
         if batch.finished:
-            self.view.ready.update(batch.finished)
+            self.view.add_ready(batch.finished)
             self.layers.refresh(batch.finished)
             self._redraw.start()
             shown = set(self.layers.checked) | ({self.current_entry} if self.current_entry is not None else set())
@@ -360,8 +366,8 @@ class RunTab(QWidget):
     def _apply_filter(self) -> None:
         if self.view is None:
             return
-        rows = visible_entries(self.view.run, self.model_box.isChecked(), self.filter_edit.text())
-        self.layers.set_rows(rows)
+        self.rows = visible_entries(self.view, self.model_box.isChecked(), self.filter_edit.text())
+        self.layers.set_rows(self.rows)
         self.redraw()
         if self.current_entry is not None:
             self._select_row(self.current_entry)
@@ -371,10 +377,9 @@ class RunTab(QWidget):
         if self.view is None:
             return
         run = self.view.run
-        rows = visible_entries(run, self.model_box.isChecked(), self.filter_edit.text())
-        matrix = heatmap_matrix(run, rows, self.heatmap_metric, self.view.ready)
-        labels = [run.entries[i].text for i in rows]
-        self.heatmap.set_matrix(matrix, rows, [safe_text(x, 200) for x in labels],
+        texts = self.view.texts
+        matrix = heatmap_matrix(self.view, self.rows, self.heatmap_metric)
+        self.heatmap.set_matrix(matrix, self.rows, [texts[i] for i in self.rows],
                                 [safe_text(f.label, 80) for f in run.files], self.heatmap_metric)
 
     def _draw_lines(self) -> None:
@@ -385,7 +390,7 @@ class RunTab(QWidget):
         if self.current_entry is not None and self.current_entry not in entries:
             entries.append(self.current_entry)
         metric = self.line_chart.current_metric
-        curves = [(safe_text(run.entries[i].text, 200), metric_values(run.entries[i], metric)
+        curves = [(self.view.texts[i], metric_values(run.entries[i], metric)
                    if i in self.view.ready else [None] * len(run.files)) for i in entries]
         x, label = x_axis(run)
         self.line_chart.set_curves(x, label, curves)

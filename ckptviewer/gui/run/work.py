@@ -24,6 +24,7 @@ import numpy as np
 from ...core.analyze.trend import Run, TrendEntry, open_run, trend_steps
 from ...core.model.tensor import CHUNK_BYTES
 from ...core.util.progress import Progress
+from ...core.util.textsafe import safe_text
 from ..widgets.gc_pause import gc_paused
 
 # How often the reading worker reports finished entries (seconds). Tests set 0: every entry.
@@ -65,17 +66,39 @@ class TrendBatch:
 
 @dataclass
 class RunView:
-    """The GUI thread's view of a run: which entries it may read, and which it shows."""
+    """The GUI thread's view of a run: the keys as text (made in the worker), which entries it may read,
+    and the heatmap's values of those, per metric (entries x files, log10, NaN until read), filled in
+    once per entry as its batch arrives, so a redraw only indexes arrays."""
 
     run: Run
+    texts: list[str] = field(default_factory=list)
     ready: set[int] = field(default_factory=set)      # entries whose numbers arrived in a batch
-    seconds: float = 0.0
+    cache: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        shape = (len(self.run.entries), len(self.run.files))
+        for metric, _ in HEATMAP_METRICS:
+            self.cache[metric] = np.full(shape, np.nan)
+
+    def add_ready(self, entries: list[int]) -> None:
+        for i in entries:
+            self.ready.add(i)
+            e = self.run.entries[i]
+            for metric, values in self.cache.items():
+                values[i] = log_row(metric_values(e, metric))
 
 
-def prepare_steps(setup: RunSetup) -> Generator[Progress, None, Run]:
-    """Open and line up the run, with the collector paused while its trees are built."""
+def prepare_steps(setup: RunSetup) -> Generator[Progress, None, RunView]:
+    """Open and line up the run, with the collector paused while its trees are built, and make the
+    keys' texts here rather than on the GUI thread."""
     with gc_paused():
-        return (yield from open_run(setup.paths, setup.order))
+        run = yield from open_run(setup.paths, setup.order)
+    try:
+        yield Progress(0, 0, "Naming the tensors")
+        return RunView(run, [safe_text(e.text, 300) for e in run.entries])
+    except BaseException:
+        run.close()
+        raise
 
 
 def trend_batches(run: Run, chunk_bytes: int = CHUNK_BYTES, interval: float | None = None
@@ -105,15 +128,16 @@ def trend_batches(run: Run, chunk_bytes: int = CHUNK_BYTES, interval: float | No
 
 
 # -- what the charts plot ---------------------------------------------------------------------------------
-def visible_entries(run: Run, model_only: bool = True, text: str = "") -> list[int]:
+def visible_entries(view: RunView, model_only: bool = True, text: str = "") -> list[int]:
     """Entries to show: with ``model_only``, the model's floating-point tensors of more than one element
     (no optimizer state, counters or saved losses); with ``text``, those whose key contains it."""
     needle = text.strip().lower()
     out = []
-    for i, e in enumerate(run.entries):
+    texts = view.texts
+    for i, e in enumerate(view.run.entries):
         if model_only and (e.in_optimizer or not e.is_floating or math.prod(e.shape) <= 1):
             continue
-        if needle and needle not in e.text.lower():
+        if needle and needle not in texts[i].lower():
             continue
         out.append(i)
     return out
@@ -126,22 +150,26 @@ def metric_values(e: TrendEntry, metric: str) -> list[float | None]:
     return list(e.metric(metric))
 
 
-def heatmap_matrix(run: Run, rows: list[int], metric: str, ready: set[int] | None = None) -> np.ndarray:
-    """(rows x files) of the metric's log10 (NaN where undefined or not read yet). Zero relative change
-    (a frozen layer) maps to -12, far below anything that moved."""
-    n = len(run.files)
-    out = np.full((len(rows), n), np.nan)
-    for r, i in enumerate(rows):
-        if ready is not None and i not in ready:
+FROZEN = -12.0
+
+
+def log_row(values: list[float | None]) -> np.ndarray:
+    """log10 of each value (NaN where undefined or negative); zero (a frozen layer's relative change)
+    maps to ``FROZEN``, far below anything that moved."""
+    out = np.full(len(values), np.nan)
+    for c, x in enumerate(values):
+        if x is None:
             continue
-        for c, x in enumerate(metric_values(run.entries[i], metric)):
-            if x is None:
-                continue
-            if x > 0:
-                out[r, c] = math.log10(x)
-            elif x == 0:
-                out[r, c] = -12.0
+        if x > 0:
+            out[c] = math.log10(x)
+        elif x == 0:
+            out[c] = FROZEN
     return out
+
+
+def heatmap_matrix(view: RunView, rows: list[int], metric: str) -> np.ndarray:
+    """(rows x files) of the metric's log10, NaN where undefined or not read yet."""
+    return view.cache[metric][np.asarray(rows, dtype=np.intp)] if rows else np.zeros((0, len(view.run.files)))
 
 
 def x_axis(run: Run) -> tuple[list[float], str]:

@@ -275,7 +275,8 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
 
     # -- the one way in -------------------------------------------------------------------------
-    def open_paths(self, paths: Iterable[str | os.PathLike], run: bool | None = None) -> list[CheckpointTab | RunTab]:
+    def open_paths(self, paths: Iterable[str | os.PathLike],
+                   run: bool | None = None) -> list[CheckpointTab | RunTab]:
         """Open each path in a tab (or show the tab that has it). Failures go to the message bar.
 
         ``run=True`` opens all the paths as one Run tab; by default (None) a folder of checkpoints (not
