@@ -137,6 +137,12 @@ def test_order_natural_recorded_and_given(tmp_path):
         torch.save({"global_step": step, "epoch": 0, "w": torch.full((2,), float(step))}, b / name)
     with compute_trend([b]) as run:
         assert run.order == "step" and [f.label for f in run.files] == ["b.pt", "c.pt", "a.pt"]
+    c = tmp_path / "same_step"
+    c.mkdir()
+    for name, epoch in (("x.pt", 2), ("y.pt", 1)):
+        torch.save({"step": 0, "epoch": epoch, "w": torch.ones(2)}, c / name)   # the step tells nothing apart
+    with compute_trend([c]) as run:
+        assert run.order == "epoch" and [f.label for f in run.files] == ["y.pt", "x.pt"]
     files = [b / "c.pt", b / "a.pt", b / "b.pt"]
     with compute_trend(files, order="given") as run:
         assert [f.label for f in run.files] == ["c.pt", "a.pt", "b.pt"]

@@ -350,7 +350,8 @@ def open_run(paths: Iterable[str], order: str = "auto") -> Generator[Progress, N
             how = "name"
             for name in ("step", "epoch"):
                 values = [getattr(f, name) for f in opened]
-                if len(opened) > 1 and all(v is not None for v in values):
+                # Every file records one, and they tell the files apart (not all "step": 0).
+                if len(opened) > 1 and all(v is not None for v in values) and len(set(values)) > 1:
                     how = name
                     break
         if how == "name":
