@@ -39,12 +39,13 @@ def run(argv: list[str]) -> int:
     from ..core.analyze.doctor import diagnose, probe_machine, target_for
 
     args = _parser().parse_args(argv)
-    machine = probe_machine(import_torch=True)
     try:
-        target = target_for(args.torch, machine=machine, import_torch=True)
+        target = target_for(args.torch) if args.torch else None
     except ValueError as e:
         err(str(e))
         return 2
+    machine = probe_machine(import_torch=True)
+    target = target or target_for(machine=machine, import_torch=True)
     statuses, reports = [], []
     for i, path in enumerate(args.files):
         try:
