@@ -406,3 +406,28 @@ def test_hostile_files_get_no_snippet_and_run_nothing(tmp_path, marker):
     d = diagnose(str(odd), machine=probe_machine(import_torch=False), import_torch=False)
     assert d.loads is False and d.snippet is None
     assert not marker.exists()
+
+
+def test_the_doctor_answers_for_every_hostile_file_and_runs_nothing(tmp_path, marker):
+    """Every payload in every container, and the resource attacks: a verdict (never an exception), no
+    snippet that allowlists a dangerous global, and nothing run."""
+    import corpus
+    from ckptviewer.core.read.pickle.danger import danger_reason
+    machine = probe_machine(import_torch=False)
+    target = target_for(machine=machine)
+    files = {}
+    for pname, payload in {**hostile.payloads(marker), **hostile.more_payloads(marker)}.items():
+        for cname, wrap in hostile.containers().items():
+            files[f"{pname}-{cname}.pt"] = wrap(payload)
+    files.update({f"attack-{k}.pt": v for k, v in corpus.resource_attacks().items()})
+    for name, data in files.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        d = diagnose(str(path), target=target, machine=machine, import_torch=False)
+        assert d.loads is not True or not any(r.blocks for r in d.reasons), name
+        if d.snippet:
+            assert not any(danger_reason(*n.rpartition(".")[::2]) for n in d.blocking), (name, d.snippet)
+        d.to_json()
+        d.text_lines()
+        path.unlink()
+    assert not marker.exists()
