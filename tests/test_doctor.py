@@ -16,11 +16,10 @@ import subprocess
 import sys
 import textwrap
 
+import hostile
 import numpy as np
 import pytest
 import torch
-
-import hostile
 from makers import recorded_location
 
 from ckptviewer.core.analyze.doctor import diagnose, probe_machine, target_for
@@ -412,6 +411,7 @@ def test_the_doctor_answers_for_every_hostile_file_and_runs_nothing(tmp_path, ma
     """Every payload in every container, and the resource attacks: a verdict (never an exception), no
     snippet that allowlists a dangerous global, and nothing run."""
     import corpus
+
     from ckptviewer.core.read.pickle.danger import danger_reason
     machine = probe_machine(import_torch=False)
     target = target_for(machine=machine)

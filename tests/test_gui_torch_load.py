@@ -11,9 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from PySide6.QtWidgets import QApplication
-
 from gui_support import QT_STRICT, isolated_settings, no_workers_left, open_one, wait_idle, window  # noqa: F401
+from PySide6.QtWidgets import QApplication
 
 pytestmark = QT_STRICT
 
