@@ -28,7 +28,6 @@ from ..model.walk import MAX_NODES, module_attrs
 from ..read.pickle.danger import danger_reason
 from ..read.pickle.reconstructors import _py3_names
 from ..read.pickle.unpickler import _OP, OPCODE_NAMES
-from ..util.lazynp import is_generic, is_ndarray
 from .weights_only_table import BLOCKED_MODULES, IMPORT_REGISTERED, Release
 
 # Opcodes torch's weights-only unpickler implements (the same in 2.4 to 2.14); anything else raises
@@ -85,12 +84,13 @@ def file_facts(ckpt: Checkpoint, *, max_nodes: int = MAX_NODES) -> FileFacts:
         if getattr(p, "protocol", 0):
             facts.protocols.add(p.protocol)
     facts.module_pids = bool(ckpt.meta.get("class_sources")) if isinstance(ckpt.meta, dict) else False
-    for st in ckpt.storages.values():
-        facts.locations[str(st.location)] += 1
-        if st.problem:
-            facts.damaged.append(f"storage {st.key}: {st.problem}")
-        elif st.source is not None and st.source.size < st.nbytes:
-            facts.damaged.append(f"storage {st.key} holds {st.source.size:,} of its {st.nbytes:,} bytes")
+    storages = ckpt.storages.values()
+    locations = Counter([st.location for st in storages])
+    for st in [st for st in storages if st.problem is not None
+               or (st.source is not None and st.source.size < st.nbytes)]:
+        facts.damaged.append(f"storage {st.key}: {st.problem}" if st.problem else
+                             f"storage {st.key} holds {st.source.size:,} of its {st.nbytes:,} bytes")
+    facts.locations.update({str(k): n for k, n in locations.items()})
     facts.walk_complete = _walk(ckpt.root, facts, max_nodes)
     return facts
 
@@ -103,20 +103,36 @@ def _numpy_dtype_class(dt: Any) -> str:
 
 
 def _walk(root: Any, facts: FileFacts, max_nodes: int) -> bool:
-    """Visit every value once (iteratively, shared values once); note what the weights-only rules care about."""
+    """Visit every value once (iteratively, shared values once); note what the weights-only rules care about.
+
+    The hot path is a state_dict: one dict and a tensor handle per entry, so tensors and plain values are
+    dispatched on their exact type before anything else (this walk runs each time the window opens a file)."""
+    import sys
+    np = sys.modules.get("numpy")
+    generic = np.generic if np is not None else ()
+    ndarray = np.ndarray if np is not None else ()
+    np_dtype = np.dtype if np is not None else ()
+    plain = _PLAIN
     seen: set[int] = set()
     todo = [root]
+    pop, push, extend = todo.pop, todo.append, todo.extend
     visited = 0
     while todo:
-        value = todo.pop()
+        value = pop()
+        tv = type(value)
+        if tv is TensorRef:
+            if value.extra:
+                extend(value.extra.values())
+            continue
+        if tv in plain or value is None:
+            continue
         if isinstance(value, Buildable):
             value = value.finished()
-        if value is None or type(value) in _PLAIN:
-            continue
-        if is_generic(value):            # before the number test: np.float64 is a float subclass
+            tv = type(value)
+        if isinstance(value, generic):           # before the number test: np.float64 is a float subclass
             facts.numpy_dtypes.add(_numpy_dtype_class(value.dtype))
             continue
-        if isinstance(value, (str, bytes, int, float, complex)):
+        if isinstance(value, (str, bytes, int, float, complex, TensorRef)) or value is None:
             continue
         if id(value) in seen:
             continue
@@ -124,20 +140,20 @@ def _walk(root: Any, facts: FileFacts, max_nodes: int) -> bool:
         visited += 1
         if visited > max_nodes:
             return False
-        if isinstance(value, dict):
-            todo.extend(value.values())
-            if isinstance(value, PickledDict):
+        if tv is dict or isinstance(value, dict):
+            extend(value.values())
+            if tv is PickledDict:
                 if value.type_name not in ("collections.OrderedDict", "collections.Counter", "builtins.dict") and value:
                     facts.dict_fills.add(value.type_name)
                 attrs = value.__dict__.get("_pickle_attrs")
                 if attrs:
-                    todo.extend(attrs.values())
+                    extend(attrs.values())
         elif isinstance(value, (list, tuple, set, frozenset)):
-            todo.extend(value)
-        elif isinstance(value, StandIn):
+            extend(value)
+        elif tv is StandIn:
             name = value.qualname
             if isinstance(value.cls, StandIn):
-                todo.append(value.cls)
+                push(value.cls)
             if value.via == "REDUCE" and isinstance(value.cls, GlobalRef):
                 facts.called.add(name)
             if module_attrs(value) is not None:
@@ -145,35 +161,26 @@ def _walk(root: Any, facts: FileFacts, max_nodes: int) -> bool:
             if value.items:
                 facts.dict_fills.add(name)
                 for k, v in value.items:
-                    todo.append(k)
-                    todo.append(v)
+                    push(k)
+                    push(v)
             if value.list_items:
                 facts.list_fills.add(name)
-                todo.extend(value.list_items)
+                extend(value.list_items)
             st = value.state
             if (isinstance(st, tuple) and len(st) == 2 and isinstance(st[1], dict)
                     and (st[0] is None or isinstance(st[0], dict))):
                 facts.slot_states.add(name)
             if st is not None:
-                todo.append(st)
+                push(st)
             if value.args:
-                todo.extend(value.args)
+                extend(value.args)
             if value.kwargs:
-                todo.extend(value.kwargs.values())
-        elif isinstance(value, TensorRef):
-            if value.extra:
-                todo.extend(value.extra.values())
-        elif is_ndarray(value):
+                extend(value.kwargs.values())
+        elif isinstance(value, ndarray):
             facts.numpy_dtypes.add(_numpy_dtype_class(value.dtype))
-        elif _is_numpy_dtype(value):
+        elif isinstance(value, np_dtype):
             facts.numpy_dtypes.add(_numpy_dtype_class(value))
     return True
-
-
-def _is_numpy_dtype(value: Any) -> bool:
-    import sys
-    np = sys.modules.get("numpy")
-    return np is not None and isinstance(value, np.dtype)
 
 
 # -- the check -------------------------------------------------------------------------------------------
