@@ -60,13 +60,15 @@ def open_run(qtbot, window, *paths, **kw):
     return wait_read(qtbot, tabs[0])
 
 
-def drop_on(widget, paths):
+def drop_on(widget, paths, modifiers=Qt.KeyboardModifier.NoModifier):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
     QApplication.sendEvent(widget, QDragEnterEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime,
-                                                   Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
-    QApplication.sendEvent(widget, QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
-                                              Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
+                                                   Qt.MouseButton.LeftButton, modifiers))
+    drop = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction | Qt.DropAction.MoveAction, mime,
+                      Qt.MouseButton.LeftButton, modifiers)
+    QApplication.sendEvent(widget, drop)
+    return drop.isAccepted(), drop.dropAction()
 
 
 def entry_index(tab, *key):
@@ -192,36 +194,29 @@ def test_stop_keeps_partial_results_and_close_cancels(qtbot, window, tmp_path, m
 
 def test_ways_in_drop_and_open_run_action(qtbot, window, head_run, monkeypatch):
     folder, _ = head_run
-    from ckptviewer.gui.checkpoint.tab import CheckpointTab
     from ckptviewer.gui.run.tab import RunTab
-    from ckptviewer.gui.shell import run_controller
     files = [folder / "epoch_0.tar", folder / "epoch_1.tar"]
-    asked = []
-    monkeypatch.setattr(run_controller, "ask_tabs_or_run", lambda parent, n: asked.append(n) or "run")
-    drop_on(window, files)
-    assert asked == [2]
+    # Several files dropped with Shift held: one run. The drop is a copy even when a move was proposed.
+    accepted, action = drop_on(window, files, Qt.KeyboardModifier.ShiftModifier)
+    assert accepted and action == Qt.DropAction.CopyAction
     tab = window.tabs.currentWidget()
     assert isinstance(tab, RunTab) and tab.title == "Run: 2 checkpoints"
     wait_read(qtbot, tab)
-    monkeypatch.setattr(run_controller, "ask_tabs_or_run", lambda parent, n: "tabs")
+    # Without a modifier: a tab each, as before runs existed, and the status bar says how to get a run.
     drop_on(window, files)
-    assert len(window.checkpoint_tabs()) == 2
-    monkeypatch.setattr(run_controller, "ask_tabs_or_run", lambda parent, n: None)
-    drop_on(window, [folder / "epoch_2.tar", folder / "epoch_10.tar"])
-    assert len(window.checkpoint_tabs()) == 2                      # cancelled: nothing opened
-    drop_on(window, [folder])                                        # a folder: a run, no question
+    assert [t.title for t in window.checkpoint_tabs()] == ["epoch_0.tar", "epoch_1.tar"]
+    assert "hold Shift while dropping" in window.status_text.text()
+    drop_on(window, [folder], Qt.KeyboardModifier.NoModifier)       # a folder of checkpoints: a run anyway
     assert isinstance(window.tabs.currentWidget(), RunTab) and window.tabs.currentWidget().title == "Run: run"
     # File > Open Run: a folder picker; the same folder shows its open Run tab again.
     from PySide6.QtWidgets import QFileDialog
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(folder))
-    window.setFocus()
     window.actions_by_id["file.open_run"].trigger()
     assert len(window.runs.run_tabs()) == 2
     for t in window.runs.run_tabs():
         wait_read(qtbot, t)
     for t in window.checkpoint_tabs():
         qtbot.waitUntil(lambda t=t: t.is_loaded, timeout=30_000)
-    assert all(isinstance(t, CheckpointTab) for t in window.checkpoint_tabs())
     wait_idle(qtbot, window)
 
 

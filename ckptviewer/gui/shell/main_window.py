@@ -4,7 +4,7 @@ Every way a file arrives (command line, File > Open, Open Recent, drag-and-drop,
 server, the OS's file-open event) ends in :meth:`MainWindow.open_paths`, which opens one tab per file
 (or switches to the tab already showing it) and reports failures in the message bar without stopping
 the other files or the app. A folder of checkpoints, or files asked to open as one (File > Open Run, a
-drop of several files answered "Open as a Run"), becomes a Run tab (``run_controller.py``).
+drop of several files with Shift or Ctrl held), becomes a Run tab (``run_controller.py``).
 """
 from __future__ import annotations
 
@@ -424,10 +424,10 @@ class MainWindow(QMainWindow):
         if not paths:
             event.ignore()
             return
-        event.acceptProposedAction()
-        as_run = self.runs.choose_for_drop(paths)
-        if as_run is not None:
-            self.open_paths(paths, run=True if as_run else None)
+        # Always a copy: a "move" proposed by a file manager (Shift held) must not make it delete the files.
+        event.setDropAction(Qt.DropAction.CopyAction)
+        event.accept()
+        self.open_paths(paths, run=True if self.runs.drop_as_run(paths, event.modifiers()) else None)
 
     def on_files_forwarded(self, paths: list[str], demo: bool) -> None:
         """Files another launch handed over (single instance)."""

@@ -1,5 +1,5 @@
 """The window's side of runs and merges: Run tabs, click-through from a run to a checkpoint's tab, the
-choice between tabs and a run when several checkpoints are dropped, and the Merge dialog with its work.
+choice between tabs and a run when checkpoints are dropped, and the Merge dialog with its work.
 
 The main window makes one :class:`RunController` and names its methods in the actions table
 (``runs.open_run_dialog``, ``runs.merge_dialog``). Files still come in through ``MainWindow.open_paths``
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog
 
 from ...core.util.textsafe import safe_text
 from ..dialogs.merge import MergeDialog
@@ -28,22 +28,8 @@ if TYPE_CHECKING:
     from .main_window import MainWindow
 
 
-def ask_tabs_or_run(parent, count: int) -> str | None:
-    """Several checkpoints were dropped: "tabs" (one each), "run" (one Run tab over all), or None.
-    Tests replace this function."""
-    box = QMessageBox(parent)
-    box.setIcon(QMessageBox.Icon.Question)
-    box.setWindowTitle("Open checkpoints")
-    box.setTextFormat(Qt.TextFormat.PlainText)
-    box.setText(f"Open the {count} checkpoints in {count} tabs, or as one training run (how each layer "
-                f"moved from checkpoint to checkpoint)?")
-    tabs = box.addButton("Open as Tabs", QMessageBox.ButtonRole.AcceptRole)
-    run = box.addButton("Open as a Run", QMessageBox.ButtonRole.AcceptRole)
-    box.addButton(QMessageBox.StandardButton.Cancel)
-    box.setDefaultButton(tabs)
-    box.exec()
-    clicked = box.clickedButton()
-    return "tabs" if clicked is tabs else "run" if clicked is run else None
+# Held while dropping several checkpoints: open them as one run instead of a tab each.
+RUN_MODIFIERS = Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.ControlModifier
 
 
 class RunController(QObject):
@@ -83,13 +69,18 @@ class RunController(QObject):
         if folder:
             self.window.open_paths([folder], run=True)
 
-    def choose_for_drop(self, paths: list[str]) -> bool | None:
-        """For a drop of several files: True to open them as a run, False as tabs, None to do nothing."""
-        files = [p for p in paths if not os.path.isdir(p)]
-        if len(files) < 2:
+    def drop_as_run(self, paths: list[str], modifiers: Qt.KeyboardModifier) -> bool:
+        """Whether dropped ``paths`` open as one run: several of them, with Shift or Ctrl held. Without,
+        each file gets its tab (as before runs existed) and a folder of checkpoints is a run anyway; the
+        status bar says how to get a run."""
+        if len(paths) < 2:
             return False
-        choice = ask_tabs_or_run(self.window, len(paths))
-        return None if choice is None else choice == "run"
+        if modifiers & RUN_MODIFIERS:
+            return True
+        if sum(1 for p in paths if not os.path.isdir(p)) >= 2:
+            self.window.show_status(f"Opened {len(paths)} checkpoints in tabs; hold Shift while dropping to open "
+                                    f"them as one run (or use File > Open Run)")
+        return False
 
     # -- click-through --------------------------------------------------------------------------
     def open_tensor(self, path: str, key: tuple) -> "CheckpointTab | None":
