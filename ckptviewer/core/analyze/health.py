@@ -257,12 +257,11 @@ def _file_order(t: TensorRef) -> tuple[str, int]:
     return (loc[0], loc[1]) if loc else ("", 0)
 
 
-def _next_prime(n: int) -> int:
+def _prime_at_most(n: int) -> int:
     n = max(2, int(n))
-    while True:
-        if all(n % d for d in range(2, int(n ** 0.5) + 1)):
-            return n
-        n += 1
+    while n > 2 and not all(n % d for d in range(2, int(n ** 0.5) + 1)):
+        n -= 1
+    return n
 
 
 @dataclass
@@ -299,7 +298,7 @@ class _Scan:
         n = t.numel
         self.row_wise = th.floating and len(t.shape) >= 2 and t.shape[0] > 0
         # A prime stride: no column of a matrix whose sides are powers of two is favoured or missed.
-        self.stride = 1 if n <= SAMPLE else _next_prime(n / SAMPLE)
+        self.stride = 1 if n < 2 * SAMPLE else _prime_at_most(n // SAMPLE)
         self.moments = th.floating or t.dtype.is_complex
         self.crc = 0
         self.start = 0                  # flat index of the current chunk's first element

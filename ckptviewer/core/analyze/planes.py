@@ -90,9 +90,12 @@ def default_axes(t: TensorRef) -> tuple[int, int]:
 
 
 def is_filter_bank(t: TensorRef) -> bool:
-    """A 4-D tensor with small spatial sides: a convolution's weight, best seen as a grid of filters."""
-    return len(t.shape) == 4 and 0 < t.shape[2] <= MAX_GRID_KERNEL and 0 < t.shape[3] <= MAX_GRID_KERNEL \
-        and t.shape[0] > 0 and t.shape[1] > 0
+    """A 4-D tensor shaped like a convolution's weight (small square or 1 x k kernels), best seen as a grid of
+    filters."""
+    if len(t.shape) != 4 or min(t.shape) <= 0:
+        return False
+    kh, kw = t.shape[2], t.shape[3]
+    return kh <= MAX_GRID_KERNEL and kw <= MAX_GRID_KERNEL and (kh == kw or min(kh, kw) == 1)
 
 
 @dataclass
