@@ -539,3 +539,96 @@ def transform(values: np.ndarray, *, absolute: bool = False, log: bool = False) 
             top = float(np.log10(1 + m / c)) if m > 0 else 1.0
             return Shown(out, True, (-top, top), f"sign · log10(1 + |value| / {c:.3g})", nfin, {"c": c})
         return Shown(v, True, (-m, m) if m > 0 else (-1.0, 1.0), "value", nfin)
+
+
+def colorize(shown: Shown, lut: np.ndarray) -> np.ndarray:
+    """RGBA bytes of a heatmap: each value placed between ``shown.levels`` on the ``lut`` (n x 4 uint8);
+    NaN fully transparent. Done here, off the GUI thread, so the view only hands bytes to Qt."""
+    v = shown.values
+    lo, hi = shown.levels
+    n = len(lut)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        pos = (v - lo) * ((n - 1) / (hi - lo if hi > lo else 1.0))
+        idx = np.clip(np.nan_to_num(pos, nan=0.0, posinf=n - 1, neginf=0.0), 0, n - 1).astype(np.intp)
+    rgba = np.ascontiguousarray(lut[idx])
+    rgba[np.isnan(v)] = 0
+    return rgba
+
+
+@dataclass
+class ViewRequest:
+    """What the Values view asks for: a ``mode`` ("plane", "grid", "line" or "scalar") and its settings."""
+
+    mode: str
+    axes: tuple[int, int] | None = None
+    index: tuple[int, ...] | None = None
+    in_channel: int = 0
+    absolute: bool = False
+    log: bool = False
+
+
+@dataclass
+class ViewResult:
+    """One answer to a :class:`ViewRequest`: the data (a :class:`Plane`, :class:`FilterGrid`, :class:`Line` or
+    a 0-D array), the values as coloured (``shown``; for lines, the transformed low/high), the heatmap's
+    RGBA bytes, and whether a sharper answer follows (``final`` False)."""
+
+    request: ViewRequest
+    data: object
+    shown: Shown | None = None
+    shown_high: np.ndarray | None = None
+    rgba: np.ndarray | None = None
+    final: bool = True
+
+
+def default_request(t: TensorRef) -> ViewRequest:
+    if not t.shape:
+        return ViewRequest("scalar")
+    if len(t.shape) == 1:
+        return ViewRequest("line")
+    if is_filter_bank(t):
+        return ViewRequest("grid", in_channel=0)
+    return ViewRequest("plane", default_axes(t), tuple(0 for _ in t.shape))
+
+
+def _answer(req: ViewRequest, data, luts: dict | None, final: bool) -> ViewResult:
+    if isinstance(data, Line):
+        both = transform(np.stack([data.low, data.high]), absolute=req.absolute, log=req.log)
+        low = Shown(both.values[0], both.diverging, both.levels, both.label, both.finite, both.extra)
+        return ViewResult(req, data, low, both.values[1], None, final)
+    if isinstance(data, (Plane, FilterGrid)):
+        shown = transform(data.values, absolute=req.absolute, log=req.log)
+        rgba = None
+        if luts is not None:
+            rgba = colorize(shown, luts["diverging" if shown.diverging else "sequential"])
+        return ViewResult(req, data, shown, None, rgba, final)
+    return ViewResult(req, data, None, None, None, final)
+
+
+def view_steps(t: TensorRef, req: ViewRequest, luts: dict | None = None,
+               ) -> Generator[ViewResult | Progress, None, ViewResult]:
+    """Everything the Values view draws for ``req``, as it becomes available (a preview, then the sharp view)."""
+    _check(t)
+    if t.numel == 0:
+        raise OperationError("the tensor is empty")
+    if req.mode == "scalar":
+        return ViewResult(req, read_values(t, 0, t.numel if t.numel <= 16 else 16))
+    if req.mode == "grid":
+        return _answer(req, filter_grid(t, req.in_channel), luts, True)
+    steps = line_steps(t) if req.mode == "line" else plane_steps(t, req.axes or default_axes(t), req.index)
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            return _answer(req, stop.value, luts, True)
+        if isinstance(step, Progress):
+            yield step
+        else:
+            yield _answer(req, step, luts, False)
+
+
+def retransform(result: ViewResult, absolute: bool, log: bool, luts: dict | None = None) -> ViewResult:
+    """The same data under other display options (no read)."""
+    req = ViewRequest(result.request.mode, result.request.axes, result.request.index, result.request.in_channel,
+                      absolute, log)
+    return _answer(req, result.data, luts, result.final)
