@@ -290,3 +290,23 @@ def test_cli_text_json_and_exit_codes(tmp_path):
     out = json.loads(r.stdout)
     assert r.returncode == 2 and len(out) == 2 and "error" in out[1] and len(out[0]["stats"]) == 18
     assert r.stderr.count("\n") == 1 and "junk.pt" in r.stderr
+
+
+def test_rows_longer_than_a_piece_and_long_vectors(tmp_path):
+    """Rows bigger than the measuring piece (1 MB) and 1-D tensors bigger than a chunk go the same exact way."""
+    g = torch.Generator().manual_seed(9)
+    wide = torch.randn(3, 1_500_000, generator=g).half()
+    wide[1] = 0
+    wide[2, 1_400_000] = float("nan")
+    flat = torch.randn(9_000_000, generator=g)
+    flat[8_999_999] = float("inf")
+    torch.save({"wide": wide, "flat": flat}, tmp_path / "x.pt")
+    rep = check(tmp_path / "x.pt")
+    by = {th.key[0]: th for th in rep.tensors}
+    assert by["wide"].dead_rows == 1 and by["wide"].dead_first == [1]
+    assert by["wide"].nan == 1 and by["wide"].first_nan == 2 * 1_500_000 + 1_400_000
+    assert not by["wide"].zeros_exact
+    assert by["wide"].zeros == pytest.approx((wide == 0).sum().item(), rel=0.02)     # estimated from the sample
+    assert by["flat"].posinf == 1 and by["flat"].first_inf == 8_999_999
+    fin = flat[torch.isfinite(flat)]
+    assert by["flat"].absmax == fin.abs().max().item()

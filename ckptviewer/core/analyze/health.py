@@ -4,13 +4,15 @@ The pass reads each distinct tensor once, in file order, one chunk at a time (me
 numbers per tensor). What it measures, and how:
 
 * **Exactly**, from the raw bits of the float types people train in (float16, bfloat16, float32, float64,
-  float8 e4m3fn/e5m2): shifting each element left by one bit drops the sign and keeps the order of
-  magnitudes, so one shift and a maximum per row give, per chunk, whether it holds NaN or infinity (a
-  magnitude at or above the format's all-ones exponent), the largest finite magnitude, which rows are all
-  zero, and the number of zeros (a shifted zero is zero) without converting a single value to float. Chunks
-  that do hold NaN or infinity are converted and counted exactly, with the first index of each. Other types
+  float8 e4m3fn/e5m2): a float's bits without the sign order it by magnitude, and two read-only reductions per
+  row (the unsigned and the signed maximum of the bits, see :func:`_magnitude_maxima`) give each row's largest
+  magnitude without writing or converting anything. From those: whether a chunk holds NaN or infinity (a
+  magnitude at or above the format's all-ones exponent), the largest finite magnitude, which rows are all zero
+  (and whether the whole tensor is), and whether a float16 export would overflow. Chunks that do hold NaN,
+  infinity or overflowing values are converted and counted exactly, with the first index of each. Other types
   (integers, bool, complex, the float8 "fnuz" variants, float8 e8m0, packed 4-bit floats...) go through the
-  same measurements on their values widened by ``to_numbers``.
+  same measurements on their values widened by ``to_numbers``. Zeros are counted exactly up to
+  :data:`SAMPLE` elements and estimated from the sample above (``zeros_exact``).
 * **Constant** tensors: an evenly strided sample decides first; only a tensor whose sample is constant is
   compared in full.
 * **Mean, std and L2 norm**: over every finite value for tensors up to :data:`SAMPLE` elements, and over an
@@ -18,8 +20,8 @@ numbers per tensor). What it measures, and how:
   favoured) for bigger ones; ``moments_exact`` says which. Widening every float16 value to do the
   arithmetic would cost four times the reading; the outlier rule compares tensors by factors of ten, and an
   estimate from a quarter of a million values is within about half a percent.
-* **Duplicates**: a fingerprint of each tensor (dtype, shape, zeros, largest magnitude and the CRC-32 of the
-  same sample's bytes) finds candidates; candidates are then compared byte for byte, so a duplicate finding is
+* **Duplicates**: a fingerprint of each tensor (dtype, shape, largest magnitude and the CRC-32 of the same
+  sample's bytes) finds candidates; candidates are then compared byte for byte, so a duplicate finding is
   exact.
 
 The rules are written not to cry wolf (see :func:`findings_for`): zero or constant biases, norms and buffers
@@ -65,27 +67,34 @@ FLOAT16_OVERFLOW = 65520.0       # the smallest magnitude a cast to float16 roun
 
 
 # -- the bit-level fast path ---------------------------------------------------------------------------------
-def _shifted(value: float, uint: str, fdt: str) -> int:
-    """(bits of ``value`` as the float type ``fdt``) << 1, as an int of the unsigned type ``uint``."""
-    bits = int(np.array(value, dtype=fdt).view(uint))
-    return (bits << 1) & ((1 << (8 * np.dtype(uint).itemsize)) - 1)
+def _magnitude_bits(value: float, uint: str, fdt: str) -> int:
+    """The bits of ``value`` as the float type ``fdt``, as an int (for comparing magnitudes bitwise)."""
+    return int(np.array(value, dtype=fdt).view(uint))
 
 
 @dataclass(frozen=True)
 class _Bits:
     uint: str            # the unsigned type of the raw element
-    nonfinite: int       # shifted magnitudes at or above this are NaN or infinite
-    overflow16: int      # shifted magnitudes at or above this (and finite) overflow a cast to float16; 0: none
+    nonfinite: int       # magnitudes (the bits without the sign) at or above this are NaN or infinite
+    overflow16: int      # finite magnitudes at or above this overflow a cast to float16; 0: none
+
+    @property
+    def sign(self) -> int:
+        return 1 << (8 * np.dtype(self.uint).itemsize - 1)
+
+    @property
+    def signed(self) -> str:
+        return self.uint.replace("u", "i")
 
 
 # bfloat16 has no value between 65280 and 65536: the first one a float16 cast overflows on is 65536 (0x4780).
 _FAST: dict[str, _Bits] = {
-    "float16": _Bits("<u2", 0x7C00 << 1, 0),
-    "bfloat16": _Bits("<u2", 0x7F80 << 1, 0x4780 << 1),
-    "float32": _Bits("<u4", 0x7F800000 << 1, _shifted(FLOAT16_OVERFLOW, "<u4", "<f4")),
-    "float64": _Bits("<u8", 0x7FF0000000000000 << 1, _shifted(FLOAT16_OVERFLOW, "<u8", "<f8")),
-    "float8_e5m2": _Bits("u1", 0x7C << 1, 0),
-    "float8_e4m3fn": _Bits("u1", 0x7F << 1, 0),      # no infinity: S.1111.111 is NaN
+    "float16": _Bits("<u2", 0x7C00, 0),
+    "bfloat16": _Bits("<u2", 0x7F80, 0x4780),
+    "float32": _Bits("<u4", 0x7F800000, _magnitude_bits(FLOAT16_OVERFLOW, "<u4", "<f4")),
+    "float64": _Bits("<u8", 0x7FF0000000000000, _magnitude_bits(FLOAT16_OVERFLOW, "<u8", "<f8")),
+    "float8_e5m2": _Bits("u1", 0x7C, 0),
+    "float8_e4m3fn": _Bits("u1", 0x7F, 0),      # no infinity: S.1111.111 is NaN
 }
 
 
@@ -108,6 +117,7 @@ class TensorHealth:
     first_nan: int | None = None     # flat (C-order) indices
     first_inf: int | None = None
     zeros: int = 0
+    zeros_exact: bool = True         # False: estimated from the sample (big float tensors)
     absmax: float | None = None      # largest finite magnitude
     rows: int = 0                    # rows checked for dead_rows (dimension 0 of a 2-D or bigger floating tensor)
     dead_rows: int = 0
@@ -124,6 +134,12 @@ class TensorHealth:
     @property
     def key(self) -> tuple:
         return self.keys[0]
+
+    @property
+    def all_zero(self) -> bool:
+        """Every value is zero (exact whatever the size: the largest magnitude is zero and nothing is NaN/Inf)."""
+        return (self.numel > 0 and self.problem is None and self.absmax == 0 and not self.nan
+                and not self.posinf and not self.neginf)
 
     @property
     def moments_exact(self) -> bool:
@@ -146,7 +162,7 @@ class TensorHealth:
     def to_json(self) -> dict:
         return {"key": [_json_key(k) for k in self.key], "dtype": self.dtype, "shape": list(self.shape),
                 "numel": self.numel, "role": self.role, "nan": self.nan, "posinf": self.posinf,
-                "neginf": self.neginf, "zeros": self.zeros, "absmax": self.absmax, "mean": self.mean,
+                "neginf": self.neginf, "zeros": self.zeros, "zeros_exact": self.zeros_exact, "absmax": self.absmax, "mean": self.mean,
                 "std": self.std, "norm": self.norm, "moments_exact": self.moments_exact,
                 "dead_rows": self.dead_rows, "constant": self.constant, "problem": self.problem}
 
@@ -264,29 +280,6 @@ def _prime_at_most(n: int) -> int:
     return n
 
 
-@dataclass
-class _Part:
-    """What one piece of a chunk holds (pieces are measured in parallel, then merged in order)."""
-
-    zeros: int = 0
-    top_bits: int = 0                # fast path: the largest finite shifted magnitude
-    top_value: float | None = None   # value path: the largest finite magnitude
-    dead: int = 0
-    dead_first: list[int] = field(default_factory=list)
-    nan: int = 0
-    posinf: int = 0
-    neginf: int = 0
-    first_nan: int | None = None
-    first_inf: int | None = None
-    overflow16: int = 0
-    sample: np.ndarray | None = None
-    constant: bool = True
-    count: int = 0                   # moments of the sampled finite values
-    mean: float = 0.0
-    m2: float = 0.0
-    sumsq: float = 0.0
-
-
 class _Scan:
     """The running measurements of one tensor, fed chunk by chunk (rows along dimension 0)."""
 
@@ -300,6 +293,9 @@ class _Scan:
         # A prime stride: no column of a matrix whose sides are powers of two is favoured or missed.
         self.stride = 1 if n < 2 * SAMPLE else _prime_at_most(n // SAMPLE)
         self.moments = th.floating or t.dtype.is_complex
+        self._sample: np.ndarray | None = None
+        self.zero_sample = 0
+        self.sample_size = 0
         self.crc = 0
         self.start = 0                  # flat index of the current chunk's first element
         self.row = 0
@@ -307,7 +303,7 @@ class _Scan:
         self.top_value: float | None = None
         self.const_ref: np.ndarray | None = None     # the first element (raw), while the tensor may be constant
         self.const_possible = n >= 2
-        self.count = 0
+        self.count = 0                  # moments of the sampled finite values (Chan et al.'s parallel merge)
         self.mean = 0.0
         self.m2 = 0.0
         self.sumsq = 0.0
@@ -316,73 +312,89 @@ class _Scan:
     def feed(self, chunk: np.ndarray, pool=None) -> None:
         raw = chunk.reshape(-1)
         rows = chunk.shape[0] if chunk.ndim else 1
+        if raw.size == 0:
+            return
         if self.const_possible and self.const_ref is None:
             self.const_ref = raw[:1].copy()
-        # Pieces of about a megabyte: each is shifted, reduced and sampled while it sits in the CPU's cache
-        # (16 MB at a time runs a third slower), and with a pool two pieces are measured at once.
-        per_row = raw.size // rows if rows else raw.size
-        step = max(1, PIECE_BYTES // max(1, per_row * raw.itemsize))
-        jobs = [(raw[r0 * per_row:min(rows, r0 + step) * per_row], min(rows, r0 + step) - r0,
-                 self.start + r0 * per_row, self.row + r0) for r0 in range(0, rows, step)]
-        if pool is not None and len(jobs) > 1:
-            parts = list(pool.map(self._measure_job, jobs))
+        if self.bits is not None:
+            self._feed_bits(raw, rows, pool)
         else:
-            parts = [self._measure(*job) for job in jobs]
-        for part in parts:
-            self._merge(part)
+            self._feed_values(raw, rows)
+        self._feed_sample(raw)
         self.start += raw.size
         self.row += rows
 
-    def _measure_job(self, job: tuple) -> _Part:
-        return self._measure(*job)
-
-    def _measure(self, raw: np.ndarray, rows: int, start: int, row: int) -> _Part:
-        part = _Part()
-        if self.bits is not None:
-            self._measure_bits(part, raw, rows, start, row)
-        else:
-            self._measure_values(part, raw, rows, start, row)
-        self._measure_samples(part, raw, start)
-        return part
-
-    def _measure_bits(self, part: _Part, raw: np.ndarray, rows: int, start: int, row: int) -> None:
-        b = self.bits
+    def _feed_bits(self, raw: np.ndarray, rows: int, pool) -> None:
+        b, th = self.bits, self.th
         u = raw.view(b.uint)
-        s = np.left_shift(u, 1, out=_scratch(b.uint, u.size))
-        if self.row_wise:
-            row_max = s.reshape(rows, -1).max(axis=1)
-            top = int(row_max.max())
-            _dead(part, row_max == 0, row)
+        piece = PIECE_BYTES // u.itemsize
+        row_len = u.size // rows if self.row_wise else min(u.size, piece)
+        stride, start = self.stride, self.start
+        if row_len > piece:
+            # Rows longer than a piece (a [2, 10**8] tensor): each row in pieces, then its maximum.
+            parts = [_magnitude_maxima((u[r * row_len:(r + 1) * row_len], piece, stride, start + r * row_len, b))
+                     for r in range(rows)]
+            row_max = np.array([p[0].max() for p in parts], dtype=u.dtype)
         else:
-            top = int(s.max())
-        part.zeros = s.size - int(np.count_nonzero(s))
-        if top >= b.nonfinite:
-            self._nonfinite(part, raw, start)
-            finite = s[s < b.nonfinite]
-            top = int(finite.max()) if finite.size else 0
-        part.top_bits = top
-        if b.overflow16 and top >= b.overflow16:
-            part.overflow16 = int(np.count_nonzero((s >= b.overflow16) & (s < b.nonfinite)))
+            if pool is not None and u.nbytes >= 2 * PIECE_BYTES:
+                # Two halves at once (numpy releases the GIL); the halves split at a row boundary.
+                cut = (u.size // row_len) // 2 * row_len
+                parts = list(pool.map(_magnitude_maxima, [(u[:cut], row_len, stride, start, b),
+                                                          (u[cut:], row_len, stride, start + cut, b)]))
+            else:
+                parts = [_magnitude_maxima((u, row_len, stride, start, b))]
+            row_max = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        if stride > 1:
+            samples = [p[1] for p in parts]
+            self._sample = (np.concatenate(samples) if len(samples) > 1 else samples[0]).view(raw.dtype)
+        else:
+            th.zeros += u.size - int(np.count_nonzero(u & np.array(b.sign - 1, dtype=u.dtype)))
+        top = int(row_max.max())
+        if self.row_wise:
+            dead = row_max == 0
+            k = int(np.count_nonzero(dead))
+            if k:
+                th.dead_rows += k
+                if len(th.dead_first) < 8:
+                    th.dead_first.extend(int(i) + self.row for i in np.flatnonzero(dead)[:8 - len(th.dead_first)])
+        if top >= b.nonfinite or (b.overflow16 and top >= b.overflow16):
+            # Rare: NaN, infinity or float16 overflow somewhere in this chunk; count them exactly.
+            mag = u & np.array(b.sign - 1, dtype=u.dtype)
+            if top >= b.nonfinite:
+                self._nonfinite(raw)
+                finite = mag[mag < b.nonfinite]
+                top = int(finite.max()) if finite.size else 0
+            if b.overflow16 and top >= b.overflow16:
+                th.overflow16 += int(np.count_nonzero((mag >= b.overflow16) & (mag < b.nonfinite)))
+        self.top_bits = max(self.top_bits, top)
 
-    def _measure_values(self, part: _Part, raw: np.ndarray, rows: int, start: int, row: int) -> None:
+    def _feed_values(self, raw: np.ndarray, rows: int) -> None:
+        th = self.th
         vals = _numbers(raw, self.t)
         fin = vals
         if vals.dtype.kind == "f":
             finite_mask = np.isfinite(vals)
             if not finite_mask.all():
-                self._nonfinite(part, raw, start, vals)
+                self._nonfinite(raw, vals)
                 fin = vals[finite_mask]
         nz = vals != 0
-        part.zeros = vals.size - int(np.count_nonzero(nz))
+        th.zeros += vals.size - int(np.count_nonzero(nz))
         if self.row_wise and rows and vals.size % rows == 0:
-            _dead(part, ~nz.reshape(rows, -1).any(axis=1), row)
+            dead = ~nz.reshape(rows, -1).any(axis=1)
+            k = int(np.count_nonzero(dead))
+            if k:
+                th.dead_rows += k
+                if len(th.dead_first) < 8:
+                    th.dead_first.extend(int(i) + self.row for i in np.flatnonzero(dead)[:8 - len(th.dead_first)])
         if fin.size:
             mags = np.abs(fin)
-            part.top_value = float(mags.max())
-            if self.th.floating and self.t.dtype.name != "float16" and part.top_value >= FLOAT16_OVERFLOW:
-                part.overflow16 = int(np.count_nonzero(mags >= FLOAT16_OVERFLOW))
+            top = float(mags.max())
+            self.top_value = top if self.top_value is None else max(self.top_value, top)
+            if th.floating and self.t.dtype.name != "float16" and top >= FLOAT16_OVERFLOW:
+                th.overflow16 += int(np.count_nonzero(mags >= FLOAT16_OVERFLOW))
 
-    def _nonfinite(self, part: _Part, raw: np.ndarray, start: int, vals: np.ndarray | None = None) -> None:
+    def _nonfinite(self, raw: np.ndarray, vals: np.ndarray | None = None) -> None:
+        th = self.th
         if vals is None:
             vals = _numbers(raw, self.t)
         if vals.dtype.kind != "f":
@@ -390,65 +402,60 @@ class _Scan:
         per = max(1, vals.size // max(1, raw.size))          # packed types: several values per stored element
         nan = np.isnan(vals)
         inf = np.isinf(vals)
-        part.nan = int(np.count_nonzero(nan))
-        k_inf = int(np.count_nonzero(inf))
-        if part.nan:
-            part.first_nan = start + int(np.flatnonzero(nan)[0]) // per
+        k_nan, k_inf = int(np.count_nonzero(nan)), int(np.count_nonzero(inf))
+        if k_nan:
+            th.nan += k_nan
+            if th.first_nan is None:
+                th.first_nan = self.start + int(np.flatnonzero(nan)[0]) // per
         if k_inf:
-            part.posinf = int(np.count_nonzero(vals[inf] > 0))
-            part.neginf = k_inf - part.posinf
-            part.first_inf = start + int(np.flatnonzero(inf)[0]) // per
+            pos = int(np.count_nonzero(vals[inf] > 0))
+            th.posinf += pos
+            th.neginf += k_inf - pos
+            if th.first_inf is None:
+                th.first_inf = self.start + int(np.flatnonzero(inf)[0]) // per
 
-    def _measure_samples(self, part: _Part, raw: np.ndarray, start: int) -> None:
+    def _feed_sample(self, raw: np.ndarray) -> None:
         """One evenly strided sample (every element of a small tensor) serves three purposes: the fingerprint,
         the constant check (only a tensor whose sample is constant is compared whole) and the moments."""
         stride = self.stride
-        sample = raw if stride == 1 else np.ascontiguousarray(raw[(-start) % stride::stride])
-        part.sample = sample
-        ref = self.const_ref
-        if ref is not None:
-            r = _as_uint(ref)[0]
-            part.constant = bool(np.all(_as_uint(sample) == r) and (stride == 1 or np.all(_as_uint(raw) == r)))
-        if not self.moments or sample.size == 0:
+        if stride == 1:
+            sample = raw
+        elif self._sample is not None:
+            sample, self._sample = self._sample, None             # gathered by the fast path while hot
+        else:
+            sample = np.ascontiguousarray(raw[(-self.start) % stride::stride])
+        if sample.size == 0:
+            return
+        self.crc = zlib.crc32(sample.view(np.uint8), self.crc)
+        if self.bits is not None and stride > 1:
+            # Zeros of a big tensor, estimated from the sample (the finding that matters, all zero, is exact).
+            mag = sample.view(self.bits.uint) & np.array(self.bits.sign - 1, dtype=self.bits.uint)
+            self.zero_sample += sample.size - int(np.count_nonzero(mag))
+            self.sample_size += sample.size
+        if self.const_possible:
+            ref = _as_uint(self.const_ref)[0]
+            self.const_possible = bool(np.all(_as_uint(sample) == ref)
+                                       and (stride == 1 or np.all(_as_uint(raw) == ref)))
+        if not self.moments:
             return
         v = _numbers(sample, self.t).astype(np.float64)
-        if part.nan or part.posinf or part.neginf:
-            v = v[np.isfinite(v)]
-        if v.size:
-            total = float(v.sum())
-            sumsq = float(np.einsum("i,i->", v, v))          # one pass, and no BLAS threads
-            part.count = v.size
-            part.mean = total / v.size
-            part.m2 = max(sumsq - total * part.mean, 0.0)
-            part.sumsq = sumsq
-
-    def _merge(self, p: _Part) -> None:
         th = self.th
-        th.zeros += p.zeros
-        self.top_bits = max(self.top_bits, p.top_bits)
-        if p.top_value is not None:
-            self.top_value = p.top_value if self.top_value is None else max(self.top_value, p.top_value)
-        th.dead_rows += p.dead
-        th.dead_first.extend(p.dead_first[:max(0, 8 - len(th.dead_first))])
-        th.nan += p.nan
-        th.posinf += p.posinf
-        th.neginf += p.neginf
-        if th.first_nan is None:
-            th.first_nan = p.first_nan
-        if th.first_inf is None:
-            th.first_inf = p.first_inf
-        th.overflow16 += p.overflow16
-        if p.sample is not None and p.sample.size:
-            self.crc = zlib.crc32(p.sample.view(np.uint8), self.crc)
-        self.const_possible = self.const_possible and p.constant
-        if p.count:                                            # Chan et al.'s parallel merge
-            na, nb = self.count, p.count
-            tot = na + nb
-            delta = p.mean - self.mean
-            self.mean += delta * nb / tot
-            self.m2 += p.m2 + delta * delta * na * nb / tot
-            self.sumsq += p.sumsq
-            self.count = tot
+        if th.nan or th.posinf or th.neginf:
+            v = v[np.isfinite(v)]
+        if not v.size:
+            return
+        total = float(v.sum())
+        sumsq = float(np.einsum("i,i->", v, v))          # one pass, and no BLAS threads
+        nb = v.size
+        mean_b = total / nb
+        m2_b = max(sumsq - total * mean_b, 0.0)
+        na = self.count
+        tot = na + nb
+        delta = mean_b - self.mean
+        self.mean += delta * nb / tot
+        self.m2 += m2_b + delta * delta * na * nb / tot
+        self.sumsq += sumsq
+        self.count = tot
 
     # -- end ----------------------------------------------------------------------------------------
     def finish(self) -> None:
@@ -456,7 +463,7 @@ class _Scan:
         finite = th.numel - th.nan - th.posinf - th.neginf
         if self.bits is not None:
             if finite > 0:
-                raw = np.array([self.top_bits >> 1], dtype=self.bits.uint).view(self.t.dtype.numpy)
+                raw = np.array([self.top_bits], dtype=self.bits.uint).view(self.t.dtype.numpy)
                 th.absmax = abs(float(to_numbers(raw, self.t.dtype)[0]))
         else:
             th.absmax = self.top_value
@@ -465,6 +472,12 @@ class _Scan:
             th.std = math.sqrt(max(self.m2, 0.0) / self.count)
             th.norm = math.sqrt(self.sumsq * (finite / self.count)) if finite else 0.0
             th.moments_from = self.count
+        if self.sample_size:
+            if finite == th.numel and self.top_bits == 0:
+                th.zeros = th.numel
+            else:
+                th.zeros = min(round(self.zero_sample * th.numel / self.sample_size), th.numel - 1)
+            th.zeros_exact = False
         th.constant = self.const_possible and th.numel >= 2 and th.nan == 0
         if th.constant and self.const_ref is not None:
             v = _numbers(self.const_ref, self.t).reshape(-1)
@@ -475,22 +488,56 @@ class _Scan:
 _LOCAL = threading.local()
 
 
-def _scratch(dtype: str, size: int) -> np.ndarray:
-    """A reusable buffer of this thread (fresh 16 MB arrays per chunk would each be zero-filled by the kernel)."""
+def _scratch(dtype: np.dtype, size: int) -> np.ndarray:
+    """A reusable buffer of this thread (fresh arrays per piece would each be zero-filled by the kernel)."""
     bufs = getattr(_LOCAL, "bufs", None)
     if bufs is None:
         bufs = _LOCAL.bufs = {}
-    buf = bufs.get(dtype)
+    buf = bufs.get(dtype.str)
     if buf is None or buf.size < size:
-        buf = bufs[dtype] = np.empty(size, dtype=dtype)
+        buf = bufs[dtype.str] = np.empty(size, dtype=dtype)
     return buf[:size]
 
 
-def _dead(part: _Part, dead: np.ndarray, row: int) -> None:
-    k = int(np.count_nonzero(dead))
-    if k:
-        part.dead = k
-        part.dead_first = [int(i) + row for i in np.flatnonzero(dead)[:8]]
+def _magnitude_maxima(job: tuple) -> tuple[np.ndarray, np.ndarray | None]:
+    """(per-row largest magnitude, strided sample) of raw float bits ``u`` in rows of ``row_len`` (a last,
+    shorter row when ``row_len`` does not divide the size).
+
+    The magnitude is the bits without the sign, and it orders values by size. It is found with two read-only
+    reductions and no arithmetic on the data: the unsigned maximum of a row is its largest negative magnitude
+    plus the sign bit when the row holds a negative value (else its largest positive one), and the signed
+    maximum is its largest positive magnitude (negative when the row holds no positive value). The work goes a
+    piece of about PIECE_BYTES at a time, so that the second reduction and the sample (every ``stride``-th
+    element of the tensor, ``u[0]`` being element ``start``) find the piece in the CPU's cache."""
+    u, row_len, stride, start, bits = job
+    n = u.size
+    signed = u.view(bits.signed)
+    full = n // row_len
+    count = full + (1 if n % row_len else 0)
+    umax = np.empty(count, dtype=u.dtype)
+    smax = np.empty(count, dtype=signed.dtype)
+    step = max(1, PIECE_BYTES // (row_len * u.itemsize))
+    samples = [] if stride > 1 else None
+    for r0 in range(0, full, step):
+        r1 = min(full, r0 + step)
+        lo, hi = r0 * row_len, r1 * row_len
+        np.max(u[lo:hi].reshape(r1 - r0, row_len), axis=1, out=umax[r0:r1])
+        np.max(signed[lo:hi].reshape(r1 - r0, row_len), axis=1, out=smax[r0:r1])
+        if samples is not None:
+            samples.append(u[lo + (-(start + lo)) % stride:hi:stride].copy())      # a copy now, while hot
+    if n % row_len:
+        lo = full * row_len
+        umax[-1] = u[lo:].max()
+        smax[-1] = signed[lo:].max()
+        if samples is not None:
+            samples.append(u[lo + (-(start + lo)) % stride::stride])
+    sign = u.dtype.type(bits.sign)
+    negative = umax >= sign
+    mags = np.where(negative, umax - np.where(negative, sign, 0).astype(u.dtype), 0).astype(u.dtype)
+    positive = np.maximum(smax, 0).astype(u.dtype)
+    rows = np.maximum(mags, positive)
+    sample = None if samples is None else (np.concatenate(samples) if samples else u[:0].copy())
+    return rows, sample
 
 
 def _as_uint(raw: np.ndarray) -> np.ndarray:
@@ -578,7 +625,7 @@ def check_steps(ckpt) -> Generator[Progress, None, HealthReport]:
 # -- duplicates ---------------------------------------------------------------------------------------------
 def _duplicate_candidate(th: TensorHealth) -> bool:
     return (th.floating and th.problem is None and th.numel >= 2 and not th.constant
-            and th.zeros < th.numel and th.fingerprint is not None)
+            and not th.all_zero and th.fingerprint is not None)
 
 
 def _duplicate_groups(order: list[tuple[TensorRef, TensorHealth]]) -> Generator[Progress, None, list[list[int]]]:
@@ -586,7 +633,7 @@ def _duplicate_groups(order: list[tuple[TensorRef, TensorHealth]]) -> Generator[
     buckets: dict[Any, list[int]] = defaultdict(list)
     for i, (_t, th) in enumerate(order):
         if _duplicate_candidate(th):
-            buckets[(th.fingerprint, th.zeros, th.absmax)].append(i)
+            buckets[(th.fingerprint, th.absmax)].append(i)
     groups: list[list[int]] = []
     pending = [b for b in buckets.values() if len(b) > 1]
     total = sum(order[b[0]][1].nbytes * len(b) for b in pending)
@@ -674,7 +721,7 @@ def _tensor_findings(th: TensorHealth) -> list[Finding]:
                                f"the first at {_index_text(th, th.first_inf)}", k, th.index_of(th.first_inf)))
         if not th.floating:
             continue
-        if th.zeros == th.numel and th.numel >= 2:
+        if th.all_zero and th.numel >= 2:
             if weight:
                 what = "convolution kernel" if len(th.shape) >= 3 else "weight matrix"
                 out.append(Finding(key, "all_zero", "warning",
