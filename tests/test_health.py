@@ -191,7 +191,10 @@ def test_unreadable_tensor_is_an_error(tmp_path):
     assert any(f.kind == "unreadable" and f.severity == "error" for f in rep.findings)
 
 
-def test_fast_path_agrees_with_numpy_on_every_float_type(tmp_path):
+@pytest.mark.parametrize("whole", [False, True], ids=["chunked", "read-whole"])
+def test_fast_path_agrees_with_numpy_on_every_float_type(tmp_path, monkeypatch, whole):
+    """Both ways of measuring (chunked, bit-level; small tensors read whole) against plain numpy."""
+    monkeypatch.setattr(health, "SMALL", 1 << 20 if whole else 0)
     g = torch.Generator().manual_seed(7)
     base = torch.randn(300, 50, generator=g) * 3
     base[0, :5] = torch.tensor([float("nan"), float("inf"), float("-inf"), 0.0, -0.0])
