@@ -861,15 +861,14 @@ class ModuleShare:
 
 def module_of(key: tuple, depth: int = 1) -> str:
     """The module a key belongs to, ``depth`` levels deep: ``(sd, "layers.3.attn.q.weight")`` -> ``sd/layers``
-    at depth 1, ``sd/layers.3`` at depth 2."""
+    at depth 1, ``sd/layers.3`` at depth 2; a tensor outside any module (``(sd, "scale")``) is its own group."""
     key = tuple(key)
     if not key:
         return "(root)"
     head = [str(k) for k in key[:-1]]
     segs = str(key[-1]).split(".")
-    mod = segs[:-1][:depth]
-    name = "/".join(head + ([".".join(mod)] if mod else []))
-    return name or "(top level)"
+    mod = segs[:-1][:depth] or segs[-1:]
+    return "/".join(head + [".".join(mod)])
 
 
 def parameter_breakdown(tensors: list[TensorHealth], analysis: Analysis | None = None,
