@@ -11,6 +11,7 @@ import base64
 import email.utils
 import hashlib
 import json
+import os
 import re
 import socket
 import threading
@@ -103,9 +104,30 @@ class _Base:
         self.stop()
 
 
-def _send_bytes(h: BaseHTTPRequestHandler, owner: _Base, data: bytes, *, etag: str, modified: float,
+class DiskFile:
+    """A file on disk served without reading it into memory (the 6 GB benchmark file)."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.size = os.path.getsize(self.path)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, sl: slice) -> bytes:
+        start, stop, _ = sl.indices(self.size)
+        with open(self.path, "rb") as f:
+            return os.pread(f.fileno(), max(0, stop - start), start)
+
+    def etag(self) -> str:
+        st = os.stat(self.path)
+        return f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+def _send_bytes(h: BaseHTTPRequestHandler, owner: _Base, data, *, etag: str, modified: float,
                 ranges: bool = True, extra: dict | None = None, content_type: str = "application/octet-stream"):
-    """Answer a GET/HEAD for ``data`` as a careful static file server would (Range, If-None-Match)."""
+    """Answer a GET/HEAD for ``data`` (bytes or a :class:`DiskFile`) as a careful static file server would
+    (Range, If-None-Match)."""
     head = h.command == "HEAD"
     size = len(data)
     headers = {"ETag": etag, "Last-Modified": email.utils.formatdate(modified, usegmt=True),
@@ -125,6 +147,18 @@ def _send_bytes(h: BaseHTTPRequestHandler, owner: _Base, data: bytes, *, etag: s
             return _reply(h, owner, 416, dict(headers, **{"Content-Range": f"bytes */{size}"}), b"", head)
         return _reply(h, owner, 206, dict(headers, **{"Content-Range": f"bytes {start}-{end}/{size}"}),
                       data[start:end + 1], head)
+    if isinstance(data, DiskFile):                       # streamed in pieces, never held whole
+        headers["Content-Length"] = str(size)
+        _reply(h, owner, 200, headers, b"", head=True)
+        if not head:
+            for pos in range(0, size, 8 << 20):
+                piece = data[pos:pos + (8 << 20)]
+                owner.sent(len(piece))
+                try:
+                    h.wfile.write(piece)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+        return
     return _reply(h, owner, 200, headers, data, head)
 
 
@@ -183,19 +217,19 @@ class _FileHandler(BaseHTTPRequestHandler):
         data = srv.files.get(path)
         if data is None:
             return _reply(self, srv, 404, {"Content-Type": "text/plain"}, b"not found", self.command == "HEAD")
-        etag = '"' + hashlib.sha1(data).hexdigest() + '"'
+        etag = data.etag() if isinstance(data, DiskFile) else '"' + hashlib.sha1(data).hexdigest() + '"'
         _send_bytes(self, srv, data, etag=etag, modified=srv.mtime, ranges=not srv.ignore_range)
 
 
 class FileServer(_Base):
-    """Serves ``files`` ({"/path": bytes}). Options: ``latency`` (seconds per request), ``ignore_range``
+    """Serves ``files`` ({"/path": bytes or a DiskFile}). Options: ``latency`` (seconds per request), ``ignore_range``
     (answer every GET with 200 and the whole file, like a naive server), ``auth`` (("user", "pw"): Basic
     auth required), ``redirects`` ({path: location}), ``html`` (paths answered with a login page);
     ``fail_next`` (a list of statuses, or "stall", for the next requests)."""
 
     handler = _FileHandler
 
-    def __init__(self, files: dict[str, bytes] | None = None, *, latency: float = 0.0, ignore_range: bool = False,
+    def __init__(self, files: dict | None = None, *, latency: float = 0.0, ignore_range: bool = False,
                  auth: tuple[str, str] | None = None, redirects: dict[str, str] | None = None,
                  html: tuple[str, ...] = (), stall_s: float = 5.0):
         self.files = dict(files or {})

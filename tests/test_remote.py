@@ -474,6 +474,7 @@ def test_s3_objects_open_by_range_and_errors_are_named(s3):
 
 def test_a_missing_optional_package_names_the_extra_to_install(monkeypatch):
     import fsspec
+
     from ckptviewer.core.util.errors import MissingDependencyError
 
     def no_package(protocol, **kw):
@@ -487,6 +488,7 @@ def test_a_missing_optional_package_names_the_extra_to_install(monkeypatch):
 # -- scan and the command line -----------------------------------------------------------------------------
 def test_scan_of_a_url_walks_the_pickles_fetched_by_range(marker):
     import torch
+
     from ckptviewer.core.analyze.scan import scan_file
     data = torch_bytes({"w": torch.zeros(MiB), "big": torch.zeros(4 * MiB)})
     with FileServer({"/m.pt": data}) as srv:
@@ -522,3 +524,49 @@ def test_cli_commands_take_urls(tmp_path):
     cleared = subprocess.run([sys.executable, "-m", "ckptviewer", "cache", "--clear"], capture_output=True,
                              text=True, env=env)
     assert cleared.returncode == 0 and "cleared" in cleared.stdout
+
+
+# -- the block cache and the parsers on their own --------------------------------------------------------
+def test_the_block_cache_refetches_a_cut_block_and_refuses_short_answers(tmp_path):
+    from ckptviewer.core.source.cache import BlockCache
+    data = os.urandom(3 * MiB + 123)
+    calls = []
+
+    def fetch(ranges):
+        calls.append(ranges)
+        return [data[s:e] for s, e in ranges]
+    cache = BlockCache(str(tmp_path), cap=64 * MiB)
+    key = cache.file_key("https://h/x", "etag:1")
+    assert cache.read(key, len(data), 10, 2 * MiB, fetch) == data[10:2 * MiB]
+    assert calls == [[(0, 2 * MiB)]]
+    cache.forget(key)
+    block = os.path.join(cache.root, "blocks", key[:2], key, "1.blk")
+    with open(block, "r+b") as f:
+        f.truncate(1000)                              # a block cut short by a crash or a full disk
+    assert cache.read(key, len(data), MiB + 5, MiB + 10, fetch) == data[MiB + 5:MiB + 10]
+    assert calls[-1] == [(MiB, 2 * MiB)]
+    with pytest.raises(RemoteProtocolError):        # a server that sends more (or less) than asked
+        cache.read(key, len(data), 3 * MiB, 3 * MiB + 50, lambda ranges: [data])
+    assert not os.path.exists(os.path.join(cache.root, "blocks", key[:2], key, "3.blk"))
+    with pytest.raises(OfflineMissError):
+        cache.read(key, len(data), 3 * MiB, 3 * MiB + 50, None)
+
+
+def test_hub_uris_parse_the_same_with_the_library_and_without_it():
+    from ckptviewer.core.source.hub import _parse_plain, parse
+    for url in ["hf://org/repo/model.safetensors", "hf://org/repo@v1/sub/model.pt", "hf://org/repo@refs/pr/3/m.bin",
+                "hf://datasets/org/data@main/shards/a.pt", "hf://org/repo"]:
+        assert parse(url, "https://huggingface.co") == _parse_plain(url), url
+
+
+def test_a_remote_index_naming_a_shard_outside_its_folder_is_refused():
+    import torch
+    shard = safetensors_bytes({"a": torch.ones(2)})
+    index = json.dumps({"weight_map": {"a": "model-1.safetensors", "b": "../other/secret.safetensors",
+                                       "c": "https://elsewhere.example/x.safetensors"}}).encode()
+    with FileServer({"/m/model.safetensors.index.json": index, "/m/model-1.safetensors": shard,
+                     "/other/secret.safetensors": shard}) as srv:
+        with open_checkpoint(srv.url("/m/model.safetensors.index.json")) as ckpt:
+            assert ckpt.root["a"].read().tolist() == [1, 1]
+            assert "not a plain file name" in " ".join(ckpt.warnings)
+        assert not any("secret" in r["path"] or "elsewhere" in r["path"] for r in srv.log)

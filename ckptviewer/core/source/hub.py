@@ -101,37 +101,74 @@ _memo_lock = threading.Lock()
 def resolve(url: str) -> HubFile | HubFolder:
     """Resolve an ``hf://`` URL (or a Hub web URL) to a pinned file, or to a folder's listing."""
     hf = _hf()
-    from huggingface_hub.errors import HfUriError
-    from huggingface_hub.utils import parse_hf_uri
     ep = endpoint()
-    try:
-        uri = parse_hf_uri(url, endpoint=ep)
-    except HfUriError as e:
-        raise RemoteNotFoundError(f"not a Hub location ({net.safe_message(e)})",
-                                  hint="Write it as hf://ORG/REPO/FILE or hf://ORG/REPO@REVISION/FILE.") from None
-    if uri.type not in ("model", "dataset", "space"):
-        raise RemoteNotFoundError(f"hf:// {uri.type} locations are not supported", hint="")
+    repo_type, repo_id, revision, path = parse(url, ep)
+    if repo_type not in ("model", "dataset", "space"):
+        raise RemoteNotFoundError(f"hf:// {repo_type} locations are not supported", hint="")
     token = hf.get_token()
     api = hf.HfApi(endpoint=ep, token=token if token else False)
-    revision = uri.revision or "main"
-    what = f"{uri.type + ' ' if uri.type != 'model' else ''}{uri.id}"
-    commit = _commit(api, uri.type, uri.id, revision, what)
-    path = uri.path_in_repo.strip("/")
+    revision = revision or "main"
+    what = f"{repo_type + ' ' if repo_type != 'model' else ''}{repo_id}"
+    commit = _commit(api, repo_type, repo_id, revision, what)
+    path = path.strip("/")
     if not path:
-        return _folder(api, uri.type, uri.id, revision, commit, "", what)
-    infos = _call(api.get_paths_info, uri.id, [path], revision=commit, repo_type=uri.type, what=what)
+        return _folder(api, repo_type, repo_id, revision, commit, "", what)
+    infos = _call(api.get_paths_info, repo_id, [path], revision=commit, repo_type=repo_type, what=what)
     if not infos:
         raise RemoteNotFoundError(f"{what} has no file {path!r} at revision {revision!r}",
                                   hint="Check the file name (and the revision after @).")
     info = infos[0]
     if not hasattr(info, "size") or getattr(info, "blob_id", None) is None:
-        return _folder(api, uri.type, uri.id, revision, commit, path, what)
+        return _folder(api, repo_type, repo_id, revision, commit, path, what)
     lfs = getattr(info, "lfs", None)
     sha256 = (getattr(lfs, "sha256", None) or (lfs.get("sha256") if isinstance(lfs, dict) else None)) if lfs else None
     validator = f"sha256:{sha256}" if sha256 else f"blob:{info.blob_id}"
-    resolve_url = hf.hf_hub_url(uri.id, path, repo_type=uri.type, revision=commit, endpoint=ep)
+    resolve_url = hf.hf_hub_url(repo_id, path, repo_type=repo_type, revision=commit, endpoint=ep)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return HubFile(uri.type, uri.id, revision, commit, path, int(info.size), validator, resolve_url, headers)
+    return HubFile(repo_type, repo_id, revision, commit, path, int(info.size), validator, resolve_url, headers)
+
+
+BAD_URI_HINT = "Write it as hf://ORG/REPO/FILE or hf://ORG/REPO@REVISION/FILE (hf://datasets/ORG/REPO/... for a dataset)."
+
+
+def parse(url: str, ep: str) -> tuple[str, str, str | None, str]:
+    """(repo type, repo id, revision or None, path in the repo) of an ``hf://`` URL or a Hub web URL, by
+    ``huggingface_hub``'s own parser (older releases without one: the plain ``hf://`` grammar here)."""
+    try:
+        from huggingface_hub.errors import HfUriError
+        from huggingface_hub.utils import parse_hf_uri
+    except ImportError:
+        return _parse_plain(url)
+    try:
+        uri = parse_hf_uri(url, endpoint=ep)
+    except HfUriError as e:
+        raise RemoteNotFoundError(f"not a Hub location ({net.safe_message(e)})", hint=BAD_URI_HINT) from None
+    return uri.type, uri.id, uri.revision, uri.path_in_repo
+
+
+def _parse_plain(url: str) -> tuple[str, str, str | None, str]:
+    """``hf://[models/|datasets/|spaces/]ORG/NAME[@REVISION][/PATH]``; a revision may be ``refs/pr/N``."""
+    if not url.startswith("hf://"):
+        raise RemoteNotFoundError("this huggingface_hub cannot read Hub web links", hint=BAD_URI_HINT)
+    body = url[len("hf://"):]
+    repo_type = "model"
+    for prefix, kind in (("datasets/", "dataset"), ("spaces/", "space"), ("models/", "model")):
+        if body.startswith(prefix):
+            repo_type, body = kind, body[len(prefix):]
+            break
+    org, _, after = body.partition("/")
+    name, _, rest = after.partition("/")
+    revision = None
+    if "@" in name:
+        name, revision = name.split("@", 1)
+        if rest and revision == "refs" and rest.split("/", 1)[0] in ("pr", "convert"):
+            bits = rest.split("/", 2)
+            revision = "/".join(["refs"] + bits[:2])
+            rest = bits[2] if len(bits) > 2 else ""
+        revision = urllib.parse.unquote(revision)
+    if not org or not name:
+        raise RemoteNotFoundError("not a Hub location (it names no ORG/REPO)", hint=BAD_URI_HINT)
+    return repo_type, f"{org}/{name}", revision, rest
 
 
 def cache_key(url: str) -> str:
@@ -205,10 +242,10 @@ def _call(fn, *args, what: str, revision_name: str = "", **kwargs) -> Any:
             raise RemoteAccessError(f"the Hub refused access to {what} (HTTP {status})", hint=LOGIN_HINT) from None
         raise RemoteError(f"the Hub answered HTTP {status or '?'} for {what}",
                           hint="Try again later." if status and status >= 500 else "") from None
-    except hf_errors.OfflineModeIsEnabled:
-        raise RemoteTimeoutError("HF_HUB_OFFLINE is set, so the Hub is not contacted") from None
     except Exception as e:       # noqa: BLE001 - httpx2 transport errors and the like; message redacted
         name = type(e).__name__
+        if name == "OfflineModeIsEnabled":
+            raise RemoteTimeoutError("HF_HUB_OFFLINE is set, so the Hub is not contacted") from None
         if "Timeout" in name or "Connect" in name or isinstance(e, (TimeoutError, ConnectionError)):
             raise RemoteTimeoutError(f"cannot reach the Hub at {urllib.parse.urlsplit(endpoint()).netloc} "
                                      f"({name})") from None

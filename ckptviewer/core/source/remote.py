@@ -214,6 +214,42 @@ def open_remote(url: str) -> RemoteFile | RemoteFolder:
     return _open_store(url, shown, cache, scheme)
 
 
+BUILT_IN_SCHEMES = ("https", "http", "hf", "s3", "s3a", "gs", "gcs")
+
+
+def prepare_location(text: str) -> str:
+    """What a window keeps for a location it was given: a path made absolute; a URL stripped of its
+    ``user:password@`` part (remembered for requests to that origin, in this process only), so titles,
+    tabs and recent files never hold it."""
+    from ..util.locations import is_url, normalize_location
+    location = normalize_location(text)
+    return net.take_credentials(location) if is_url(location) else location
+
+
+def url_problem(text: str) -> str | None:
+    """Why ``text`` is not a URL ckptviewer can open (None when it is one). Checks the form only."""
+    from ..util.locations import is_url
+    text = text.strip()
+    if not text:
+        return "Type or paste a URL."
+    if not is_url(text):
+        return "Not a URL: write it as https://..., hf://ORG/REPO/FILE, s3://BUCKET/KEY or gs://BUCKET/KEY."
+    scheme = url_scheme(text)
+    if scheme not in BUILT_IN_SCHEMES:
+        try:
+            from fsspec.registry import known_implementations, registry
+        except ImportError:                   # pragma: no cover - fsspec is a dependency
+            return f"{scheme}:// URLs cannot be read here."
+        if scheme not in known_implementations and scheme not in registry:
+            return f"No installed file system reads {scheme}:// URLs."
+    if scheme == "hf" and text[len("hf://"):].count("/") < 1:
+        return "A Hub location names a repository: hf://ORG/REPO[/FILE]."
+    rest = text.split("://", 1)[1]
+    if scheme in ("http", "https", "s3", "s3a", "gs", "gcs") and not rest.split("/", 1)[0].rsplit("@", 1)[-1]:
+        return "The URL has no host or bucket."
+    return None
+
+
 def read_small(location: str, limit: int) -> tuple[bytes, str]:
     """The whole of a small remote file (a shard index), at most ``limit`` bytes; (bytes, shown URL)."""
     from ..util.errors import LimitExceededError
