@@ -392,3 +392,79 @@ class FakeHub(_Base):
 
     def add(self, repo: str, files: dict[str, bytes], *, revision: str = "main", kind: str = "model") -> None:
         self.repos.setdefault((kind, repo), {})[revision] = dict(files)
+
+
+# -- a stand-in for Google Cloud Storage's JSON API (what gcsfs reads with) ------------------------------
+class _GcsHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        gcs: FakeGCS = self.server.owner
+        gcs.record(self)
+        parts = urllib.parse.urlsplit(self.path)
+        path = urllib.parse.unquote(parts.path)
+        query = urllib.parse.parse_qs(parts.query)
+        media = re.fullmatch(r"/download/storage/v1/b/([^/]+)/o/(.+)", path)
+        if media or "media" in query.get("alt", []):
+            m = media or re.fullmatch(r"/storage/v1/b/([^/]+)/o/(.+)", path)
+            data = gcs.objects.get(f"{m.group(1)}/{m.group(2)}") if m else None
+            if data is None:
+                return self._error(404, "No such object")
+            return _send_bytes(self, gcs, data, etag=hashlib.md5(data).hexdigest(), modified=gcs.mtime)
+        m = re.fullmatch(r"/storage/v1/b/([^/]+)/o/(.+)", path)
+        if m:
+            data = gcs.objects.get(f"{m.group(1)}/{m.group(2)}")
+            if data is None:
+                return self._error(404, "No such object")
+            return self._json(_gcs_meta(m.group(1), m.group(2), data))
+        m = re.fullmatch(r"/storage/v1/b/([^/]+)/o", path)
+        if m:
+            bucket = m.group(1)
+            prefix = query.get("prefix", [""])[0]
+            items, prefixes = [], set()
+            for full, data in sorted(gcs.objects.items()):
+                b, key = full.split("/", 1)
+                if b != bucket or not key.startswith(prefix):
+                    continue
+                rest = key[len(prefix):]
+                if "delimiter" in query and "/" in rest:
+                    prefixes.add(prefix + rest.split("/", 1)[0] + "/")
+                else:
+                    items.append(_gcs_meta(bucket, key, data))
+            return self._json({"kind": "storage#objects", "items": items, "prefixes": sorted(prefixes)})
+        m = re.fullmatch(r"/storage/v1/b/([^/]+)", path)
+        if m and any(k.startswith(m.group(1) + "/") for k in gcs.objects):
+            return self._json({"kind": "storage#bucket", "name": m.group(1)})
+        return self._error(404, "Not found")
+
+    def do_POST(self):          # anything else (a gRPC probe) is refused
+        self.server.owner.record(self)
+        return self._error(404, "Not found")
+
+    def _json(self, doc):
+        return _reply(self, self.server.owner, 200, {"Content-Type": "application/json"}, json.dumps(doc).encode())
+
+    def _error(self, status: int, message: str):
+        body = json.dumps({"error": {"code": status, "message": message}}).encode()
+        return _reply(self, self.server.owner, status, {"Content-Type": "application/json"}, body)
+
+
+def _gcs_meta(bucket: str, key: str, data: bytes) -> dict:
+    return {"kind": "storage#object", "bucket": bucket, "name": key, "size": str(len(data)), "generation": "1",
+            "metageneration": "1", "etag": hashlib.md5(data).hexdigest(), "contentType": "application/octet-stream",
+            "updated": "2026-01-01T00:00:00.000Z", "timeCreated": "2026-01-01T00:00:00.000Z"}
+
+
+class FakeGCS(_Base):
+    """Objects in memory ({"bucket/key": bytes}), read-only, served as the GCS JSON API serves them."""
+
+    handler = _GcsHandler
+
+    def __init__(self, objects: dict[str, bytes] | None = None, *, latency: float = 0.0):
+        self.objects = dict(objects or {})
+        self.mtime = time.time()
+        super().__init__(latency)

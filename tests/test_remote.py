@@ -570,3 +570,18 @@ def test_a_remote_index_naming_a_shard_outside_its_folder_is_refused():
             assert ckpt.root["a"].read().tolist() == [1, 1]
             assert "not a plain file name" in " ".join(ckpt.warnings)
         assert not any("secret" in r["path"] or "elsewhere" in r["path"] for r in srv.log)
+
+
+def test_gcs_objects_open_by_range(monkeypatch):
+    pytest.importorskip("gcsfs")
+    import fsspec
+    from netservers import FakeGCS
+    with FakeGCS({"ckpts/run1/model.pt": big_zip(4, 2)}) as gcs:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.base)
+        fsspec.filesystem("gs", token="anon").clear_instance_cache()
+        with open_checkpoint("gs://ckpts/run1/model.pt") as ckpt:
+            assert ckpt.format == "torch-zip"
+            assert float(tensors_of(ckpt)[("layer3.weight",)].read()[0]) == 3.0
+        assert gcs.bytes_sent <= 5 * MiB + 512 * 1024       # the 2 MiB tensor read and a few blocks, not 8 MiB
+        with pytest.raises(RemoteNotFoundError):
+            open_checkpoint("gs://ckpts/run1/missing.pt")

@@ -147,11 +147,8 @@ class HttpBackend:
             modified = r.headers.get("Last-Modified")
             if r.status == 304:
                 return Probe("unchanged", None, etag or if_none_match, modified, ctype, final, b"")
-            if r.status == 416:
-                cr = _CONTENT_RANGE.fullmatch(r.headers.get("Content-Range", "").replace("*-*", "0-0")) \
-                    or re.fullmatch(r"bytes \*/(\d+)", r.headers.get("Content-Range", ""))
-                if cr and cr.group(cr.lastindex) == "0":
-                    return Probe("partial", 0, etag, modified, ctype, final, b"")
+            if r.status == 416 and r.headers.get("Content-Range", "").strip() == "bytes */0":
+                return Probe("partial", 0, etag, modified, ctype, final, b"")      # an empty file
             if r.status not in (200, 206):
                 raise self._status_error(r.status, r.reason, r.headers)
             if r.status == 206:
@@ -223,8 +220,11 @@ class HttpBackend:
                                       hint="Open it again to read the new version.")
 
     def _note_html(self, ctype: str, data: bytes, final: str) -> None:
-        looks_html = data[:64].lstrip().lower().startswith(_HTML_STARTS)
-        if looks_html or (ctype in ("text/html", "application/xhtml+xml") and not data.startswith((b"PK", b"\x80"))):
+        start = data[:256]
+        looks_html = start.lstrip().lower().startswith(_HTML_STARTS)
+        is_text = bool(start) and all(32 <= b < 127 or b in (9, 10, 13) for b in start)
+        # A page served as text/html; a binary file mislabelled text/html by its server is still read.
+        if looks_html or (ctype in ("text/html", "application/xhtml+xml") and is_text):
             moved = ""
             try:
                 from urllib.parse import urlsplit

@@ -116,11 +116,10 @@ class RemoteFile(FileBytes):
         n = min(length, self.size) if self.size_known else length
         if not self.ranges:
             return self.head_bytes[:n]
+        from .http import RangeNotHonoured
         try:
             return bytes(self.view(0, n))
-        except RemoteProtocolError as e:
-            if "range" not in e.message:
-                raise
+        except RangeNotHonoured as e:
             self.ranges = False
             self.warnings.append(f"the server does not honour byte ranges ({e.message})")
             return b""
