@@ -585,3 +585,15 @@ def test_gcs_objects_open_by_range(monkeypatch):
         assert gcs.bytes_sent <= 5 * MiB + 512 * 1024       # the 2 MiB tensor read and a few blocks, not 8 MiB
         with pytest.raises(RemoteNotFoundError):
             open_checkpoint("gs://ckpts/run1/missing.pt")
+
+
+def test_doctor_diagnoses_a_url_and_suggests_a_local_output():
+    import torch
+    from ckptviewer.core.analyze.doctor import _convert_command, diagnose
+    data = torch_bytes({"w": torch.arange(3.0)})
+    with FileServer({"/runs/m.pt": data}) as srv:
+        d = diagnose(srv.url("/runs/m.pt").replace("http://", "http://u:pw@"), import_torch=False)
+        assert d.error is None and d.format == "torch-zip" and d.path == srv.url("/runs/m.pt").replace(
+            "http://", "http://***@")
+    command = _convert_command("https://example.org/runs/m.pt?sig=abc", safe=True)
+    assert command.endswith("-o m.weights-only.pt") and "abc" not in command
