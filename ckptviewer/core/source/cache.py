@@ -5,6 +5,7 @@ plus ``ckptviewer``)::
 
     remote-v1/blocks/<k[:2]>/<k>/<i>.blk   block i of the file version keyed k (the last block is shorter)
     remote-v1/blocks/<k[:2]>/<k>/meta.json {"url": redacted URL, "validator", "size", "block_size"}
+    remote-v1/blocks/<k[:2]>/<k>/head.bin  the file's first bytes (64 KiB), fetched apart from the blocks
     remote-v1/files/<k>.bin                a whole file, for formats that need a full read
     remote-v1/latest/<sha256(url)>.json    {"validator", "size"}: the last version seen, for offline opens
 
@@ -347,6 +348,33 @@ class BlockCache:
             except OSError:
                 pass
             raise
+
+    # -- a file's first bytes ---------------------------------------------------------------------------
+    def head(self, key: str, want: int) -> bytes | None:
+        """The first ``want`` bytes of the file version ``key`` if they were kept (see ``put_head``)."""
+        p = os.path.join(self._dir(key), "head.bin")
+        try:
+            with open(p, "rb") as f:
+                data = f.read(want + 1)
+            os.utime(p)
+        except OSError:
+            return None
+        return data if len(data) == want else None
+
+    def put_head(self, key: str, data: bytes) -> None:
+        """Keep a file's first bytes (a header, a zip's first records) apart from its 1 MiB blocks: opening
+        a safetensors shard then costs tens of kB, not a block."""
+        if not self.disk_ok:
+            return
+        try:
+            os.makedirs(self._dir(key), exist_ok=True)
+            self._atomic_write(os.path.join(self._dir(key), "head.bin"), data)
+        except OSError:
+            self.disk_ok = False
+            return
+        with self._lock:
+            if self._disk_total is not None:
+                self._disk_total += len(data)
 
     # -- whole files --------------------------------------------------------------------------------
     def full_path(self, key: str) -> str:

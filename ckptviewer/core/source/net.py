@@ -84,24 +84,26 @@ def wait_future(fut: concurrent.futures.Future, *, deadline: float | None = None
                 raise RemoteTimeoutError(f"no answer within {timeout_s():.0f} s") from None
 
 
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
 def call_cancellable(fn: Callable[..., Any], *args: Any, limit_s: float | None = None,
                      on_tick: Callable[[], None] | None = None, **kwargs: Any) -> Any:
     """Run a blocking library call (the Hub client's, s3fs's) on a helper thread so the caller can be
-    cancelled while it waits, and give up after ``limit_s`` seconds (the call itself may linger)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="ckptviewer-net")
+    cancelled while it waits, and give up after ``limit_s`` seconds. The helper is a daemon thread: a
+    call given up on (the Hub's tree listing has no timeout of its own) may linger, but never keeps the
+    process from exiting."""
+    fut: concurrent.futures.Future = concurrent.futures.Future()
     ctx = task.current_context()
 
-    def run():
-        with task.adopt_context(ctx):
-            return fn(*args, **kwargs)
-    fut = _pool.submit(run)
+    def run() -> None:
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            with task.adopt_context(ctx):
+                result = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            fut.set_exception(e)
+        else:
+            fut.set_result(result)
+    threading.Thread(target=run, name="ckptviewer-net", daemon=True).start()
     return wait_future(fut, deadline=None if limit_s is None else time.monotonic() + limit_s, on_tick=on_tick)
 
 

@@ -3,10 +3,12 @@
 
 :func:`open_remote` answers a :class:`RemoteFile` (a :class:`FileBytes` whose reads come from the block
 cache, and from the network for what the cache lacks) or a :class:`RemoteFolder` (a Hub repository or a
-bucket prefix, with its files listed). Opening costs one round trip for plain HTTP (the first 1 MiB block
-is fetched with the size, the validator and the content type), two for the Hub (the revision's commit,
-the file's size and hash) and one plus a block for object stores; a reopen of an unchanged URL is one
-conditional request, and a reopen without a network serves what was read before from the cache.
+bucket prefix, with its files listed). Opening costs one round trip for plain HTTP (the first 64 KiB are
+fetched with the size, the validator and the content type), two for the Hub (the revision's commit, the
+file's size and hash) and one for object stores, plus the first bytes; a reopen of an unchanged URL is
+one conditional request, and a reopen without a network serves what was read before from the cache. The
+first 64 KiB are kept apart from the 1 MiB blocks, so a safetensors header or a small zip's pickle costs
+only that much.
 
 A format that cannot be read by range (the legacy torch.save format, a tar) and a server that ignores
 ``Range`` get the whole file downloaded into the cache, with its size said first (``task.notice``) and
@@ -33,10 +35,11 @@ from ..util.locations import cache_key_url, location_name, redact_url, url_schem
 from ..util.progress import Progress
 from ..util.units import human_bytes
 from . import net
-from .cache import BLOCK_SIZE, BlockCache, shared_cache
+from .cache import BlockCache, shared_cache
 from .filebytes import FileBytes
 from .regions import ByteSource
 
+HEAD_BYTES = 64 << 10            # a file's first bytes are fetched and kept apart from its blocks
 HTTP_ACCESS_HINT = ("If the file needs a login, put the credentials in the URL (https://USER:PASSWORD@host/...) "
                     "or use a link that carries its own access token.")
 DISK_MARGIN = 256 << 20
@@ -86,6 +89,38 @@ class RemoteFile(FileBytes):
         self.fetched = 0
         self.reporting = True            # report bytes fetched while the file is being opened
         self._full: str | None = None
+        # The first HEAD_BYTES (or the whole file when shorter): the sniffed magic, a safetensors header, a
+        # zip's data.pkl when it is small. Fetched as one exact range, never as 1 MiB blocks.
+        self._head: bytes | None = None
+
+    @property
+    def head_size(self) -> int:
+        return min(HEAD_BYTES, self.size) if self.size_known else HEAD_BYTES
+
+    def keep_head(self, data: bytes) -> None:
+        """The first bytes, fetched by someone else (the first request for a file brings them)."""
+        if len(data) == self.head_size:
+            self._head = bytes(data)
+            if self.persist:
+                self.cache.put_head(self.key, self._head)
+
+    def _load_head(self) -> bool:
+        """Make the first bytes available (from the cache folder, else one request); False when offline
+        and never kept."""
+        if self._head is not None:
+            return True
+        want = self.head_size
+        data = self.cache.head(self.key, want) if self.persist else None
+        if data is None:
+            if self.offline:
+                return False
+            data = self._fetch([(0, want)])[0]
+            if len(data) != want:
+                raise RemoteProtocolError(f"the server sent {len(data):,} bytes for a range of {want:,}")
+            if self.persist:
+                self.cache.put_head(self.key, data)
+        self._head = data
+        return True
 
     @property
     def size_known(self) -> bool:
@@ -99,6 +134,8 @@ class RemoteFile(FileBytes):
             return memoryview(b"")
         if not self.ranges:
             raise RemoteProtocolError("this server does not serve byte ranges; the file has to be downloaded whole")
+        if start + length <= self.head_size and self._load_head():
+            return memoryview(self._head)[start:start + length]
         data = self.cache.read(self.key, self.size, start, start + length, None if self.offline else self._fetch,
                                persist=self.persist)
         return memoryview(data)
@@ -107,7 +144,11 @@ class RemoteFile(FileBytes):
         return RemoteRegion(self, start, size)
 
     def prefetch(self, ranges: list[tuple[int, int]]) -> None:
-        if self.ranges and not self.offline and ranges:
+        if not self.ranges or self.offline or not ranges:
+            return
+        if any(e <= self.head_size for _, e in ranges) and self._load_head():
+            ranges = [(s, e) for s, e in ranges if e > self.head_size]      # those are in the head already
+        if ranges:
             self.cache.prefetch(self.key, self.size, ranges, self._fetch, persist=self.persist)
 
     def head(self, length: int) -> bytes:
@@ -286,7 +327,7 @@ def _open_http(url: str, shown: str, cache: BlockCache) -> RemoteFile:
     backend = HttpBackend(url, shown=shown, headers=net.auth_header_for(url), access_hint=HTTP_ACCESS_HINT)
     known_etag = latest["validator"][5:] if latest and latest["validator"].startswith("etag:") else None
     try:
-        probe = backend.probe(BLOCK_SIZE, if_none_match=known_etag)
+        probe = backend.probe(HEAD_BYTES, if_none_match=known_etag)
     except RemoteTimeoutError as e:
         return _offline(e, latest, shown, url_key, cache, backend)
     if probe.status == "unchanged" and latest is not None:
@@ -302,7 +343,8 @@ def _open_http(url: str, shown: str, cache: BlockCache) -> RemoteFile:
     if rf.persist:
         cache.remember(url_key, validator, size, shown)
     if probe.status == "partial" and probe.data:
-        cache.seed(rf.key, size, 0, probe.data, persist=rf.persist)
+        rf.keep_head(probe.data)
+        cache.seed(rf.key, size, 0, probe.data, persist=rf.persist)      # a file within the head is one block
     rf.fetched = len(probe.data)
     return rf
 
