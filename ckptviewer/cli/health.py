@@ -31,6 +31,7 @@ def run(argv: list[str]) -> int:
     from ..core.analyze.health import check_steps
     from ..core.read.open import open_checkpoint
     from ..core.util.errors import CheckpointError
+    from ..core.util.locations import shown_location
     from ..core.util.units import human_bytes
 
     args = parser().parse_args(argv)
@@ -40,12 +41,12 @@ def run(argv: list[str]) -> int:
     for i, path in enumerate(args.files):
         try:
             with open_checkpoint(path) as ckpt:
-                label = f"{path}: " if len(args.files) > 1 else ""
+                label = f"{shown_location(path)}: " if len(args.files) > 1 else ""
                 report = drain(check_steps(ckpt), show=show, label=label)
                 if report.has_errors:
                     status = max(status, 1)
                 if args.json:
-                    out = {"file": ckpt.path, "format": ckpt.format}
+                    out = {"file": shown_location(ckpt.path), "format": ckpt.format}
                     out.update(report.to_json())
                     if args.stats:
                         out["stats"] = [th.to_json() for th in report.tensors]
@@ -54,7 +55,7 @@ def run(argv: list[str]) -> int:
                 if i:
                     print()
                 counts = report.counts()
-                print(f"{ckpt.path}: {len(report.tensors):,} tensors, {human_bytes(report.nbytes)} checked in "
+                print(f"{shown_location(ckpt.path)}: {len(report.tensors):,} tensors, {human_bytes(report.nbytes)} checked in "
                       f"{report.seconds:.2f} s: {counts['error']} error{'s' * (counts['error'] != 1)}, "
                       f"{counts['warning']} warning{'s' * (counts['warning'] != 1)}, {counts['info']} info")
                 for f in report.findings:
@@ -65,14 +66,14 @@ def run(argv: list[str]) -> int:
             err(str(e))
             status = 2
             if args.json:
-                outputs.append({"file": path, "error": e.message})
+                outputs.append({"file": shown_location(path), "error": e.message})
         except BrokenPipeError:
             raise
         except Exception as e:  # a bug of ours: say so in one line, keep going with the other files
             err(internal_error(path, e))
             status = 2
             if args.json:
-                outputs.append({"file": path, "error": f"internal error: {type(e).__name__}: {e}"})
+                outputs.append({"file": shown_location(path), "error": internal_error(path, e)})
     if args.json and outputs:
         out = outputs[0] if len(args.files) == 1 else outputs
         sys.stdout.write(json.dumps(out, default=repr) + "\n")

@@ -30,6 +30,7 @@ from ...core.analyze.planes import (
 )
 from ...core.model.tensor import TensorRef
 from ...core.model.tree import Node
+from ...core.util.locations import is_url
 from ...core.util.progress import Progress
 from ...core.util.textsafe import path_text, safe_text
 from ...core.write.values import MAX_COPY_VALUES, csv_text, numpy_text, write_values_steps
@@ -228,7 +229,7 @@ class ValuesController(QObject):
         if dest is None:
             name = str(node.path[-1]) if node.path else "tensor"
             safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)[:120] or "tensor"
-            folder = os.path.dirname(self.tab.path)
+            folder = os.path.expanduser("~") if is_url(self.tab.path) else os.path.dirname(self.tab.path)
             filters = "NumPy array (*.npy);;CSV, two dimensions or less (*.csv)"
             dest, chosen = QFileDialog.getSaveFileName(self.tab, "Export Values", os.path.join(folder, safe + ".npy"),
                                                        filters)
