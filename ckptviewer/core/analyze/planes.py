@@ -15,6 +15,7 @@ weight or NaN stays visible instead of being averaged away.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Generator, Sequence
 
@@ -316,22 +317,10 @@ def _envelope(vals: np.ndarray, bucket: int) -> tuple[np.ndarray, np.ndarray]:
     nb = math.ceil(n / bucket)
     padded = np.full(nb * bucket, np.nan, dtype=np.float64)
     padded[:n] = vals
-    with np.errstate(invalid="ignore"), _quiet_nan():
-        blocks = padded.reshape(nb, bucket)
+    blocks = padded.reshape(nb, bucket)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # an all-NaN bucket is a gap in the line, as it should be
         return np.nanmin(blocks, axis=1), np.nanmax(blocks, axis=1)
-
-
-class _quiet_nan:
-    """nanmin/nanmax warn on all-NaN buckets (a NaN gap is the right answer here)."""
-
-    def __enter__(self):
-        import warnings
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)
 
 
 def line_steps(t: TensorRef, max_points: int = LINE_POINTS, exact_limit: int = EXACT_LINE,

@@ -179,7 +179,7 @@ class HealthPanel(QWidget):
                              f"{c['warning']} warning{'s' * (c['warning'] != 1)}, {c['info']} info."
                              + ("" if report.findings else " Nothing looks wrong."))
         self.model.set_findings(report.findings)
-        flagged = {tuple(k) for k in report.by_key() if any(f.severity != "info" for f in report.by_key()[k])}
+        flagged = {tuple(k) for k, found in report.by_key().items() if any(f.severity != "info" for f in found)}
         self.layer_chart.set_series(layer_series(report), flagged)
         self.breakdown_chart.set_breakdowns(by_depth or {1: report.breakdown})
 
