@@ -234,3 +234,14 @@ def test_cli_tensor(made, tmp_path):
     assert r.returncode == 2 and "no entry 'nope'" in r.stderr and r.stderr.count("\n") == 1
     r = run_cli(path, "model", "-o", "-")
     assert r.returncode == 2 and "not a tensor" in r.stderr
+
+
+def test_heatmap_colours_nan_apart_and_leaves_gutters_clear(made):
+    _, sd, root, _ = made
+    lut = np.stack([np.arange(256), np.zeros(256), 255 - np.arange(256), np.full(256, 255)], axis=1).astype(np.uint8)
+    luts = {"diverging": lut, "sequential": lut}
+    res = run_steps(planes.view_steps(root["special"], planes.ViewRequest("plane", (0, 1), (0, 0)), luts))
+    assert tuple(res.rgba[0, 0]) == planes.NAN_RGBA                       # NaN: magenta, not a colour of the map
+    assert tuple(res.rgba[0, 1]) == tuple(lut[-1]) and tuple(res.rgba[1, 0]) == tuple(lut[0])   # +inf, -inf
+    grid = run_steps(planes.view_steps(root["conv"], planes.default_request(root["conv"]), luts))
+    assert grid.rgba[3, 0, 3] == 0 and grid.rgba[0, 0, 3] == 255          # the gutter row is transparent

@@ -256,6 +256,7 @@ class FilterGrid:
     columns: int
     dtype: str = ""
     note: str = ""
+    mask: np.ndarray | None = None      # True where a filter's value sits (False in the gutters)
 
     def cell_at(self, row: int, col: int) -> tuple[int, int, int] | None:
         if row < 0 or col < 0:
@@ -283,10 +284,13 @@ def filter_grid(t: TensorRef, in_channel: int = 0, max_filters: int = MAX_FILTER
     columns = max(1, math.ceil(math.sqrt(count * (kh + 1) / (kw + 1))))
     rows = math.ceil(count / columns)
     mosaic = np.full((rows * (kh + 1) - 1, columns * (kw + 1) - 1), np.nan, dtype=vals.dtype)
+    mask = np.zeros(mosaic.shape, dtype=bool)
     for o in range(count):
         gr, gc = divmod(o, columns)
-        mosaic[gr * (kh + 1):gr * (kh + 1) + kh, gc * (kw + 1):gc * (kw + 1) + kw] = vals[o]
-    return FilterGrid(mosaic, in_channel, count, o_total, kh, kw, columns, t.dtype.name, widened_note(t))
+        cell = (slice(gr * (kh + 1), gr * (kh + 1) + kh), slice(gc * (kw + 1), gc * (kw + 1) + kw))
+        mosaic[cell] = vals[o]
+        mask[cell] = True
+    return FilterGrid(mosaic, in_channel, count, o_total, kh, kw, columns, t.dtype.name, widened_note(t), mask)
 
 
 # -- vectors ------------------------------------------------------------------------------------------------
@@ -530,9 +534,13 @@ def transform(values: np.ndarray, *, absolute: bool = False, log: bool = False) 
         return Shown(v, True, (-m, m) if m > 0 else (-1.0, 1.0), "value", nfin)
 
 
-def colorize(shown: Shown, lut: np.ndarray) -> np.ndarray:
-    """RGBA bytes of a heatmap: each value placed between ``shown.levels`` on the ``lut`` (n x 4 uint8);
-    NaN fully transparent. Done here, off the GUI thread, so the view only hands bytes to Qt."""
+NAN_RGBA = (255, 0, 255, 255)       # magenta: in neither colour map, so a NaN never passes for a value
+
+
+def colorize(shown: Shown, lut: np.ndarray, blank: np.ndarray | None = None) -> np.ndarray:
+    """RGBA bytes of a heatmap: each value placed between ``shown.levels`` on the ``lut`` (n x 4 uint8), NaN
+    in :data:`NAN_RGBA`, infinities at the ends of the scale, ``blank`` pixels (a filter grid's gutters)
+    transparent. Done here, off the GUI thread, so the view only hands bytes to Qt."""
     v = shown.values
     lo, hi = shown.levels
     n = len(lut)
@@ -540,7 +548,9 @@ def colorize(shown: Shown, lut: np.ndarray) -> np.ndarray:
         pos = (v - lo) * ((n - 1) / (hi - lo if hi > lo else 1.0))
         idx = np.clip(np.nan_to_num(pos, nan=0.0, posinf=n - 1, neginf=0.0), 0, n - 1).astype(np.intp)
     rgba = np.ascontiguousarray(lut[idx])
-    rgba[np.isnan(v)] = 0
+    rgba[np.isnan(v)] = NAN_RGBA
+    if blank is not None:
+        rgba[blank] = 0
     return rgba
 
 
@@ -589,7 +599,8 @@ def _answer(req: ViewRequest, data, luts: dict | None, final: bool) -> ViewResul
         shown = transform(data.values, absolute=req.absolute, log=req.log)
         rgba = None
         if luts is not None:
-            rgba = colorize(shown, luts["diverging" if shown.diverging else "sequential"])
+            blank = ~data.mask if isinstance(data, FilterGrid) else None
+            rgba = colorize(shown, luts["diverging" if shown.diverging else "sequential"], blank)
         return ViewResult(req, data, shown, None, rgba, final)
     return ViewResult(req, data, None, None, None, final)
 

@@ -3,8 +3,8 @@ or bar plot of a vector, the number of a 0-D tensor, and a paged value table.
 
 The panel reads nothing and computes nothing heavy: it says what it wants (:class:`ViewRequest`, through
 ``request_changed``) and draws what it is given (:class:`ViewResult`, whose heatmap arrives as RGBA bytes
-coloured in a worker). A diverging colour map is centred on zero (blue negative, red positive, NaN shown as
-the background); with ``|x|`` or a log scale a sequential one is used. The value and tensor index under the
+coloured in a worker). A diverging colour map is centred on zero (blue negative, red positive, NaN in
+magenta); with ``|x|`` or a log scale a sequential one is used. The value and tensor index under the
 cursor are shown below the plot; the mouse wheel zooms and dragging pans. pyqtgraph is imported when the first
 plot is made, after the window has been painted.
 """
@@ -373,6 +373,12 @@ class ValuesPanel(QWidget):
         if isinstance(data, FilterGrid):
             more = f" (the first {data.count:,} of {data.total:,})" if data.count < data.total else ""
             notes.append(f"{data.count:,} filters{more} of {data.kh} x {data.kw} at input channel {data.in_channel}.")
+        if result.shown is not None and isinstance(data, (Plane, FilterGrid)):
+            shown_values = data.values if not isinstance(data, FilterGrid) else data.values[data.mask]
+            bad = int(np.count_nonzero(~np.isfinite(shown_values)))
+            if bad:
+                notes.append(f"{bad:,} NaN or infinite value{'s' if bad != 1 else ''} shown: NaN in magenta, "
+                             f"infinities at the ends of the scale.")
         self.note.setText(" ".join(notes))
         if result.request.mode == "scalar":
             vals = np.asarray(data).reshape(-1)
