@@ -21,8 +21,8 @@ import numpy as np
 from ..model.dtypes import to_numbers
 from ..model.objects import GlobalRef, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
 from ..model.tensor import CHUNK_BYTES, TensorRef
-from ..model.tree import is_plain_values, value_text
-from ..model.walk import MAX_DEPTH, children, unwrap
+from ..model.tree import value_text
+from ..model.walk import iter_leaves
 from ..util.errors import CheckpointError
 from ..util.textsafe import path_text
 
@@ -145,31 +145,6 @@ class DiffProgress:
 
 
 # -- lining up the leaves ------------------------------------------------------------------------------------
-def iter_leaves(root: Any, max_nodes: int = 5_000_000) -> Iterator[tuple[tuple, Any]]:
-    """(key path, leaf) for tensors and plain values under ``root``, in tree order. Lists of plain
-    values count as one leaf; pickled modules contribute their state_dict; cycles are cut."""
-    stack: list[tuple[tuple, Any, tuple]] = [((), root, ())]
-    seen = 0
-    while stack:
-        path, value, anc = stack.pop()
-        seen += 1
-        if seen > max_nodes:
-            return
-        value = unwrap(value)
-        container = (isinstance(value, (dict, list, tuple, StandIn)) and not isinstance(value, TorchSize)
-                     and not is_plain_values(value))
-        if not container:
-            yield path, value
-            continue
-        if id(value) in anc or len(path) > MAX_DEPTH:
-            continue
-        kids = children(value)
-        if not kids:
-            yield path, value
-            continue
-        stack.extend((path + (k,), v, anc + (id(value),)) for k, v in reversed(kids))
-
-
 def _values_equal(a: Any, b: Any) -> bool:
     if type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float))):
         if isinstance(a, np.generic) or isinstance(b, np.generic):

@@ -9,6 +9,21 @@ from __future__ import annotations
 import os
 
 
+def join_sentences(first: str, *more: str) -> str:
+    """Join a message and its hints as sentences: "no such file. Check the path." (not "no such file Check
+    the path."). Each part after the first starts with a capital; a part that ends without punctuation gets a
+    full stop before the next one. Empty parts are left out."""
+    text = first.rstrip()
+    for part in more:
+        part = (part or "").strip()
+        if not part:
+            continue
+        if text and text[-1] not in ".!?:;":
+            text += "."
+        text = f"{text} {part[0].upper()}{part[1:]}" if text else part
+    return text
+
+
 class CheckpointError(Exception):
     """Base class: something about a checkpoint file (or a request about one) cannot be done.
 
@@ -25,12 +40,8 @@ class CheckpointError(Exception):
         super().__init__(self._format())
 
     def _format(self) -> str:
-        text = self.message
-        if self.path:
-            text = f"{os.path.basename(self.path)}: {text}"
-        if self.hint:
-            text = f"{text} {self.hint}"
-        return text
+        return join_sentences(f"{os.path.basename(self.path)}: {self.message}" if self.path else self.message,
+                              self.hint)
 
     def with_path(self, path: str | os.PathLike) -> "CheckpointError":
         """Return the same error naming ``path`` (used when a low layer did not know the file)."""
