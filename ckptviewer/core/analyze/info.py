@@ -406,7 +406,8 @@ def iter_text_lines(root: Node, max_depth: int | None = None, limits: TextLimits
     top = order_top(root.children(), root.ctx.analysis if isinstance(root, Node) else None) \
         if isinstance(root, Node) else root.children()
     cap, budget = limits.max_items, limits.max_lines
-    shown_top = top if cap is None else top[:cap]
+    # The top level is what a reader most needs (a smaller --max-items trims what is inside each entry).
+    shown_top = top if cap is None else top[:max(cap, DEFAULT_MAX_ITEMS)]
     lines = 0
     cut: str | None = None
     for node in shown_top:

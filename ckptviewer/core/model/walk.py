@@ -211,6 +211,7 @@ def iter_leaves(root: Any, max_nodes: int = MAX_NODES) -> Iterator[tuple[tuple, 
     pickled modules contribute their state_dict; cycles are cut."""
     stack: list[tuple[tuple, Any, tuple]] = [((), root, ())]
     seen = 0
+    distinct: set[int] = set()
     while stack:
         path, value, anc = stack.pop()
         seen += 1
@@ -224,6 +225,9 @@ def iter_leaves(root: Any, max_nodes: int = MAX_NODES) -> Iterator[tuple[tuple, 
             continue
         if id(value) in anc or len(path) > MAX_DEPTH:
             continue
+        distinct.add(id(value))
+        if seen > SHARED_PATHS_MIN and seen > SHARED_PATHS_FACTOR * len(distinct):
+            return       # an exponential object graph: as many paths as iter_tensors lists, no more
         kids = children(value)
         if not kids:
             yield path, value
