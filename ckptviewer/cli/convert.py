@@ -61,7 +61,12 @@ def parser() -> argparse.ArgumentParser:
                    help="safetensors only: what to do with entries that are not tensors")
     p.add_argument("--check-against", metavar="TARGET",
                    help="report how the result would load into TARGET's state_dict (load_state_dict(strict=False))")
-    p.add_argument("--target-select", metavar="PATH", help="the state_dict inside TARGET (e.g. model_state_dict)")
+    p.add_argument("--fit-to", metavar="TARGET",
+                   help="fit the model's state_dict to TARGET's model for a warm start: apply the suggested renames, "
+                        "drop unexpected keys and keys of another shape (a new classifier head), report what stays "
+                        "missing; the output is the fitted state_dict (see `ckptviewer warmstart`)")
+    p.add_argument("--target-select", metavar="PATH",
+                   help="the state_dict inside TARGET (e.g. model_state_dict) for --check-against and --fit-to")
     p.add_argument("-f", "--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("-n", "--dry-run", action="store_true", help="show what would change and be written; write nothing")
     return p
@@ -137,6 +142,8 @@ def run(argv: list[str]) -> int:
             options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force)
             for line in log.lines:
                 print(f"- {line}")
+            if args.fit_to:
+                root = _fit(root, args.fit_to, args.target_select)
             if args.check_against:
                 _print_warm_start(root, args.check_against, args.target_select)
             if args.dry_run:
@@ -199,7 +206,7 @@ def _convert_with_recipe(args) -> int:
     from ..core.util.errors import CheckpointError
 
     flags = [f for f in ("output", "select", "strip_prefix", "add_prefix", "remove_prefix", "dtype", "format",
-                         "check_against") if getattr(args, f) not in (None, False)]
+                         "check_against", "fit_to") if getattr(args, f) not in (None, False)]
     flags += [f for f in ("drop", "rename", "rename_regex", "map_location") if getattr(args, f)]
     if flags:
         err(f"--recipe takes its steps and output from the recipe; drop --{flags[0].replace('_', '-')} "
@@ -251,6 +258,22 @@ def _convert_with_recipe(args) -> int:
     print(f"summary: {counts['done']} converted, {counts['skipped']} skipped, {counts['failed']} failed"
           + (" (dry run: nothing written)" if args.dry_run else ""))
     return 1 if counts["failed"] else 0
+
+
+def _fit(root, target_path: str, target_select: str | None):
+    """--fit-to: the fitted state_dict, with what was renamed, dropped and stays missing said."""
+    from ..core.analyze.warmstart import fit_root, pick_state_dict
+    from ..core.read.open import open_checkpoint
+    from ..core.util.textsafe import safe_text
+    with open_checkpoint(target_path) as target:
+        _, target_sd, note = pick_state_dict(target.root, target_select)
+        root, plan, lines = fit_root(root, target_sd)
+    for line in lines:
+        print(f"- {safe_text(line, 600)}")
+    print(f"fit to {safe_text(target_path)} ({safe_text(note, 200)}): {plan.before.summary()} before")
+    for line in plan.describe():
+        print(f"  {safe_text(line, 1000)}")
+    return root
 
 
 def _print_warm_start(root, target_path: str, target_select: str | None) -> None:

@@ -11,10 +11,10 @@ import os
 import sys
 
 from .. import __version__
-from . import convert, diff, info, scan
+from . import convert, diff, info, scan, warmstart
 from .common import err
 
-COMMANDS = {"info": info, "scan": scan, "diff": diff, "convert": convert}
+COMMANDS = {"info": info, "scan": scan, "diff": diff, "convert": convert, "warmstart": warmstart}
 
 
 def _gui_parser() -> argparse.ArgumentParser:
