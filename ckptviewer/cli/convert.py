@@ -58,7 +58,10 @@ def parser() -> argparse.ArgumentParser:
                    help="write shards of at most SIZE (e.g. 2GB, 500MB) plus an index; OUT names the index, "
                         "e.g. OUTDIR/model.safetensors.index.json (an OUT ending in .index.json alone means 5GB)")
     p.add_argument("--non-tensors", choices=["error", "drop", "metadata"], default="error",
-                   help="safetensors only: what to do with entries that are not tensors")
+                   help="safetensors only: what to do with entries that are not tensors (by default a training "
+                        "checkpoint's one model state_dict is selected)")
+    p.add_argument("--metadata", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+                   help="safetensors only: add to the file's __metadata__ (which always has format=pt)")
     p.add_argument("--check-against", metavar="TARGET",
                    help="report how the result would load into TARGET's state_dict (load_state_dict(strict=False))")
     p.add_argument("--fit-to", metavar="TARGET",
@@ -133,13 +136,21 @@ def run(argv: list[str]) -> int:
         return 2
     try:
         with open_checkpoint(args.input) as ckpt:
-            steps = steps_from_args(args)
-            from ..core.edit.ops import apply_steps
-            root, log = apply_steps(ckpt.root, steps)
+            from ..core.edit.ops import apply_steps, tensors_only_selection
             from ..core.write.shards import is_index_path, sharded_format
             sharded = bool(args.shard_size) or is_index_path(args.output or "")
             fmt = args.format or (sharded_format(args.output or "") if sharded else format_for_path(args.output or ""))
-            options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force)
+            options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force,
+                                    metadata=dict(_pair(m, "--metadata") for m in args.metadata))
+            steps = steps_from_args(args)
+            pick, why = None, ""
+            if fmt == "safetensors" and not args.select and args.non_tensors == "error" and not args.fit_to:
+                # A training checkpoint to safetensors: its one state_dict, said first (several: an error
+                # naming the --select for each).
+                pick, why = tensors_only_selection(ckpt.root)
+            root, log = apply_steps(ckpt.root, ([pick] if pick is not None else []) + steps)
+            if pick is not None:
+                log.lines[0] = why          # the selection's own line, with its reason
             for line in log.lines:
                 print(f"- {line}")
             if args.fit_to:
@@ -166,6 +177,8 @@ def run(argv: list[str]) -> int:
             result = drain(export_iter(root, args.output, options, sources=[ckpt.path]))
             for note in result.notes:
                 print(f"note: {note}")
+            for warning in result.warnings:
+                err(f"warning: {warning}")
             print(f"wrote {result.path} ({result.size:,} bytes, {result.tensors} tensors, {result.fmt}; "
                   f"verified) in {result.seconds:.2f} s")
             return 0
@@ -207,7 +220,7 @@ def _convert_with_recipe(args) -> int:
 
     flags = [f for f in ("output", "select", "strip_prefix", "add_prefix", "remove_prefix", "dtype", "format",
                          "check_against", "fit_to") if getattr(args, f) not in (None, False)]
-    flags += [f for f in ("drop", "rename", "rename_regex", "map_location") if getattr(args, f)]
+    flags += [f for f in ("drop", "rename", "rename_regex", "map_location", "metadata") if getattr(args, f)]
     if flags:
         err(f"--recipe takes its steps and output from the recipe; drop --{flags[0].replace('_', '-')} "
              f"(use --output-dir to choose the folder)")

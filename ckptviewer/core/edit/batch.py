@@ -63,7 +63,8 @@ def without_outputs(files: list[str], recipe: Recipe) -> tuple[list[str], list[s
 
 
 def planned_output(source: str, recipe: Recipe) -> tuple[str | None, str]:
-    """(output path or None to skip, why) under the recipe's exists rule; raises if it must fail."""
+    """(output path or None to skip, why) under the recipe's exists rule; raises if it must fail. Under the
+    default rule ("error") an output at least as new as its source counts as already converted: skipped."""
     out = recipe.output.output_path(source)
     if os.path.realpath(out) == os.path.realpath(source):
         raise OperationError(f"the output name {os.path.basename(out)} is the input itself; change the recipe's "
@@ -81,8 +82,20 @@ def planned_output(source: str, recipe: Recipe) -> tuple[str | None, str]:
             candidate = f"{stem}-{i}{ext}"
             if not os.path.exists(candidate):
                 return candidate, f"{os.path.basename(out)} exists; writing {os.path.basename(candidate)}"
-    raise OperationError(f"{os.path.basename(out)} already exists",
-                         hint="Change the recipe's 'exists' rule (or pass --force on the command line).")
+    # "error": a second run over the same files finds its own outputs. One at least as new as its source
+    # is that file already converted (skipped, not failed); an older one may be stale and stops that file.
+    if _mtime(out) >= _mtime(source):
+        return None, f"already converted: {os.path.basename(out)} exists (--force, or the recipe's 'exists' rule " \
+                     f"\"overwrite\", replaces it)"
+    raise OperationError(f"{os.path.basename(out)} already exists and is older than its source",
+                         hint="Pass --force on the command line (or set the recipe's 'exists' rule) to replace it.")
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def convert_iter(source: str, recipe: Recipe) -> Generator[ExportProgress, None, ConvertResult]:
@@ -95,7 +108,7 @@ def convert_iter(source: str, recipe: Recipe) -> Generator[ExportProgress, None,
         options = ExportOptions(fmt=recipe.output.format, non_tensors=recipe.output.non_tensors,
                                 overwrite=recipe.output.exists == "overwrite")
         result = yield from export_iter(root, out, options, sources=[ckpt.path])
-    message = "; ".join(log.lines + result.notes + ([why] if why else []))
+    message = "; ".join(log.lines + [f"warning: {w}" for w in result.warnings] + result.notes + ([why] if why else []))
     return ConvertResult(source, result.path, "done", message, result.size, result.seconds)
 
 

@@ -684,6 +684,30 @@ class SelectModel(Step):
         return "Select the model's state_dict" + (f" (prefer {self.prefer})" if self.prefer else "")
 
 
+def tensors_only_selection(root: Any) -> tuple[Step | None, str]:
+    """For an output that holds tensors only (safetensors) from a file that holds other values too (a
+    training checkpoint): the step that keeps the model's state_dict when there is exactly one, and why;
+    ``(None, "")`` when nothing needs choosing. Several candidates raise an error naming ``--select`` for
+    each, so the user picks instead of a guess."""
+    from ..model.interpret import analyze
+    from ..model.walk import iter_leaves
+    root = unwrap(root)
+    if is_state_dict(root) or not any(not isinstance(v, TensorRef) for _, v in iter_leaves(root)):
+        return None, ""
+    models = [sd for sd in analyze(root).state_dicts if sd.kind in ("state_dict", "module")]
+    if len(models) == 1 and models[0].path:
+        where = keypath.format_path(models[0].path)
+        return Select(where), (f"safetensors holds tensors only: selected {where}, the only model state_dict in "
+                               f"the file (--select PATH chooses another part; --non-tensors drop keeps every "
+                               f"tensor of the file)")
+    if len(models) > 1:
+        options = " or ".join(f"--select {keypath.format_path(sd.path) or '/'}" for sd in models[:6])
+        raise OperationError(f"safetensors holds tensors only, and this file holds {len(models)} state_dicts "
+                             f"beside other values: choose one with {options}",
+                             hint="Or pass --non-tensors drop to write every tensor of the file.")
+    return None, ""
+
+
 STEP_TYPES: dict[str, type[Step]] = {c.kind: c for c in (Select, SelectModel, Drop, StripPrefix, Rename,
                                                          RemapDevice, Cast)}
 
