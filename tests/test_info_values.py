@@ -139,7 +139,7 @@ def test_a_folder_opens_each_checkpoint_in_it(ckpts, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = run("info", empty)
-    assert out.returncode == 1 and "neither a sharded checkpoint" in out.stderr
+    assert out.returncode == 1 and "this folder holds no checkpoint" in out.stderr
 
 
 def test_numpy_scalars_read_as_numbers(tmp_path):

@@ -74,10 +74,9 @@ def _open_folder(path: str) -> Checkpoint:
         raise UnsupportedFormatError("this torch.distributed.checkpoint folder has per-rank metadata files "
                                      "(saved without collectives) and no .metadata; ckptviewer does not read "
                                      "that layout yet", path=path)
-    raise NotACheckpointError("this folder holds neither a sharded checkpoint index (*.index.json) nor a "
-                              "torch.distributed.checkpoint (.metadata)", path=path,
-                              hint="Open a checkpoint file in it, or the folder of a sharded or distributed "
-                                   "checkpoint.")
+    raise NotACheckpointError("this folder holds no checkpoint: no checkpoint file, no sharded checkpoint index "
+                              "(*.index.json) and no torch.distributed.checkpoint (.metadata)", path=path,
+                              hint="Open a folder that holds checkpoints, or a checkpoint file.")
 
 
 def is_checkpoint_folder(path: str | os.PathLike) -> bool:
