@@ -54,8 +54,8 @@ class CheckpointError(Exception):
 class NotACheckpointError(CheckpointError):
     """The bytes are not any checkpoint format we know (an image, a text file, random bytes...)."""
 
-    default_hint = ("ckptviewer reads torch.save files (zip or legacy), TorchScript archives and .safetensors "
-                    "files; check that this is the file you meant.")
+    default_hint = ("Check that this is the file you meant: ckptviewer reads torch.save files (zip or legacy), "
+                    "TorchScript archives and .safetensors files.")
 
 
 class TruncatedFileError(CheckpointError):
