@@ -45,9 +45,9 @@ def run(argv: list[str]) -> int:
         diff_report,
         select_and_strip,
     )
-    from ..core.util.textsafe import safe_text
     from ..core.read.open import open_checkpoint
     from ..core.util.errors import CheckpointError
+    from ..core.util.textsafe import safe_text
 
     args = parser().parse_args(argv)
     try:

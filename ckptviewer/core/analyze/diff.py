@@ -492,8 +492,9 @@ def align_sides(a: Any, b: Any, *, strip: bool = True, flags: bool = True) -> tu
                          + (f" (--select-{other_side.lower()} names another part)" if flags else ""))
         elif len(models) > 1:
             listed = ", ".join(keypath.format_path(m.path) or "the root" for m in models[:6])
-            notes.append(f"{bare_side} is a state_dict and {other_side} holds {len(models)} ({listed}): name the one to "
-                         f"compare" + (f" with --select-{other_side.lower()} PATH" if flags else f" in {other_side}"))
+            how = f" with --select-{other_side.lower()} PATH" if flags else f" in {other_side}"
+            notes.append(f"{bare_side} is a state_dict and {other_side} holds {len(models)} ({listed}): name the one "
+                         f"to compare{how}")
     pairs = _same_place_state_dicts(a, b)
     for path, keys_a, keys_b in pairs:
         pa, pb = detect_prefix(keys_a)[0], detect_prefix(keys_b)[0]

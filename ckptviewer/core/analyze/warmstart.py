@@ -209,7 +209,7 @@ def pick_state_dict(root: Any, select: str | None = None) -> tuple[tuple, dict[s
             chosen, why = SelectModel().choose(root)
         except OperationError:
             raise OperationError("the file holds no state_dict or pickled module to compare",
-                                 hint="Name the entry to use with --select PATH (see `ckptviewer info FILE`).") from None
+                                 hint="Name the entry with --select PATH (see `ckptviewer info FILE`).") from None
         path = tuple(chosen.path)
         value = unwrap(keypath.resolve(root, path)[1]) if path else unwrap(root)
         note = f"{keypath.format_path(path)} ({why})" if path else "the file itself"
@@ -254,11 +254,12 @@ class FitPlan:
         lines = [f"rename: {rule_text(s.rule)} ({s.gain} more key{'s' if s.gain != 1 else ''} match)"
                  for s in self.renames]
         if self.drop_unexpected:
-            lines.append(f"drop {len(self.drop_unexpected)} unexpected key{'s' if len(self.drop_unexpected) != 1 else ''}: "
-                         + _listed(self.drop_unexpected))
+            n = len(self.drop_unexpected)
+            lines.append(f"drop {n} unexpected key{'s' if n != 1 else ''}: " + _listed(self.drop_unexpected))
         if self.drop_shape:
-            lines.append(f"drop {len(self.drop_shape)} key{'s' if len(self.drop_shape) != 1 else ''} of another shape: "
-                         + _listed([f"{k} {shape_text(a)} (the model: {shape_text(b)})" for k, a, b in self.drop_shape]))
+            n = len(self.drop_shape)
+            shapes = [f"{k} {shape_text(a)} (the model: {shape_text(b)})" for k, a, b in self.drop_shape]
+            lines.append(f"drop {n} key{'s' if n != 1 else ''} of another shape: " + _listed(shapes))
         n = len(self.still_missing)
         lines.append(f"{n} key{'s' if n != 1 else ''} of the model stay missing"
                      + (f" (load with strict=False; they keep their initial values): {_listed(self.still_missing)}"
