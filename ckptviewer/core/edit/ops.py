@@ -251,7 +251,8 @@ class Drop(Step):
                 else:
                     keys = [keypath._match_key(parent, last)] if _has(parent, last) else []
                 if not keys:
-                    raise OperationError(f"nothing named {last!r} under {keypath.format_path(parent_path) or 'the root'}")
+                    where = keypath.format_path(parent_path) or "the root"
+                    raise OperationError(f"nothing named {last!r} under {where}")
             elif isinstance(parent, (list, tuple)):
                 keys = [keypath._match_key(parent, last) % max(len(parent), 1)]
             else:

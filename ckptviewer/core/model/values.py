@@ -26,7 +26,8 @@ _STRUCT = {"float32": "f", "float64": "d", "float16": "e", "int8": "b", "uint8":
 
 def is_small(t: TensorRef) -> bool:
     """A tensor whose values are shown inline: at most ``SMALL_NUMEL`` elements, a plain dense tensor."""
-    return 0 < t.numel <= SMALL_NUMEL and t.kind in ("tensor", "parameter") and t.dtype.kind not in ("bits", "quantized")
+    return (0 < t.numel <= SMALL_NUMEL and t.kind in ("tensor", "parameter")
+            and t.dtype.kind not in ("bits", "quantized"))
 
 
 def small_value(t: TensorRef) -> Any:
