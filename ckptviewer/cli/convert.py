@@ -174,7 +174,11 @@ def run(argv: list[str]) -> int:
                 return 1 if plan.problems else 0
             if sharded:
                 return _convert_sharded(root, args, options, ckpt.path)
-            result = drain(export_iter(root, args.output, options, sources=[ckpt.path]))
+            try:
+                result = drain(export_iter(root, args.output, options, sources=[ckpt.path]))
+            except CheckpointError as e:
+                from ..core.edit.batch import export_failure
+                raise export_failure(ckpt, e) from None
             for note in result.notes:
                 print(f"note: {note}")
             for warning in result.warnings:

@@ -107,9 +107,22 @@ def convert_iter(source: str, recipe: Recipe) -> Generator[ExportProgress, None,
         root, log = apply_steps(ckpt.root, recipe.steps)
         options = ExportOptions(fmt=recipe.output.format, non_tensors=recipe.output.non_tensors,
                                 overwrite=recipe.output.exists == "overwrite")
-        result = yield from export_iter(root, out, options, sources=[ckpt.path])
+        try:
+            result = yield from export_iter(root, out, options, sources=[ckpt.path])
+        except CheckpointError as e:
+            raise export_failure(ckpt, e) from None
     message = "; ".join(log.lines + [f"warning: {w}" for w in result.warnings] + result.notes + ([why] if why else []))
     return ConvertResult(source, result.path, "done", message, result.size, result.seconds)
+
+
+def export_failure(ckpt, error: CheckpointError) -> CheckpointError:
+    """The error to report when exporting from ``ckpt`` failed: named after the file, and, when the file's
+    tensors lack bytes (a download cut short), saying that first rather than listing each tensor."""
+    missing = ckpt.missing_bytes()
+    if missing is not None and isinstance(error, OperationError):
+        return OperationError(f"{missing.headline()}, so it cannot be converted", path=ckpt.path,
+                              hint=missing.advice())
+    return error.with_path(ckpt.path)
 
 
 def convert_file(source: str, recipe: Recipe, progress=None) -> ConvertResult:
