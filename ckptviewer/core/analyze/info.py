@@ -153,9 +153,7 @@ def value_records(root: Any) -> list[dict]:
     ``{"key": [...], "type": "int", "value": 7}``. A list of plain values is one leaf (its JSON list); key
     paths are those of the tensor records."""
     out = []
-    for path, v in iter_leaves(root):
-        if isinstance(v, TensorRef):
-            continue
+    for path, v in iter_leaves(root, tensors=False):
         if isinstance(v, (dict, list, tuple)) and not isinstance(v, TorchSize) and not v:
             value: Any = [] if not isinstance(v, dict) else {}
         else:

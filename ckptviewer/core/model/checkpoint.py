@@ -71,18 +71,27 @@ def missing_bytes_of(tensors: list[TensorRef], file_size: int) -> MissingBytes |
     should have bytes has them. A tensor counts when its values cannot be read because its storage is
     absent or shorter than declared; other problems (a malformed view) are not missing bytes."""
     without, needed, missing, first = 0, 0, 0, ""
-    seen: set[int] = set()
-    for t in tensors:
+    seen: set[int] = set()          # storages counted
+    bad: set[int] = set()           # storages absent or shorter than declared
+    for t in tensors:               # one pass, cheap per tensor: it runs on every file `info` lists
         st = t.storage
-        if st is not None and id(st) not in seen:
-            seen.add(id(st))
-            needed += st.nbytes
-            missing += _storage_short(st)
+        if st is None:
+            if t.kind == "meta":
+                continue
+        else:
+            sid = id(st)
+            if sid not in seen:
+                seen.add(sid)
+                nbytes = st.nbytes
+                needed += nbytes
+                src = st.source
+                if src is None or st.problem or src.size < nbytes:
+                    bad.add(sid)
+                    missing += _storage_short(st)
+            if sid not in bad:
+                continue            # the storage is whole: any problem of this view is not missing bytes
         t.validate()
-        if not t.problem:
-            continue
-        if (st is None and t.kind != "meta") or (st is not None and (st.source is None or st.problem
-                                                                    or _storage_short(st))):
+        if t.problem:
             without += 1
             first = first or t.problem
     if not without:
@@ -113,6 +122,7 @@ class Checkpoint:
         self._resources = resources or []
         self._entries = None
         self._missing: MissingBytes | None | bool = False       # False: not computed yet
+        self._distinct: list[TensorRef] | None = None
         for st in self.storages.values():       # set each tensor's ``problem`` now, so views can show it
             for t in st.users:
                 t.validate()
@@ -130,12 +140,14 @@ class Checkpoint:
 
     def all_tensors(self) -> list[TensorRef]:
         """Distinct tensor handles (a tensor reachable under two keys counts once)."""
-        seen, out = set(), []
-        for _, t in self.tensor_entries():
-            if id(t) not in seen:
-                seen.add(id(t))
-                out.append(t)
-        return out
+        if self._distinct is None:
+            seen, out = set(), []
+            for _, t in self.tensor_entries():
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    out.append(t)
+            self._distinct = out
+        return list(self._distinct)
 
     def missing_bytes(self) -> MissingBytes | None:
         """What bytes the file lacks, as one fact (None when every tensor's bytes are there)."""
