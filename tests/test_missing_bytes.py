@@ -90,3 +90,17 @@ def test_scan_words_unknown_classes_for_todays_torch(ckpts):
     assert "would be imported by plain torch.load" not in verdict
     assert "since torch 2.6" in verdict and "weights_only" in verdict and "ckptviewer doctor" in verdict
     assert out.returncode == 0
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "zip"])
+def test_the_doctor_says_a_cut_file_does_not_load(big, tmp_path, fmt):
+    """The reader opens cut files to show what they hold; torch.load does not, and the doctor says so."""
+    from ckptviewer.core.analyze.doctor import diagnose
+    raw = (big / f"{fmt}.pt").read_bytes()
+    for keep in (len(raw) // 2, len(raw) - 30):         # bytes missing / only the zip directory missing
+        cut = tmp_path / f"cut{keep}.pt"
+        cut.write_bytes(raw[:keep])
+        d = diagnose(str(cut), import_torch=False)
+        assert not d.loads and {r.kind for r in d.reasons if r.blocks} == {"truncated"}, (keep, d.reasons)
+        with pytest.raises(Exception):
+            torch.load(cut, weights_only=True)

@@ -38,11 +38,13 @@ class MissingBytes:
     bytes_needed: int            # bytes the tensors' storages declare
     bytes_missing: int           # of those, how many the file does not hold
     first_problem: str           # one tensor's problem, as an example
+    cut: bool = False            # the reader found the file ending before the data it declares
 
     @property
     def truncated(self) -> bool:
-        """The file is smaller than its tensors: it was cut short (as opposed to a record left out)."""
-        return self.file_size < self.bytes_needed
+        """The file was cut short (as opposed to a record left out): the reader saw it end early, or it is
+        smaller than its tensors."""
+        return self.cut or self.file_size < self.bytes_needed
 
     def headline(self) -> str:
         """One line: ``truncated: 40 of 48 tensors have no bytes; the file is 293.0 KiB, the tensors need
@@ -71,7 +73,7 @@ def _storage_short(st: StorageRef) -> int:
     return max(0, st.nbytes - have)
 
 
-def missing_bytes_of(tensors: list[TensorRef], file_size: int) -> MissingBytes | None:
+def missing_bytes_of(tensors: list[TensorRef], file_size: int, *, cut: bool = False) -> MissingBytes | None:
     """The :class:`MissingBytes` of a file holding ``tensors`` (distinct), or None when every tensor that
     should have bytes has them. A tensor counts when its values cannot be read because its storage is
     absent or shorter than declared; other problems (a malformed view) are not missing bytes."""
@@ -101,7 +103,7 @@ def missing_bytes_of(tensors: list[TensorRef], file_size: int) -> MissingBytes |
             first = first or t.problem
     if not without:
         return None
-    return MissingBytes(len(tensors), without, file_size, needed, missing, first)
+    return MissingBytes(len(tensors), without, file_size, needed, missing, first, cut)
 
 
 class Checkpoint:
@@ -157,7 +159,8 @@ class Checkpoint:
     def missing_bytes(self) -> MissingBytes | None:
         """What bytes the file lacks, as one fact (None when every tensor's bytes are there)."""
         if self._missing is False:
-            self._missing = missing_bytes_of(self.all_tensors(), self.file_size)
+            self._missing = missing_bytes_of(self.all_tensors(), self.file_size,
+                                             cut=bool(self.meta.get("cut_short")))
         return self._missing
 
     def globals_named(self) -> Counter:

@@ -97,11 +97,15 @@ def read_torch_zip(buf, path: str, *, resources: list | None = None, start: int 
         warnings.append("the zip archive was cut short (it has no end record); its members were found from "
                         "their local headers" + (f", and the file ends inside {archive.cut}" if archive.cut else ""))
     warnings.extend(archive.warnings)
+    cut_short = archive.cut
     prefix = _find_prefix(archive)
     if archive.cut and archive.cut == prefix + "data.pkl":
         raise TruncatedFileError(f"the file was cut short inside data.pkl, after {archive.end - archive.start:,} "
                                  f"bytes: nothing it holds can be listed")
     meta: dict = {"archive": prefix.rstrip("/") or "(none)"}
+    if cut_short is not None:
+        # torch.load needs the directory this file lost (the doctor says so; the tensors say what is missing)
+        meta["cut_short"] = cut_short or "the zip directory"
     for rec in _SMALL_RECORDS:
         if prefix + rec in archive:
             try:
