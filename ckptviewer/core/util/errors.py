@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from .locations import location_name, shown_location
+
 
 def join_sentences(first: str, *more: str) -> str:
     """Join a message and its hints as sentences: "no such file. Check the path." (not "no such file Check
@@ -35,18 +37,19 @@ class CheckpointError(Exception):
 
     def __init__(self, message: str, *, path: str | os.PathLike | None = None, hint: str | None = None):
         self.message = message
-        self.path = os.fspath(path) if path is not None else None
+        # A URL is kept redacted: an error is shown, logged and copied, and must never carry a credential.
+        self.path = shown_location(path) if path is not None else None
         self.hint = self.default_hint if hint is None else hint
         super().__init__(self._format())
 
     def _format(self) -> str:
-        return join_sentences(f"{os.path.basename(self.path)}: {self.message}" if self.path else self.message,
+        return join_sentences(f"{location_name(self.path)}: {self.message}" if self.path else self.message,
                               self.hint)
 
     def with_path(self, path: str | os.PathLike) -> "CheckpointError":
         """Return the same error naming ``path`` (used when a low layer did not know the file)."""
         if self.path is None:
-            self.path = os.fspath(path)
+            self.path = shown_location(path)
             self.args = (self._format(),)
         return self
 
@@ -95,3 +98,40 @@ class CancelledError(CheckpointError):
 
     def __init__(self, message: str = "cancelled", **kw):
         super().__init__(message, **kw)
+
+
+class RemoteError(CheckpointError):
+    """A checkpoint named by a URL could not be read over the network (the file itself may be fine).
+
+    Messages never hold credentials: URLs in them are redacted (``core.util.locations.redact``)."""
+
+
+class RemoteNotFoundError(RemoteError):
+    """The server, bucket or repository has no such file (HTTP 404)."""
+
+    default_hint = "Check the URL."
+
+
+class RemoteAccessError(RemoteError):
+    """The server refused access (HTTP 401/403, a gated or private repository, missing cloud credentials)."""
+
+
+class RemoteTimeoutError(RemoteError):
+    """The server did not answer in time, or could not be reached, even after retrying."""
+
+    default_hint = "Check the network connection and try again."
+
+
+class RemoteProtocolError(RemoteError):
+    """The server answered, but not with the file: an HTML page, a range it did not honour, bytes that
+    changed while they were read."""
+
+
+class OfflineMissError(RemoteError):
+    """The server cannot be reached and the bytes asked for were never fetched into the cache."""
+
+    default_hint = "Connect to the network and try again; only what was read before is available offline."
+
+
+class MissingDependencyError(CheckpointError):
+    """Reading this location needs an optional package that is not installed (s3fs, gcsfs, ...)."""
