@@ -53,9 +53,9 @@ def wait_read(qtbot, tab, timeout: int = 60_000):
     return tab
 
 
-def open_run(qtbot, window, *paths, **kw):
+def open_run(qtbot, window, *paths):
     from ckptviewer.gui.run.tab import RunTab
-    tabs = window.open_paths([str(p) for p in paths], **kw)
+    tabs = window.open_paths([str(p) for p in paths], run=True)
     assert len(tabs) == 1 and isinstance(tabs[0], RunTab)
     return wait_read(qtbot, tabs[0])
 
@@ -78,7 +78,7 @@ def entry_index(tab, *key):
 # -- the tab ----------------------------------------------------------------------------------------------
 def test_only_the_trained_head_moves(qtbot, qtmodeltester, window, head_run):
     folder, saved = head_run
-    tab = open_run(qtbot, window, folder)           # a folder of checkpoints opens as a run
+    tab = open_run(qtbot, window, folder)           # a folder stands for the checkpoints in it
     assert window.tabs.currentWidget() is tab and window.tabs.tabText(window.tabs.indexOf(tab)) == "Run: run"
     qtmodeltester.check(tab.layers, force_py=True)     # and again on every sort and filter below
     run = tab.run
@@ -172,7 +172,7 @@ def test_stop_keeps_partial_results_and_close_cancels(qtbot, window, tmp_path, m
     for i in range(3):
         torch.save({f"layer{k}.weight": torch.randn(256, 256) for k in range(40)}, folder / f"step_{i}.pt")
     from ckptviewer.gui.run.tab import RunTab
-    tab = window.open_paths([folder])[0]
+    tab = window.open_paths([folder], run=True)[0]
     assert isinstance(tab, RunTab)
     qtbot.waitUntil(lambda: tab.view is not None and len(tab.view.ready) >= 2, timeout=60_000)
     tab.stop_button.click()
@@ -206,7 +206,7 @@ def test_ways_in_drop_and_open_run_action(qtbot, window, head_run, monkeypatch):
     drop_on(window, files)
     assert [t.title for t in window.checkpoint_tabs()] == ["epoch_0.tar", "epoch_1.tar"]
     assert "hold Shift while dropping" in window.status_text.text()
-    drop_on(window, [folder], Qt.KeyboardModifier.NoModifier)       # a folder of checkpoints: a run anyway
+    drop_on(window, [folder], Qt.KeyboardModifier.ControlModifier)   # a folder, Ctrl held: a run of its files
     assert isinstance(window.tabs.currentWidget(), RunTab) and window.tabs.currentWidget().title == "Run: run"
     # File > Open Run: a folder picker; the same folder shows its open Run tab again.
     from PySide6.QtWidgets import QFileDialog

@@ -6,13 +6,8 @@ import contextlib
 import sys
 
 from .common import drain, err
-from .convert import (
-    add_cleaning_options,
-    add_output_options,
-    convert_sharded,
-    print_warm_start,
-    steps_from_args,
-)
+from .convert import (add_cleaning_options, add_output_options, convert_sharded, fit_to, print_warm_start, split_pair,
+                      steps_from_args)
 
 HELP = "average checkpoints (model soups, SWA): weighted mean of their floating-point tensors"
 
@@ -95,7 +90,10 @@ def run(argv: list[str]) -> int:
                 print(f"- {line}")
             sharded = bool(args.shard_size) or is_index_path(args.output or "")
             fmt = args.format or (sharded_format(args.output or "") if sharded else format_for_path(args.output or ""))
-            options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force)
+            options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force,
+                                    metadata=dict(split_pair(m, "--metadata") for m in args.metadata))
+            if args.fit_to:
+                merged = fit_to(merged, args.fit_to, args.target_select)
             if args.check_against:
                 print_warm_start(merged, args.check_against, args.target_select)
             if args.dry_run:
@@ -109,6 +107,8 @@ def run(argv: list[str]) -> int:
             result = drain(export_iter(merged, args.output, options, sources=sources), label="merging ")
             for note in result.notes:
                 print(f"note: {note}")
+            for warning in result.warnings:
+                err(f"warning: {warning}")
             print(f"wrote {result.path} ({result.size:,} bytes, {result.tensors} tensors, {result.fmt}; "
                   f"verified) in {result.seconds:.2f} s")
             return 0

@@ -36,7 +36,9 @@ from typing import Any
 from ..read.pickle.danger import danger_reason
 from ..read.pickle.reconstructors import _py3_names, classify
 from ..read.pickle.unpickler import BASE_UNITS, BYTES_PER_UNIT
+from ..source.filebytes import file_bytes
 from ..util.errors import CheckpointError
+from ..util.locations import is_url, shown_location
 
 COMPUTED = "<computed>"        # a STACK_GLOBAL operand that is not a literal string
 MAX_PICKLES = 1000             # consecutive pickles walked in one plain pickle file
@@ -45,7 +47,8 @@ MAX_INFLATE = 256 << 20        # a compressed pickle member is inflated to at mo
 
 CATEGORIES = ("dangerous", "unknown", "safe")
 _SAFE_REASON = "rebuilt by ckptviewer's own code (tensor rebuilders, containers, numpy values)"
-_UNKNOWN_REASON = "not imported: shown as an inert stand-in (a model's own class, a config object, ...)"
+_UNKNOWN_REASON = ("not imported: shown as an inert stand-in (a model's own class, a config object, ...); "
+                   "torch.load refuses it by default since torch 2.6 (weights_only=True)")
 _COMPUTED_REASON = ("a STACK_GLOBAL whose module or name is computed while loading, not a literal: "
                     "only running the file would tell what it imports")
 
@@ -136,15 +139,22 @@ class ScanResult:
                     f"and call {shown}. ckptviewer never imports or calls anything a file names, so it is safe "
                     f"to inspect here; do not load it with torch.load(weights_only=False) unless you trust "
                     f"its source.")
+        if self.broken and self.pickles and all(p.complete for p in self.pickles) and self.error is None:
+            return ("INCOMPLETE: every pickle was read to its end and names nothing dangerous, but the file is "
+                    f"not whole: {self.problems[0]}")
         if self.broken:
             return ("INCOMPLETE: the file is broken, so only part of it could be scanned; nothing dangerous "
                     "was seen in that part.")
         if not self.pickles:
             return f"clean: a {self.format or 'file'} without pickles cannot run code when loaded."
         unknown = sum(1 for g in self.globals if g.category == "unknown")
-        tail = (f"; {unknown} unknown class{'es' if unknown != 1 else ''} would be imported by plain "
-                f"torch.load (shown as stand-ins here)" if unknown else "")
-        return f"clean: no dangerous globals{tail}."
+        if not unknown:
+            return "clean: no dangerous globals."
+        n = f"{unknown} class{'es' if unknown != 1 else ''} that {'are' if unknown != 1 else 'is'} not torch's own"
+        return (f"clean: no dangerous globals. The file names {n} (shown as stand-ins here): torch.load refuses "
+                f"{'them' if unknown != 1 else 'it'} by default since torch 2.6 (weights_only=True), and "
+                f"torch.load(weights_only=False) would import {'them' if unknown != 1 else 'it'}. Run "
+                f"`ckptviewer doctor FILE` to see how to load it.")
 
     def to_json(self) -> dict:
         return {
@@ -527,6 +537,8 @@ def scan_file(path: str | os.PathLike, *, skip: frozenset[str] = frozenset()) ->
     the caller already has their globals (the window has them from the reader)."""
     from ..source.local import close_quietly, map_file
     path = os.fspath(path)
+    if is_url(path):
+        return _scan_url(path, skip)
     result = ScanResult(path)
     try:
         if os.path.isdir(path):
@@ -549,16 +561,47 @@ def scan_file(path: str | os.PathLike, *, skip: frozenset[str] = frozenset()) ->
         close_quietly(resources)
 
 
+def _scan_url(url: str, skip: frozenset[str]) -> ScanResult:
+    """A file at a URL: a zip's directory and pickles are fetched by range (tensors never are); formats
+    whose pickles are interleaved with data (legacy, tar, plain pickles) are downloaded first, their size
+    said before (``task.notice``)."""
+    from ..read.detect import sniff
+    from ..source.local import close_quietly, map_file
+    from ..source.remote import RemoteFolder, open_remote
+    result = ScanResult(shown_location(url))
+    resources: list = []
+    try:
+        target = open_remote(url)
+        if isinstance(target, RemoteFolder):
+            result.error = "this is a folder, not a file; scan the checkpoint files in it by their URLs"
+            return result
+        resources.append(target)
+        head = target.head(512)
+        if target.ranges and head and sniff(head, target.size) in ("zip", "safetensors"):
+            return scan_buffer(target, result.path, result, skip=skip)
+        why = "scanning this format needs the whole file" if target.ranges else "the server does not serve byte ranges"
+        buf, mapped = map_file(target.full_copy(why))
+        resources.extend(mapped)
+        return scan_buffer(buf, result.path, result, skip=skip)
+    except CheckpointError as e:
+        result.error = f"{e.message} {e.hint}".strip()
+        return result
+    finally:
+        close_quietly(resources)
+
+
 def scan_buffer(buf, path: str, result: ScanResult | None = None, *,
                 skip: frozenset[str] = frozenset()) -> ScanResult:
-    """The safety report of a file held in ``buf`` (bytes or an mmap); ``path`` names it."""
+    """The safety report of a file held in ``buf`` (bytes, an mmap, or a remote file's ``FileBytes``);
+    ``path`` names it."""
     from ..read.detect import describe_other, sniff
     result = result or ScanResult(path)
-    size = len(buf)
+    src = file_bytes(buf)
+    size = src.size
     if size == 0:
         result.error = "the file is empty"
         return result
-    head = bytes(buf[:512])
+    head = bytes(src.view(0, min(512, size)))
     kind = sniff(head, size)
     try:
         if kind == "zip":
@@ -586,6 +629,7 @@ def scan_checkpoint(ckpt) -> ScanResult:
     result = ScanResult(ckpt.path, ckpt.format)
     for p in ckpt.pickles:
         result.pickles.append(PickleScan(p.pickle, Counter(p.counts)))
+    missing_bytes_problem(ckpt, result)
     return result
 
 
@@ -630,7 +674,9 @@ _LEGACY_PICKLES = ("magic number", "protocol version", "sys_info", "object pickl
 
 
 def _scan_legacy(buf, result: ScanResult) -> None:
-    """torch.save's legacy format: five consecutive pickles; the raw storages after them are not scanned."""
+    """torch.save's legacy format: five consecutive pickles, then the raw storages. The storages hold no
+    code, but a file cut short keeps all five pickles and loses the storages: once the pickles are read,
+    the reader locates each storage (headers only, no data) and a missing one makes the file incomplete."""
     result.format = "torch-legacy"
     pos = 0
     for name in _LEGACY_PICKLES:
@@ -638,6 +684,20 @@ def _scan_legacy(buf, result: ScanResult) -> None:
         if not scan.complete:
             return
         pos = scan.end
+    from ..read.formats.torch_legacy import read_torch_legacy
+    try:
+        ckpt = read_torch_legacy(buf, result.path)
+    except CheckpointError as e:
+        result.problems.append(f"the storages after the pickles cannot be located ({e.message})")
+        return
+    missing_bytes_problem(ckpt, result)
+
+
+def missing_bytes_problem(ckpt, result: ScanResult) -> None:
+    """A file whose tensors lack bytes was read only in part: say so as a problem (exit status 2)."""
+    missing = ckpt.missing_bytes()
+    if missing is not None:
+        result.problems.append(f"{missing.headline()}. {missing.advice()}")
 
 
 _NPY_OBJECT = re.compile(rb"""['"]descr['"]\s*:\s*['"][|<>=]?O""")
@@ -688,6 +748,10 @@ def _scan_zip(buf, result: ScanResult, skip: frozenset[str] = frozenset()) -> No
     try:
         archive = ZipArchive(buf, name=result.path)
     except CheckpointError as e:
+        if file_bytes(buf).is_remote:
+            result.problems.append(f"the zip directory is unreadable ({e.message}); download the file and scan "
+                                   f"the copy to walk the members from their local headers")
+            return
         result.problems.append(f"the zip directory is unreadable ({e.message}); scanning members found by "
                                f"their local headers instead")
         _scan_zip_local(buf, result)
@@ -714,6 +778,8 @@ def _scan_zip(buf, result: ScanResult, skip: frozenset[str] = frozenset()) -> No
                 start = archive.data_offset(m)
                 end = start + m.compressed_size
                 data = buf
+                if archive.src.is_remote:     # fetched by range: just this member's bytes
+                    data, start, end = bytes(archive.src.view(start, m.compressed_size)), 0, m.compressed_size
             elif m.method == 8:
                 data = inflate(archive.raw(name), m.size, name, MAX_INFLATE, PICKLE_MAX_RATIO)
                 start, end = 0, len(data)
@@ -725,7 +791,7 @@ def _scan_zip(buf, result: ScanResult, skip: frozenset[str] = frozenset()) -> No
         except CheckpointError as e:
             result.problems.append(e.message)
             continue
-        if m.method == 0 and name in data_pkls and zlib.crc32(buf[start:end]) != m.crc:
+        if m.method == 0 and name in data_pkls and zlib.crc32(data[start:end]) != m.crc:
             result.problems.append(f"zip member {name!r} fails its CRC-32 check")
         if is_npy:
             if bytes(data[start:start + 6]) == b"\x93NUMPY":

@@ -37,15 +37,12 @@ from typing import Any, Generator, Iterable
 
 import numpy as np
 
-from ..edit.batch import CHECKPOINT_SUFFIXES
 from ..model.checkpoint import Checkpoint
 from ..model.dtypes import to_numbers
 from ..model.interpret import Analysis, analyze
 from ..model.tensor import CHUNK_BYTES, TensorRef
 from ..model.walk import unwrap
-from ..read.multifile.dcp import METADATA_NAME
-from ..read.multifile.sharded import find_index
-from ..read.open import open_checkpoint
+from ..read.open import checkpoints_in_folder, is_checkpoint_folder, open_checkpoint
 from ..util.errors import CheckpointError, OperationError
 from ..util.progress import Progress
 from ..util.textsafe import path_text
@@ -208,45 +205,16 @@ def natural_key(text: str) -> tuple:
     return tuple((0, int(p), p) if p.isdigit() else (1, p.lower(), p) for p in parts if p != "")
 
 
-def is_checkpoint_folder(path: str) -> bool:
-    """A folder that is one checkpoint: a torch.distributed.checkpoint or one shard index."""
-    try:
-        return os.path.isfile(os.path.join(path, METADATA_NAME)) or find_index(path) is not None
-    except (OSError, CheckpointError):
-        return False
-
-
-def is_run_folder(path: str) -> bool:
-    """A folder of checkpoints (not itself one checkpoint) that holds at least one: a training run.
-    Cheap enough for the window to ask when a folder is dropped: it stops at the first checkpoint."""
-    if not os.path.isdir(path) or is_checkpoint_folder(path):
-        return False
-    try:
-        names = [n for n in os.listdir(path) if not n.startswith(".")]
-    except OSError:
-        return False
-    if any(n.lower().endswith(CHECKPOINT_SUFFIXES) and os.path.isfile(os.path.join(path, n)) for n in names):
-        return True
-    return any(os.path.isdir(os.path.join(path, n)) and is_checkpoint_folder(os.path.join(path, n)) for n in names)
-
-
 def expand_run_inputs(paths: Iterable[str]) -> list[str]:
-    """The checkpoints ``paths`` name: files as they are, checkpoint folders as they are, other folders
-    as their checkpoint files and checkpoint sub-folders (hidden names skipped), in natural name order."""
+    """The checkpoints ``paths`` name: files and checkpoint folders (sharded, distributed) as they are,
+    other folders as the checkpoints in them (``read.open.checkpoint_paths``: files recognised by their
+    first bytes, and checkpoint sub-folders such as ``step_1000/``), in natural name order."""
     out: list[str] = []
     for p in paths:
         p = os.fspath(p)
         if os.path.isdir(p) and not is_checkpoint_folder(p):
-            found = []
-            for name in os.listdir(p):
-                full = os.path.join(p, name)
-                if name.startswith("."):
-                    continue
-                if os.path.isfile(full) and name.lower().endswith(CHECKPOINT_SUFFIXES):
-                    found.append(full)
-                elif os.path.isdir(full) and is_checkpoint_folder(full):
-                    found.append(full)
-            out.extend(sorted(found, key=lambda f: natural_key(os.path.basename(f))))
+            found = checkpoints_in_folder(p)
+            out.extend(sorted(found, key=lambda f: natural_key(os.path.basename(os.path.normpath(f)))))
         else:
             out.append(p)
     seen, unique = set(), []

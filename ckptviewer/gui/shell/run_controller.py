@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QFileDialog
 
+from ...core.util.locations import is_url, shown_location
 from ...core.util.textsafe import safe_text
 from ..dialogs.merge import MergeDialog
 from ..dialogs.merge_work import MergeRequest, merge_task
@@ -62,6 +63,18 @@ class RunController(QObject):
         tab.start()
         return tab
 
+    def open_run_paths(self, paths: list[str]) -> list[RunTab]:
+        """``MainWindow.open_paths(..., run=True)``: one Run tab over local paths. A run reads every file of
+        it at once, so addresses (URLs) are refused with a message rather than fetched."""
+        urls = [p for p in paths if is_url(p)]
+        if urls:
+            message = (f"A run reads local checkpoints; {len(urls)} of the {len(paths)} paths are addresses "
+                       f"(download them first, or open them in tabs)")
+            self.window.messages.add_error(message, "\n".join(safe_text(shown_location(u), 300) for u in urls))
+            self.window.show_status(message)
+            return []
+        return [self.open_run(paths)] if paths else []
+
     def open_run_dialog(self) -> None:
         recent = self.window.settings.recent_files()
         start = os.path.dirname(recent[0]) if recent else str(Path.home())
@@ -70,13 +83,13 @@ class RunController(QObject):
             self.window.open_paths([folder], run=True)
 
     def drop_as_run(self, paths: list[str], modifiers: Qt.KeyboardModifier) -> bool:
-        """Whether dropped ``paths`` open as one run: several of them, with Shift or Ctrl held. Without,
-        each file gets its tab (as before runs existed) and a folder of checkpoints is a run anyway; the
+        """Whether dropped ``paths`` open as one run: with Shift or Ctrl held, several checkpoints or a
+        folder of them. Without, each checkpoint gets its tab (a folder: each checkpoint in it), and the
         status bar says how to get a run."""
+        if modifiers & RUN_MODIFIERS and (len(paths) >= 2 or os.path.isdir(paths[0])):
+            return True
         if len(paths) < 2:
             return False
-        if modifiers & RUN_MODIFIERS:
-            return True
         if sum(1 for p in paths if not os.path.isdir(p)) >= 2:
             self.window.show_status(f"Opened {len(paths)} checkpoints in tabs; hold Shift while dropping to open "
                                     f"them as one run (or use File > Open Run)")
