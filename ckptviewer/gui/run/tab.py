@@ -270,10 +270,12 @@ class RunTab(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         fm = self.table.fontMetrics()
+        samples = {1: "[1024, 1024]", 2: "bfloat16"}
         for c in range(1, len(RunLayersModel.COLUMNS)):
             header.setSectionResizeMode(c, QHeaderView.ResizeMode.Interactive)
             text = RunLayersModel.COLUMNS[c]
-            header.resizeSection(c, max(fm.horizontalAdvance(text), fm.horizontalAdvance("[1024, 1024]")) + 24)
+            header.resizeSection(c, max(fm.horizontalAdvance(text), fm.horizontalAdvance(samples.get(c, "0.0001234")))
+                                 + 20)
         self.files_model = RunFilesModel(view, self)
         self.files_view.setModel(self.files_model)
         self.files_view.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
