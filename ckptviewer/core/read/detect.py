@@ -12,7 +12,7 @@ from ..model.checkpoint import Checkpoint
 from ..source.local import close_quietly, map_file
 from ..util.errors import CheckpointError, NotACheckpointError
 from .formats.safetensors_format import looks_safetensors, read_safetensors
-from .formats.torch_legacy import MAGIC_PREFIX, read_torch_legacy
+from .formats.torch_legacy import MAGIC_PREFIX, TEXT_MAGIC_PREFIX, read_torch_legacy
 from .formats.torch_tar import looks_tar, read_torch_tar
 from .formats.torch_zip import read_torch_zip
 
@@ -40,7 +40,7 @@ def sniff(head: bytes, size: int) -> str | None:
     """The format name for a file starting with ``head`` (at least 512 bytes when the file has them)."""
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return "zip"
-    if head.startswith(MAGIC_PREFIX):
+    if head.startswith(MAGIC_PREFIX) or head.startswith(TEXT_MAGIC_PREFIX):
         return "torch-legacy"
     if looks_tar(head):
         return "tar"

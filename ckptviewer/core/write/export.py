@@ -700,7 +700,7 @@ def _write_safetensors(plan: ExportPlan, tmp: str) -> Generator[ExportProgress, 
         header["__metadata__"] = {str(k): str(v) for k, v in plan.metadata.items()}
     pos = 0
     for (name,), t in plan.tensors:
-        header[name] = {"dtype": t.dtype.safetensors, "shape": list(t.shape), "data_offsets": [pos, pos + t.nbytes]}
+        header[name] = {"dtype": t.dtype.safetensors, "shape": list(t.logical_shape), "data_offsets": [pos, pos + t.nbytes]}
         pos += t.nbytes
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * (-(len(raw) + 8) % 8)     # data starts 8-byte aligned, as the library writes it

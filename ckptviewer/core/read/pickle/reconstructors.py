@@ -473,7 +473,7 @@ class NumpyArrayPending(Buildable):
             raise ValueError("numpy array dtype is not a plain dtype (object arrays are refused)")
         shape = _ints(shape, "numpy shape")
         if isinstance(raw, str):
-            raw = raw.encode("latin-1")
+            raw = _py2_bytes(raw, ctx)
         if not isinstance(raw, (bytes, bytearray)):
             raise ValueError("numpy array data is not bytes (object arrays are refused)")
         count = int(np.prod(shape)) if shape else 1
@@ -484,6 +484,13 @@ class NumpyArrayPending(Buildable):
 
     def finished(self):
         return self.array if self.array is not None else Unreadable("numpy array", "no data")
+
+
+def _py2_bytes(text: str, ctx) -> bytes:
+    """The bytes behind text that stands for bytes: a Python 2 ``str`` as the file held it, or what
+    ``encoding='latin1'`` would have made (a byte per character) for a Python 3 pickle's text."""
+    found = getattr(ctx, "py2_bytes", {}).get(text)
+    return found if found is not None else text.encode("latin-1")
 
 
 def numpy_reconstruct(args, ctx):
@@ -499,7 +506,7 @@ def numpy_scalar(args, ctx):              # numpy.core.multiarray.scalar(dtype, 
     if not isinstance(dtype, NumpyDType):
         raise ValueError("scalar dtype is not a plain dtype")
     if isinstance(raw, str):
-        raw = raw.encode("latin-1")
+        raw = _py2_bytes(raw, ctx)
     if not isinstance(raw, bytes) or len(raw) != dtype.dtype.itemsize:
         raise ValueError("numpy scalar data has the wrong size (object scalars are refused)")
     return np.frombuffer(raw, dtype=dtype.dtype)[0]
