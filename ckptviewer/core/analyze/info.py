@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 from ..model.checkpoint import Checkpoint
 from ..model.interpret import analyze
+from ..model.sparse import SparseTensorRef, nested_shapes, quantizer_info, special_facts
 from ..model.tensor import TensorRef
 from ..model.tree import Node, build_tree
 from ..read.pickle.reconstructors import classify
@@ -86,8 +87,33 @@ def tensor_record(key: list, t: TensorRef, shared: dict[str, list]) -> dict:
             rec["shares_storage_with"] = others[:8]
     if t.subclass:
         rec["subclass"] = t.subclass
+    if t.logical_shape != t.shape:
+        rec["logical_shape"] = list(t.logical_shape)
+    rec.update(special_record(t))
     if t.problem:
         rec["problem"] = t.problem
+    return rec
+
+
+def special_record(t: TensorRef) -> dict:
+    """JSON fields for sparse, nested and quantized tensors (their components and parameters)."""
+    rec: dict = {}
+    if isinstance(t, SparseTensorRef):
+        rec["layout"] = t.layout
+        rec["nnz"] = t.nnz
+        rec["dense_nbytes"] = t.dense_nbytes
+        rec["components"] = {name: {"dtype": p.dtype.name, "shape": list(p.shape), "storage": p.storage_key}
+                             for name, p in t.parts.items()}
+        if t.coalesced is not None:
+            rec["coalesced"] = t.coalesced
+    elif t.kind == "nested":
+        rec["layout"] = "nested_" + (t.extra or {}).get("nested_layout", "strided")
+        shapes = nested_shapes(t)
+        if shapes is not None:
+            rec["component_shapes"] = [list(s) for s in shapes]
+    q = quantizer_info(t)
+    if q is not None:
+        rec["quantizer"] = q
     return rec
 
 
@@ -167,8 +193,11 @@ def report_json(ckpt: Checkpoint, *, checksums: bool = False) -> str:
 # -- text ---------------------------------------------------------------------------------------------
 def _tensor_line(t: TensorRef) -> str:
     parts = [shape_text(t.shape), t.dtype.name, t.device]
-    if t.kind not in ("tensor", "parameter"):
+    if t.kind not in ("tensor", "parameter", "nested") and not t.kind.startswith("sparse_"):
         parts.append(t.kind)
+    for label, text in special_facts(t):
+        if label != "Dense size":
+            parts.append(text)
     if t.problem:
         parts.append(f"UNREADABLE: {t.problem}")
     return "  ".join(parts)

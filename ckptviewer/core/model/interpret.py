@@ -133,9 +133,10 @@ def _nonzero(x: Any) -> bool:
 
 
 def is_probable_buffer(name: str, t: TensorRef) -> bool:
-    """Buffers are not parameters: BatchNorm statistics, and anything not floating point."""
+    """Buffers are not parameters: BatchNorm statistics, and anything not floating point (quantized
+    weights are parameters: their integers stand for floats)."""
     last = name.rsplit(".", 1)[-1]
-    return last in BUFFER_NAMES or not (t.dtype.is_floating or t.dtype.is_complex)
+    return last in BUFFER_NAMES or not (t.dtype.is_floating or t.dtype.is_complex or t.dtype.kind == "quantized")
 
 
 def _module_parameters(module: Any) -> list[tuple[str, TensorRef]]:
