@@ -14,6 +14,7 @@ from ..model.interpret import analyze
 from ..model.sparse import SparseTensorRef, nested_shapes, quantizer_info, special_facts
 from ..model.tensor import TensorRef
 from ..model.tree import Node, build_tree
+from ..model.walk import is_attribute_path
 from ..read.pickle.reconstructors import classify
 from ..util.errors import CheckpointError
 from ..util.lazynp import is_generic
@@ -126,6 +127,11 @@ def build_report(ckpt: Checkpoint, *, checksums: bool = False,
         if t.storage is not None and len(t.storage.users) > 1:
             shared.setdefault(t.storage.key, []).append([_json_key(k) for k in key])
     tensors = [tensor_record(key, t, shared) for key, t in entries]
+    attribute_ids: set[int] = set()
+    for (key, t), rec in zip(entries, tensors):
+        if is_attribute_path(ckpt.root, key):
+            rec["attribute"] = True          # held by a pickled module outside its state_dict
+            attribute_ids.add(id(t))
     warnings = collect_warnings(ckpt, entries)
     if checksums:
         cache: dict[int, str | None] = {}
@@ -155,6 +161,8 @@ def build_report(ckpt: Checkpoint, *, checksums: bool = False,
         "numel": sum(t.numel for t in distinct),
         "nbytes": sum(t.nbytes for t in distinct),
         "numel_by_dtype": dict(by_dtype),
+        "attribute_tensor_count": len(attribute_ids - {id(t) for (k, t), r in zip(entries, tensors)
+                                                       if not r.get("attribute")}),
         "state_dicts": [{"key": [_json_key(k) for k in sd.path], "kind": sd.kind, "class": sd.class_name,
                          "tensors": sd.n_tensors, "parameters": sd.n_parameters,
                          "prefix": sd.prefix[0] if sd.prefix else None,
@@ -218,7 +226,9 @@ def _node_line(node: Node) -> str:
         n, numel, nbytes, _, devices = node.totals()
         params = f", {info.n_parameters:,} parameters" if info is not None else ""
         label = node.type_text if node.kind == "state_dict" else f"module {safe_text(node.value.qualname)}"
-        text = f"{label}: {counted(n, 'tensor')}{params}, {human_bytes(nbytes)}"
+        attrs = node.attribute_tensor_count() if node.kind == "module" else 0
+        where = f" ({n - attrs:,} in its state_dict, {attrs:,} held as attributes)" if attrs else ""
+        text = f"{label}: {counted(n, 'tensor')}{where}{params}, {human_bytes(nbytes)}"
         if info is not None and info.prefix:
             text += f"; keys start with '{info.prefix[0]}' ({info.prefix[1]})"
         return text
@@ -246,10 +256,21 @@ def iter_text_lines(root: Node, max_depth: int | None = None) -> Iterator[str]:
                 n = len(node.tensors())
                 yield f"{indent}  … {n:,} entries folded (raise --depth to see them)"
                 continue
-            rows = [(key_text(p[-1]), t) for p, t in node.tensors()]
-            width = min(max((len(k) for k, _ in rows), default=0), 60)
+            rows, attr_rows = [], []
+            for p, t in node.tensors():
+                rel = p[len(node.path):]
+                if node.kind == "module" and len(rel) > 1:
+                    attr_rows.append((path_text(rel), t))     # outside the state_dict: the whole path
+                else:
+                    rows.append((key_text(p[-1]), t))
+            width = min(max((len(k) for k, _ in rows + attr_rows), default=0), 60)
             for k, t in rows:
                 yield f"{indent}  {k:<{width}}  {_tensor_line(t)}"
+            if attr_rows:
+                yield (f"{indent}  {counted(len(attr_rows), 'tensor')} held as attributes, outside the "
+                       f"state_dict:")
+                for k, t in attr_rows:
+                    yield f"{indent}  {k:<{width}}  {_tensor_line(t)}"
             continue
         line = f"{indent}{node.name}: {_node_line(node)}{note}"
         yield line
@@ -277,7 +298,8 @@ def report_text(ckpt: Checkpoint, *, depth: int | None = None) -> str:
         f"Summary   {safe_text(an.summary)}",
         f"Tensors   {len(distinct):,} ({sum(t.numel for t in distinct):,} elements, "
         f"{human_bytes(sum(t.nbytes for t in distinct))})"
-        + (": " + ", ".join(f"{k} {v:,}" for k, v in by_dtype.most_common()) if by_dtype else ""),
+        + (": " + ", ".join(f"{k} {v:,}" for k, v in by_dtype.most_common()) if by_dtype else "")
+        + _attribute_note(ckpt, entries),
     ]
     if "metadata" in ckpt.meta:
         lines.append("Metadata  " + ", ".join(f"{safe_text(k)}={safe_text(v, 60)}"
@@ -296,6 +318,14 @@ def report_text(ckpt: Checkpoint, *, depth: int | None = None) -> str:
         lines.append(f"Warnings ({len(warnings)}):")
         lines.extend(f"  - {safe_text(w, 400)}" for w in warnings)
     return "\n".join(lines)
+
+
+def _attribute_note(ckpt: Checkpoint, entries) -> str:
+    attr, other = set(), set()
+    for key, t in entries:
+        (attr if is_attribute_path(ckpt.root, key) else other).add(id(t))
+    n = len(attr - other)
+    return f"; {n:,} held as module attributes outside any state_dict" if n else ""
 
 
 class _Wrapper:

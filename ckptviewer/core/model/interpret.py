@@ -13,7 +13,7 @@ from typing import Any
 from ..util.units import counted
 from .objects import StandIn
 from .tensor import TensorRef
-from .walk import module_attrs, module_state_dict, unwrap
+from .walk import module_attribute_tensors, module_attrs, module_state_dict, unwrap
 
 BUFFER_NAMES = {"running_mean", "running_var", "num_batches_tracked"}
 WRAPPER_PREFIXES = [
@@ -391,7 +391,10 @@ def summarize(an: Analysis, root: Any) -> str:
     if len(models) == 1:
         sd = models[0]
         if sd.kind == "module":
-            parts.append(f"pickled module {sd.class_name} with {sd.n_parameters:,} parameters")
+            attrs = len(module_attribute_tensors(sd.module))
+            parts.append(f"pickled module {sd.class_name} with {sd.n_parameters:,} parameters"
+                         + (f" and {counted(attrs, 'tensor')} held as attributes outside its state_dict"
+                            if attrs else ""))
         elif sd.kind == "script":
             parts.append(f"TorchScript module {sd.class_name.removeprefix('__torch__.')} with "
                          f"{sd.n_parameters:,} parameters")

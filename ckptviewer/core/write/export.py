@@ -40,7 +40,7 @@ from ..model import keypath
 from ..model.dtypes import from_numpy
 from ..model.objects import GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
 from ..model.tensor import CHUNK_BYTES, StorageRef, TensorRef, contiguous_strides
-from ..model.walk import MAX_DEPTH, module_attrs, module_state_dict, stand_in_children, unwrap
+from ..model.walk import MAX_DEPTH, module_attribute_tensors, module_attrs, module_state_dict, stand_in_children, unwrap
 from ..source.regions import BytesRegion
 from ..util.errors import CancelledError, CheckpointError, OperationError
 from .destination import check_destination, fsync_dir, fsync_file, source_files
@@ -189,6 +189,11 @@ def _to_plain(v: Any, path: tuple, notes: list[str], problems: list[str], memo: 
         if isinstance(v, StandIn):
             if module_attrs(v) is not None:
                 notes.append(f"{where}: pickled module {v.qualname} written as its state_dict")
+                left = module_attribute_tensors(v)
+                if left:
+                    notes.append(f"{where}: {len(left)} tensor{'s' if len(left) != 1 else ''} the module holds as "
+                                 f"attributes outside its state_dict {'are' if len(left) != 1 else 'is'} not written "
+                                 f"(e.g. {keypath.format_path(left[0][0])})")
                 out = PickledDict(module_state_dict(v))
             elif v.dangerous:
                 problems.append(f"{where}: names {v.qualname}, a dangerous callable; drop it")
