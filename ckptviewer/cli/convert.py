@@ -63,6 +63,8 @@ def parser() -> argparse.ArgumentParser:
                    help="report how the result would load into TARGET's state_dict (load_state_dict(strict=False))")
     p.add_argument("--target-select", metavar="PATH", help="the state_dict inside TARGET (e.g. model_state_dict)")
     p.add_argument("-f", "--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--force-bad-crc", action="store_true",
+                   help="write tensors even when their bytes fail the source zip's CRC-32 check (a damaged file)")
     p.add_argument("-n", "--dry-run", action="store_true", help="show what would change and be written; write nothing")
     return p
 
@@ -134,7 +136,8 @@ def run(argv: list[str]) -> int:
             from ..core.write.shards import is_index_path, sharded_format
             sharded = bool(args.shard_size) or is_index_path(args.output or "")
             fmt = args.format or (sharded_format(args.output or "") if sharded else format_for_path(args.output or ""))
-            options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force)
+            options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force,
+                                    force_bad_crc=args.force_bad_crc)
             for line in log.lines:
                 print(f"- {line}")
             if args.check_against:

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .common import err, internal_error
+from .common import drain, err, internal_error
 
 HELP = "show a checkpoint's tree, tensors and summary"
 
@@ -17,6 +17,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per file (a list for several files)")
     p.add_argument("--checksums", action="store_true", help="add each tensor's sha256 (reads every tensor)")
     p.add_argument("--depth", type=int, default=None, metavar="N", help="fold the tree below N levels")
+    p.add_argument("--verify", action="store_true",
+                   help="read every zip member once and check its CRC-32 (exit status 1 if one fails)")
     return p
 
 
@@ -31,12 +33,24 @@ def run(argv: list[str]) -> int:
     for i, path in enumerate(args.files):
         try:
             with open_checkpoint(path) as ckpt:
+                integrity = None
+                if args.verify:
+                    from ..core.analyze.integrity import verify_steps
+                    integrity = drain(verify_steps(ckpt))
+                    if not integrity.ok:
+                        status = max(status, 1)
                 if args.json:
-                    reports.append(build_report(ckpt, checksums=args.checksums))
+                    report = build_report(ckpt, checksums=args.checksums)
+                    if integrity is not None:
+                        report["integrity"] = integrity.as_json()
+                    reports.append(report)
                 else:
                     if i:
                         print()
                     print(report_text(ckpt, depth=args.depth))
+                    if integrity is not None:
+                        print()
+                        print("\n".join(integrity.lines()))
         except CheckpointError as e:
             err(str(e))
             status = 1

@@ -58,6 +58,18 @@ def collect_warnings(ckpt: Checkpoint, entries: list[tuple[list, TensorRef]]) ->
     return out
 
 
+def integrity_warnings(entries: list, records: list[dict], warnings: list[str]) -> None:
+    """Mark tensors whose bytes were read and fail their zip CRC-32 check (a warning on the tensor and
+    one in the file's list; the values stay readable)."""
+    for (key, t), rec in zip(entries, records):
+        err = t.integrity_error
+        if err:
+            rec.setdefault("warnings", []).append(err)
+            line = f"tensor {path_text(key)}: {err}"
+            if line not in warnings:
+                warnings.append(line)
+
+
 def _json_key(k: Any) -> Any:
     if type(k) is str or type(k) is int:
         return k
@@ -146,6 +158,7 @@ def build_report(ckpt: Checkpoint, *, checksums: bool = False,
             rec["sha256"] = cache[id(t)]
             if progress:
                 progress(i + 1, total)
+    integrity_warnings(entries, tensors, warnings)
     distinct = ckpt.all_tensors()
     by_dtype: Counter = Counter()
     for t in distinct:
@@ -208,6 +221,8 @@ def _tensor_line(t: TensorRef) -> str:
             parts.append(text)
     if t.problem:
         parts.append(f"UNREADABLE: {t.problem}")
+    if t.integrity_error:
+        parts.append("CRC-32 MISMATCH: the file is damaged here")
     return "  ".join(parts)
 
 

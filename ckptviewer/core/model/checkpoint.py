@@ -40,6 +40,7 @@ class Checkpoint:
         self.file_size = file_size if file_size is not None else (os.path.getsize(path) if path else 0)
         self._resources = resources or []
         self._entries = None
+        self.archives: list[Any] = []     # zip archives the file was read from (for a full CRC-32 check)
         for st in self.storages.values():       # set each tensor's ``problem`` now, so views can show it
             for t in st.users:
                 t.validate()

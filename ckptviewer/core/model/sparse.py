@@ -144,6 +144,19 @@ class SparseTensorRef(TensorRef):
         self.validate()
         return self.problem is None
 
+    @property
+    def integrity_error(self) -> str | None:
+        return next((p.integrity_error for p in self.parts.values() if p.integrity_error), None)
+
+    @property
+    def integrity_checked(self) -> bool:
+        return all(p.integrity_checked for p in self.parts.values())
+
+    def check_integrity(self) -> str | None:
+        for p in self.parts.values():
+            p.check_integrity()
+        return self.integrity_error
+
     # -- values ---------------------------------------------------------------------------------
     def stored_values(self) -> TensorRef:
         """The tensor of stored values (what statistics and histograms run over)."""

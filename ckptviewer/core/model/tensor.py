@@ -197,6 +197,23 @@ class TensorRef:
                                     f"the tensor needs {self.stored_dtype.storage_bytes(self.offset + span)}")
 
     @property
+    def integrity_error(self) -> str | None:
+        """What contradicts the stored checksum of this tensor's bytes (a zip member's CRC-32), once they
+        were read; None while nothing does (or nothing was read yet: see ``integrity_checked``)."""
+        src = self.storage.source if self.storage is not None else None
+        return src.crc_error if src is not None else None
+
+    @property
+    def integrity_checked(self) -> bool:
+        src = self.storage.source if self.storage is not None else None
+        return src is None or src.verified
+
+    def check_integrity(self) -> str | None:
+        """Finish checking the storage record's checksum (reading what in-order reads have not covered)."""
+        src = self.storage.source if self.storage is not None else None
+        return src.verify() if src is not None else None
+
+    @property
     def readable(self) -> bool:
         self.validate()
         return self.problem is None and (self.storage is not None or self.numel == 0)
@@ -209,7 +226,7 @@ class TensorRef:
         if self.storage is None and self.numel:
             raise StorageError(f"a {self.kind} tensor has no stored values")
 
-    def _raw_view(self, first: int = 0, count: int | None = None) -> np.ndarray:
+    def _raw_view(self, first: int = 0, count: int | None = None, through: bool = False) -> np.ndarray:
         """Raw elements of rows ``first:first+count`` along dim 0, as a (possibly strided) numpy view."""
         shape = list(self.shape)
         offset = self.offset
@@ -225,10 +242,13 @@ class TensorRef:
         if stored.per_byte > 1:         # contiguous (validate), so the elements are one run
             pb = stored.per_byte
             lo, hi = offset // pb, -(-(offset + span) // pb)
-            packed = np.frombuffer(self.storage.source.view(lo, hi - lo), dtype=np.uint8)
+            source = self.storage.source
+            packed = np.frombuffer(source.read_through(lo, hi - lo) if through else source.view(lo, hi - lo),
+                                   dtype=np.uint8)
             return unpack_sub_byte(packed, pb, offset - lo * pb, span).reshape(shape)
         isz = stored.itemsize
-        buf = self.storage.source.view(offset * isz, span * isz)
+        source = self.storage.source
+        buf = source.read_through(offset * isz, span * isz) if through else source.view(offset * isz, span * isz)
         base = np.frombuffer(buf, dtype=raw, count=span)
         if self.storage.byteorder == "big" and isz > 1:
             base = base.view(base.dtype.newbyteorder(">"))
@@ -258,17 +278,20 @@ class TensorRef:
         if self.numel == 0:
             return
         if not self.shape:
-            yield self._little(np.ascontiguousarray(self._raw_view()).reshape(1))
+            yield self._little(np.ascontiguousarray(self._raw_view(through=True)).reshape(1))
+            self.storage.source.verify()
             return
         isz = self.stored_dtype.itemsize
         source = self.storage.source
         for first, count in self._row_chunks(max_bytes, rows):
             try:
-                yield self._little(np.ascontiguousarray(self._raw_view(first, count)))
+                yield self._little(np.ascontiguousarray(self._raw_view(first, count, through=True)))
             finally:   # also when the consumer stops early (zip() of two iterators does)
                 if self.stored_dtype.per_byte == 1:
                     shape = (count,) + tuple(self.shape[1:])
                     source.release((self.offset + first * self.stride[0]) * isz, _span(shape, self.stride) * isz)
+        # Every value was read: settle the record's checksum (free when the reads covered it in order).
+        source.verify()
 
     def _little(self, arr: np.ndarray) -> np.ndarray:
         if arr.dtype.byteorder == ">":
@@ -286,7 +309,10 @@ class TensorRef:
     def read_raw(self) -> np.ndarray:
         """All raw elements, C-contiguous, little-endian, in this tensor's shape."""
         self._check_readable()
-        return self._little(np.ascontiguousarray(self._raw_view())).reshape(self.shape)
+        out = self._little(np.ascontiguousarray(self._raw_view(through=True))).reshape(self.shape)
+        if self.storage is not None and self.storage.source is not None:
+            self.storage.source.verify()
+        return out
 
     def read(self) -> np.ndarray:
         """All values as a numpy array (bf16/fp8 as float32, complex32 as complex64; packed FP4 as
@@ -315,6 +341,7 @@ class TensorRef:
             if self.offset % pb == 0:
                 start, total = self.offset // pb, self.nbytes
                 yield from _pieces(self.storage.source, start, total, max_bytes)
+                self.storage.source.verify()
                 return
             values = np.concatenate(list(self.iter_raw(max_bytes))).astype(np.uint8)
             values = np.concatenate([values, np.zeros(-len(values) % pb, dtype=np.uint8)]).reshape(-1, pb)
@@ -325,13 +352,8 @@ class TensorRef:
             return
         if self.is_contiguous and self.cast_from is None and (self.storage.byteorder == "little" or isz == 1):
             start, total = self.offset * isz, self.nbytes
-            source = self.storage.source
-            for pos in range(0, total, max_bytes):
-                n = min(max_bytes, total - pos)
-                try:
-                    yield source.view(start + pos, n)
-                finally:
-                    source.release(start + pos, n)
+            yield from _pieces(self.storage.source, start, total, max_bytes)
+            self.storage.source.verify()
             return
         for chunk in self.iter_raw(max_bytes):
             yield chunk.view(np.uint8).reshape(-1).data
@@ -353,7 +375,7 @@ def _pieces(source: ByteSource, start: int, total: int, max_bytes: int) -> Itera
     for pos in range(0, total, max_bytes):
         n = min(max_bytes, total - pos)
         try:
-            yield source.view(start + pos, n)
+            yield source.read_through(start + pos, n)
         finally:
             source.release(start + pos, n)
 

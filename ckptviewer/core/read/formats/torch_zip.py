@@ -8,11 +8,21 @@ archives add ``code/``, ``constants.pkl`` (tensors in ``constants/``) and ``.dat
 """
 from __future__ import annotations
 
+import threading
+import zlib
+from typing import Callable
+
 from ...model.checkpoint import Checkpoint, PickleGlobals
 from ...source.regions import ByteSource, BytesRegion, DeferredRegion, release_map_range
 from ...util.errors import CheckpointError, CorruptFileError, NotACheckpointError, StorageError
 from ..pickle.unpickle import StorageTable, unpickle
 from .zipreader import PICKLE_MAX_RATIO, ZipArchive, inflate
+
+# verify() reads a member in pieces of this size: big enough for zlib.crc32 to run at full speed.
+VERIFY_CHUNK = 16 << 20
+# Running CRCs are updated under a lock (two threads may read one member); a few shared locks, not one
+# per member, keep a 100,000-tensor file's handles small.
+_LOCKS = tuple(threading.Lock() for _ in range(64))
 
 _SMALL_RECORDS = ("byteorder", "version", ".format_version", ".storage_alignment", ".data/version",
                   ".data/serialization_id")
@@ -31,15 +41,24 @@ def _find_prefix(archive: ZipArchive) -> str:
 
 class ZipMemberSource(ByteSource):
     """A stored member's bytes. Its local header is checked on first read, not at open: a 100,000-tensor
-    file would otherwise spend a third of its opening time reading headers of tensors nobody looks at."""
+    file would otherwise spend a third of its opening time reading headers of tensors nobody looks at.
 
-    __slots__ = ("archive", "member", "size", "_start")
+    The member's CRC-32 is checked as its bytes are read, never at open: reads that run from the first
+    byte to the last in order (a whole storage hashed, copied or plotted) feed the CRC as they go, at no
+    extra read; ``verify()`` reads what such reads did not cover. A mismatch is recorded in ``crc_error``
+    (the values stay readable: the views show the warning, exports refuse unless forced)."""
+
+    __slots__ = ("archive", "member", "size", "_start", "_crc", "_crc_pos", "verified", "crc_error")
 
     def __init__(self, archive: ZipArchive, member):
         self.archive = archive
         self.member = member
         self.size = member.compressed_size
         self._start = -1
+        self._crc = 0
+        self._crc_pos = 0
+        self.verified = False
+        self.crc_error: str | None = None
 
     def view(self, offset: int, length: int) -> memoryview:
         if self._start < 0:
@@ -47,6 +66,51 @@ class ZipMemberSource(ByteSource):
         if offset < 0 or length < 0 or offset + length > self.size:
             raise StorageError(f"read of bytes {offset}..{offset + length} outside a record of {self.size} bytes")
         return memoryview(self.archive.buf)[self._start + offset:self._start + offset + length]
+
+    def read_through(self, offset: int, length: int) -> memoryview:
+        mv = self.view(offset, length)
+        if not self.verified and offset == self._crc_pos:
+            self._feed(offset, mv)
+        return mv
+
+    def _feed(self, offset: int, mv) -> None:
+        """Extend the running CRC with bytes that continue it exactly (other reads are ignored)."""
+        with _LOCKS[id(self) % len(_LOCKS)]:
+            if self.verified or offset != self._crc_pos:
+                return
+            self._crc = zlib.crc32(mv, self._crc)
+            self._crc_pos += len(mv)
+            if self._crc_pos >= self.size:
+                self._conclude()
+
+    def _conclude(self) -> None:
+        self.verified = True
+        expected = self.member.crc
+        if self._crc != expected:
+            self.crc_error = (f"zip member {self.member.name} fails its CRC-32 check (the archive records "
+                              f"{expected:08x}, the bytes give {self._crc:08x}): the file is damaged and these "
+                              f"values may be wrong")
+
+    def verify(self, progress: Callable[[int], None] | None = None, chunk: int = VERIFY_CHUNK) -> str | None:
+        """Read the rest of the member (from where in-order reads stopped) and conclude the check."""
+        while not self.verified:
+            with _LOCKS[id(self) % len(_LOCKS)]:
+                if self.verified:
+                    break
+                pos = self._crc_pos
+                n = min(chunk, self.size - pos)
+                if n <= 0:
+                    self._conclude()
+                    break
+                start = self._begin() + pos
+                self._crc = zlib.crc32(memoryview(self.archive.buf)[start:start + n], self._crc)
+                self._crc_pos += n
+                if self._crc_pos >= self.size:
+                    self._conclude()
+            release_map_range(self.archive.buf, start, n)
+            if progress:
+                progress(n)
+        return self.crc_error
 
     def describe(self) -> str:
         return f"zip member {self.member.name}"
@@ -64,6 +128,34 @@ class ZipMemberSource(ByteSource):
         return (path, self._begin() + offset) if path else None
 
 
+class InflatedMemberSource(DeferredRegion):
+    """A compressed member, inflated (under a cap) on first read; its CRC-32 is checked then."""
+
+    def __init__(self, archive: ZipArchive, member):
+        super().__init__(member.size, self._inflate, f"compressed zip member {member.name}")
+        self.archive = archive
+        self.member = member
+        self.verified = False
+        self.crc_error: str | None = None
+
+    def _inflate(self) -> bytes:
+        data = inflate(self.archive.raw(self.member.name), self.member.size, self.member.name)
+        crc = zlib.crc32(data)
+        self.verified = True
+        if crc != self.member.crc:
+            self.crc_error = (f"zip member {self.member.name} fails its CRC-32 check (the archive records "
+                              f"{self.member.crc:08x}, the bytes give {crc:08x}): the file is damaged and these "
+                              f"values may be wrong")
+        return data
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> str | None:
+        if not self.verified:
+            self.view(0, 0)
+            if progress:
+                progress(self.member.compressed_size)
+        return self.crc_error
+
+
 def _source(archive: ZipArchive, name: str) -> ByteSource | None:
     m = archive.members.get(name)
     if m is None:
@@ -72,7 +164,7 @@ def _source(archive: ZipArchive, name: str) -> ByteSource | None:
         if m.compressed_size != m.size:
             return DeferredRegion(0, lambda: _bad_sizes(name), f"zip member {name}")
         return ZipMemberSource(archive, m)
-    return DeferredRegion(m.size, lambda: inflate(archive.raw(name), m.size, name), f"compressed zip member {name}")
+    return InflatedMemberSource(archive, m)
 
 
 def _bad_sizes(name: str) -> bytes:
@@ -80,12 +172,16 @@ def _bad_sizes(name: str) -> bytes:
 
 
 def read_torch_zip(buf, path: str, *, resources: list | None = None, start: int = 0,
-                   end: int | None = None) -> Checkpoint:
+                   end: int | None = None, archive: ZipArchive | None = None, nested: bool = False) -> Checkpoint:
     """Read the torch.save archive in ``buf[start:end]`` (the whole buffer by default). A window reads
-    an archive embedded in a bigger file in place: its records stay views of ``buf``."""
+    an archive embedded in a bigger file in place: its records stay views of ``buf``. ``archive`` is the
+    directory when the caller has parsed it already; ``nested`` marks an archive stored as a member of
+    another (whose CRC-32 covers it)."""
     warnings: list[str] = []
     pickles: list[PickleGlobals] = []
-    archive = ZipArchive(buf, name=path, start=start, end=end)
+    if archive is None:
+        archive = ZipArchive(buf, name=path, start=start, end=end)
+    archive.nested = nested
     warnings.extend(archive.warnings)
     prefix = _find_prefix(archive)
     meta: dict = {"archive": prefix.rstrip("/") or "(none)"}
@@ -126,8 +222,10 @@ def read_torch_zip(buf, path: str, *, resources: list | None = None, start: int 
     unused = [n for n in archive.order if n.startswith(prefix + "data/") and n not in used]
     if unused:
         warnings.append(f"{len(unused)} storage record(s) in the archive are not used by data.pkl")
-    return Checkpoint(path, fmt, root, storages=storages, warnings=warnings, meta=meta, pickles=pickles,
+    ckpt = Checkpoint(path, fmt, root, storages=storages, warnings=warnings, meta=meta, pickles=pickles,
                       file_size=archive.end - archive.start, resources=resources)
+    ckpt.archives = [archive]
+    return ckpt
 
 
 def read_torch_zip_bytes(data: bytes, name: str) -> Checkpoint:
