@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import shiboken6
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -26,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from ...core.analyze.stats import TensorStats
 from ...core.model.interpret import OptimizerInfo, StateDictInfo
+from ...core.model.sparse import special_facts
 from ...core.model.tensor import TensorRef
 from ...core.model.tree import CONTAINER_KINDS, Node
 from ...core.util.progress import Progress
@@ -180,9 +182,17 @@ class DetailsPanel(QScrollArea):
                 shown = ", ".join(path_text(p) for p in others[:4])
                 more = f" and {len(others) - 4} more" if len(others) > 4 else ""
                 rows.append(("Shared storage", f"same storage as {shown}{more}"))
+        for label, text in special_facts(t):
+            rows.append((label, safe_text(text, 400)))
         if t.problem:
             rows.append(("Problem", safe_text(t.problem, 300)))
         self._form(rows)
+        self.integrity_label = plain_label("", self._body)
+        self.integrity_label.setObjectName("details-integrity")
+        self.integrity_label.setStyleSheet("background: rgba(217, 83, 79, 0.18); border-radius: 3px; padding: 2px;")
+        self.integrity_label.hide()
+        self._lay.addWidget(self.integrity_label)
+        self.set_integrity(t.integrity_error)
         self._heading("Statistics")
         self.stats_status = plain_label("Waiting…" if t.readable else "Values cannot be read.", self._body,
                                         select=False)
@@ -193,6 +203,18 @@ class DetailsPanel(QScrollArea):
             self.stat_labels[key] = lab
             form.addRow(plain_label(label + ":", self._body, wrap=False, select=False), lab)
         self._lay.addLayout(form)
+
+    def set_integrity(self, error: str | None) -> None:
+        """Show (or hide) that the tensor's bytes fail their CRC-32 check; known once they were read."""
+        label = getattr(self, "integrity_label", None)
+        if label is None or not shiboken6.isValid(label):
+            return
+        if error:
+            self.facts["Integrity"] = error
+            label.setText(f"Integrity: {safe_text(error, 400)}")
+            label.show()
+        else:
+            label.hide()
 
     def set_stats_progress(self, p: Progress) -> None:
         if self.stats_status is not None and "stat:min" not in self.facts:
