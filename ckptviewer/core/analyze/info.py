@@ -308,6 +308,8 @@ def report_text(ckpt: Checkpoint, *, depth: int | None = None) -> str:
     for k in ("version", "format_version", "byteorder"):
         if k in ckpt.meta and not (k == "byteorder" and ckpt.meta[k] == "little"):
             meta_bits.append(f"{k.replace('_', ' ')} {ckpt.meta[k]}")
+    if isinstance(ckpt.meta.get("torch_version"), str):
+        meta_bits.append(f"saved by torch {safe_text(ckpt.meta['torch_version'], 40)}")
     lines = [
         f"File      {safe_text(ckpt.path)}  ({human_bytes(ckpt.file_size)}; {', '.join(meta_bits)})",
         f"Summary   {safe_text(an.summary)}",

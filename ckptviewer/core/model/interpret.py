@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..util.units import counted
-from .objects import StandIn
+from .objects import PickledDict, StandIn
 from .tensor import TensorRef
 from .walk import module_attribute_tensors, module_attrs, module_state_dict, unwrap
 
@@ -49,8 +49,11 @@ class StateDictInfo:
         if self.kind == "module":
             return _module_parameters(self.module)
         seen, out = set(), []
+        # Entries that say what they are (nn.Parameter objects, a program's is_param flags) decide; a
+        # plain state_dict's tensors are told apart by name and dtype.
+        marked = self.kinds_known or any(isinstance(t, TensorRef) and t.kind == "parameter" for _, t in self.entries)
         for name, t in self.entries:
-            if not isinstance(t, TensorRef) or is_probable_buffer(name, t):
+            if not isinstance(t, TensorRef) or (t.kind != "parameter" if marked else is_probable_buffer(name, t)):
                 continue
             ident = (t.storage_key, t.offset, t.shape, t.stride) if t.storage is not None else id(t)
             if ident in seen:
@@ -60,6 +63,7 @@ class StateDictInfo:
         return out
 
     module: Any = None
+    kinds_known: bool = False           # each tensor's kind says whether it is a parameter (a .pt2 program)
     _params: list | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -101,8 +105,21 @@ class OptimizerInfo:
 
 
 @dataclass
+class ProgramInfo:
+    """A torch.export program or an AOTInductor compiled model a .pt2 archive holds."""
+
+    path: tuple
+    kind: str                           # PROGRAM_TYPES' label
+    weights: int                        # tensors in its state_dict (or a compiled model's constants)
+    constants: int
+    inputs: list[str]                   # user inputs, as the signature describes them
+    outputs: int
+
+
+@dataclass
 class Analysis:
     state_dicts: list[StateDictInfo] = field(default_factory=list)
+    programs: list[ProgramInfo] = field(default_factory=list)
     optimizers: list[OptimizerInfo] = field(default_factory=list)
     schedulers: list[tuple[tuple, str]] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)
@@ -232,6 +249,9 @@ def analyze(root: Any) -> Analysis:
             continue
         if isinstance(value, (dict, list, tuple, StandIn)):
             seen.add(id(value))
+        if isinstance(value, PickledDict) and value.type_name in PROGRAM_TYPES:
+            _program(an, path, value)
+            continue
         if is_optimizer_state(value):
             an.optimizers.append(_optimizer_info(path, value))
             an.roles[path] = "optimizer"
@@ -279,6 +299,34 @@ def analyze(root: Any) -> Analysis:
                 an.training[k] = v
     an.summary = summarize(an, root)
     return an
+
+
+# Type names the .pt2 reader gives its program dicts (they are not objects torch builds).
+PROGRAM_TYPES = {"torch.export.ExportedProgram": "torch.export program",
+                 "torch._inductor.AOTICompiledModel": "AOTInductor compiled model"}
+
+
+def _program(an: Analysis, path: tuple, value: PickledDict) -> None:
+    """A program: its weights are a state_dict (what ExportedProgram.state_dict holds); its constants,
+    signature and sample inputs are not models."""
+    an.roles[path] = "program"
+    label = PROGRAM_TYPES[value.type_name]
+    key = "state_dict" if "state_dict" in value else "constants"
+    weights = value.get(key)
+    n_weights = 0
+    if is_state_dict(weights):
+        entries = [(k, v) for k, v in weights.items() if isinstance(v, TensorRef)]
+        an.state_dicts.append(StateDictInfo(path + (key,), entries, kinds_known=True))
+        an.roles[path + (key,)] = "state_dict"
+        n_weights = len(entries)
+    constants = value.get("constants") if key == "state_dict" else None
+    n_constants = len(constants) if isinstance(constants, dict) else 0
+    sig = value.get("signature") if isinstance(value.get("signature"), dict) else {}
+    inputs = sig.get("inputs") if isinstance(sig.get("inputs"), dict) else {}
+    users = [f"{k} {v.split(': ', 1)[-1]}" for k, v in inputs.items() if isinstance(v, str) and v.startswith("user input")]
+    outputs = sig.get("outputs")
+    an.programs.append(ProgramInfo(path, label, n_weights, n_constants, users,
+                                   len(outputs) if isinstance(outputs, (dict, list)) else 0))
 
 
 def _is_numpy_scalar(v: Any) -> bool:
@@ -378,6 +426,8 @@ def _path_label(path: tuple) -> str:
 
 
 def summarize(an: Analysis, root: Any) -> str:
+    if an.programs:
+        return _summarize_programs(an)
     parts: list[str] = []
     models = an.state_dicts
     if an.training or (isinstance(root, dict) and models and an.optimizers):
@@ -421,6 +471,25 @@ def summarize(an: Analysis, root: Any) -> str:
             parts.append(f"keys start with '{sd.prefix[0]}' ({sd.prefix[1]})")
             break
     return "; ".join(parts) if parts else _describe_plain(root)
+
+
+def _summarize_programs(an: Analysis) -> str:
+    parts = []
+    for prog in an.programs[:4]:
+        sd = an.state_dict_at(prog.path + ("state_dict",)) or an.state_dict_at(prog.path + ("constants",))
+        params = f", {counted(sd.n_parameters, 'parameter')}" if sd is not None else ""
+        text = f"{prog.kind} {_path_label(prog.path)}: {counted(prog.weights, 'weight')}{params}"
+        if prog.constants:
+            text += f", {counted(prog.constants, 'constant')}"
+        if prog.inputs:
+            text += f"; input{'s' if len(prog.inputs) != 1 else ''} {', '.join(prog.inputs[:3])}"
+            text += f" (+{len(prog.inputs) - 3})" if len(prog.inputs) > 3 else ""
+        if prog.outputs:
+            text += f"; {counted(prog.outputs, 'output')}"
+        parts.append(text)
+    if len(an.programs) > 4:
+        parts.append(f"+{len(an.programs) - 4} more")
+    return "; ".join(parts)
 
 
 def _describe_plain(root: Any) -> str:

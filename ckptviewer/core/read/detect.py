@@ -14,7 +14,9 @@ from ..util.errors import CheckpointError, NotACheckpointError
 from .formats.safetensors_format import looks_safetensors, read_safetensors
 from .formats.torch_legacy import MAGIC_PREFIX, TEXT_MAGIC_PREFIX, read_torch_legacy
 from .formats.torch_tar import looks_tar, read_torch_tar
+from .formats.pt2 import pt2_prefix, read_pt2
 from .formats.torch_zip import read_torch_zip
+from .formats.zipreader import ZipArchive
 
 # Well-known signatures of files people mistake for checkpoints, to say what the file is instead.
 _OTHER_FORMATS = [
@@ -107,7 +109,10 @@ def _read_buffer(buf, path: str, *, resources: list | None = None) -> Checkpoint
     head = bytes(buf[:512])
     kind = sniff(head, size)
     if kind == "zip":
-        return read_torch_zip(buf, path, resources=resources)
+        archive = ZipArchive(buf, name=path)
+        if pt2_prefix(archive) is not None:
+            return read_pt2(archive, path, resources=resources)
+        return read_torch_zip(buf, path, resources=resources, archive=archive)
     if kind == "torch-legacy":
         return read_torch_legacy(buf, path, resources=resources)
     if kind == "tar":

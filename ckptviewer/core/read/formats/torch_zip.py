@@ -156,6 +156,11 @@ class InflatedMemberSource(DeferredRegion):
         return self.crc_error
 
 
+def member_source(archive: ZipArchive, name: str) -> ByteSource | None:
+    """The bytes of member ``name`` (stored: in place; deflated: inflated under a cap on first read)."""
+    return _source(archive, name)
+
+
 def _source(archive: ZipArchive, name: str) -> ByteSource | None:
     m = archive.members.get(name)
     if m is None:
