@@ -145,8 +145,9 @@ def _fp8_table(name: str) -> np.ndarray:
         # e5m2 is the upper byte of an IEEE float16.
         return (codes.astype(np.uint16) << 8).view(np.float16).astype(np.float32)
     if name == "float8_e8m0fnu":
-        out = np.ldexp(np.float32(1.0), codes.astype(np.int32) - 127).astype(np.float32)
+        out = np.ldexp(1.0, codes.astype(np.int32) - 127)       # float64: 2**127 fits, as float32 does
         out[255] = np.nan
+        out = out.astype(np.float32)
         return out
     exp_bits, man_bits, bias = {"float8_e4m3fn": (4, 3, 7), "float8_e4m3fnuz": (4, 3, 8),
                                 "float8_e5m2fnuz": (5, 2, 16)}[name]

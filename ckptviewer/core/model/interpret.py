@@ -329,6 +329,27 @@ def _program(an: Analysis, path: tuple, value: PickledDict) -> None:
                                    len(outputs) if isinstance(outputs, (dict, list)) else 0))
 
 
+def program_facts(value: Any) -> list[tuple[str, str]]:
+    """(label, text) rows describing a .pt2 program or compiled model: its inputs and outputs."""
+    if not (isinstance(value, PickledDict) and value.type_name in PROGRAM_TYPES):
+        return []
+    rows = [("Program", PROGRAM_TYPES[value.type_name] + " (read from the archive's JSON; nothing was run)")]
+    sig = value.get("signature") if isinstance(value.get("signature"), dict) else {}
+    for key, label in (("inputs", "Inputs"), ("outputs", "Outputs")):
+        items = sig.get(key)
+        if isinstance(items, dict) and items:
+            lines = [f"{k}: {v}" for k, v in list(items.items())[:40]]
+            if len(items) > 40:
+                lines.append(f"… {len(items) - 40:,} more")
+            rows.append((label, "\n".join(lines)))
+        elif isinstance(items, list) and items:
+            rows.append((label, ", ".join(str(x) for x in items[:40])))
+    ranges = sig.get("range_constraints")
+    if isinstance(ranges, dict) and ranges:
+        rows.append(("Dynamic sizes", ", ".join(f"{k} in {v}" for k, v in list(ranges.items())[:20])))
+    return rows
+
+
 def _is_numpy_scalar(v: Any) -> bool:
     from ..util.lazynp import is_generic
     return is_generic(v) and v.dtype.kind in "iuf"

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.analyze.stats import TensorStats
-from ...core.model.interpret import OptimizerInfo, StateDictInfo
+from ...core.model.interpret import OptimizerInfo, StateDictInfo, program_facts
 from ...core.model.sparse import special_facts
 from ...core.model.tensor import TensorRef
 from ...core.model.tree import CONTAINER_KINDS, Node
@@ -253,6 +253,8 @@ class DetailsPanel(QScrollArea):
                 rows.append(("Key prefix", f"'{safe_text(info.prefix[0])}' ({info.prefix[1]})"))
         if node.kind == "object":
             rows.append(("Class", safe_text(node.type_text, 200) + "  (not imported; shown as a stand-in)"))
+        rows.extend((label, "\n".join(safe_text(line, 300) for line in text.split("\n")))
+                    for label, text in program_facts(node.value))
         self._form(rows)
         if by_dtype:
             self._heading("Parameters by dtype" if node.kind in ("state_dict", "module", "group")

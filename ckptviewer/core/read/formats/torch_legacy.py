@@ -79,6 +79,7 @@ def read_torch_legacy(buf, path: str, *, resources: list | None = None) -> Check
     table.byteorder = byteorder
     root, pos = unpickle(buf, start=pos, name="object pickle", warnings=warnings, pickles=pickles,
                          persistent_load=table.load)
+    pickles[-1].counts.update(table.text_globals)
     for st in table.storages.values():
         st.byteorder = byteorder
     keys, pos = unpickle(buf, start=pos, name="storage key list", warnings=warnings, pickles=pickles)

@@ -210,6 +210,7 @@ def read_torch_zip(buf, path: str, *, resources: list | None = None, start: int 
     data = archive.read(prefix + "data.pkl", check_crc=True, max_ratio=PICKLE_MAX_RATIO)
     root, end = unpickle(data, name="data.pkl", warnings=warnings, pickles=pickles,
                          persistent_load=table.load)
+    pickles[-1].counts.update(table.text_globals)
     if end != len(data):
         warnings.append(f"data.pkl has {len(data) - end} bytes after its STOP opcode")
     storages = dict(table.storages)

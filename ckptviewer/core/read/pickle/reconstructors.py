@@ -431,6 +431,8 @@ def codecs_encode(args, ctx):            # _codecs.encode(text, "latin1"): proto
     enc = encoding.lower().replace("_", "-")
     if enc not in ("latin1", "latin-1", "iso-8859-1", "utf-8", "utf8", "ascii"):
         raise ValueError(f"encoding {encoding!r} is not allowed")
+    if enc in ("latin1", "latin-1", "iso-8859-1"):
+        return _py2_bytes(text, ctx)        # a Python 2 str decoded as UTF-8 still stands for its bytes
     return text.encode(enc)
 
 

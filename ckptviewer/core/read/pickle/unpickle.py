@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections import Counter
 from typing import Any, Callable
 
 from ...model.checkpoint import PickleGlobals
@@ -43,13 +44,16 @@ class StorageTable:
         self.storages: dict[str, StorageRef] = {}
         self.what = what
         self.class_sources: dict[str, str] = {}   # legacy module classes -> their source text
+        # Classes named inside protocol-0 text persistent ids: no GLOBAL opcode names them, but
+        # torch.load would import them all the same, so they count as globals the pickle names.
+        self.text_globals: Counter = Counter()
 
     def load(self, pid: Any) -> Any:
         if isinstance(pid, str):
             # Protocol 0 writes a persistent id as text: PERSID holds str() of the tuple, e.g.
             # "('storage', <class 'torch.FloatStorage'>, '0', 'cpu', 2)". torch itself cannot load such a
             # file (its persistent_load receives the string); we parse the tuple with a strict grammar.
-            parsed = parse_text_persid(pid)
+            parsed = parse_text_persid(pid, self.text_globals)
             if parsed is None:
                 self.warnings.append(f"a text persistent id that is not a storage record: {pid[:80]!r}")
                 return Unreadable("persistent id", "unparsable text id")
@@ -103,7 +107,7 @@ _PERSID_TOKEN = re.compile(r"""\s*(?:(\()|(\))|(,)|('(?:[^'\\\n]|\\.)*'|"(?:[^"\
                            r"""|<class '([\w.]+)'>|(-?\d{1,30})|(None))""")
 
 
-def parse_text_persid(text: str) -> tuple | None:
+def parse_text_persid(text: str, named: Counter | None = None) -> tuple | None:
     """The tuple a protocol-0 ``PERSID`` line spells out (strings, ints, None, nested tuples and
     ``<class 'module.Name'>``, which becomes what the resolver makes of that global), or None."""
     if len(text) > (1 << 20):      # a legacy module id carries the class's source text
@@ -137,6 +141,8 @@ def parse_text_persid(text: str) -> tuple | None:
                 return None
         elif cls:
             module, _, name = cls.rpartition(".")
+            if named is not None:
+                named[(module, name)] += 1
             stack[-1].append(resolve(module, name))
         elif number is not None:
             stack[-1].append(int(number))
