@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import copy
 import hashlib
 import subprocess
@@ -44,6 +45,9 @@ def flatten(obj, prefix=()):
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
             yield from flatten(v, prefix + (i,))
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for name, v in vars(obj).items():        # an object pickled with its __dict__: by attribute name
+            yield from flatten(v, prefix + (name,))
 
 
 def module_attribute_tensors(module: nn.Module, prefix=()):
