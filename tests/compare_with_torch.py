@@ -32,8 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
-SUFFIXES = {".pt", ".pth", ".bin", ".tar", ".ckpt", ".safetensors", ".pt2", ".pkl", ".model", ".pts"}
+SUFFIXES = {".pt", ".pth", ".bin", ".tar", ".ckpt", ".safetensors", ".pt2", ".pkl", ".model", ".pts", ".jit", ".ptl"}
 
 
 def torch_sha256(t) -> tuple[str, str, list[int]]:
@@ -56,15 +57,10 @@ def torch_sha256(t) -> tuple[str, str, list[int]]:
 
 
 def flatten(obj, prefix=()):
-    import torch
-    if isinstance(obj, torch.Tensor):
-        yield list(prefix), obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from flatten(v, prefix + (k,))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from flatten(v, prefix + (i,))
+    """(key path, tensor) as the contract and ckptviewer key them (a module: its state_dict names, then what
+    it holds outside its state_dict under [submodule, "__dict__", ...]); see makers.flatten."""
+    import makers
+    yield from makers.flatten(obj, prefix)
 
 
 def torch_reference(path: str, trusted: bool, fmt: str = "") -> tuple[dict | None, str]:
