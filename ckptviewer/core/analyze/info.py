@@ -100,9 +100,10 @@ def tensor_record(key: list, t: TensorRef, shared: dict[str, list]) -> dict:
             rec["shares_storage_with"] = others[:8]
     if t.subclass:
         rec["subclass"] = t.subclass
-    if t.logical_shape != t.shape:
-        rec["logical_shape"] = list(t.logical_shape)
-    rec.update(special_record(t))
+    if t.extra is not None or t.kind not in ("tensor", "parameter") or t.dtype.lanes > 1:
+        if t.logical_shape != t.shape:
+            rec["logical_shape"] = list(t.logical_shape)
+        rec.update(special_record(t))
     if t.problem:
         rec["problem"] = t.problem
     return rec

@@ -48,19 +48,27 @@ class StateDictInfo:
     def _parameter_entries(self) -> list[tuple[str, TensorRef]]:
         if self.kind == "module":
             return _module_parameters(self.module)
-        seen, out = set(), []
         # Entries that say what they are (nn.Parameter objects, a program's is_param flags) decide; a
-        # plain state_dict's tensors are told apart by name and dtype.
-        marked = self.kinds_known or any(isinstance(t, TensorRef) and t.kind == "parameter" for _, t in self.entries)
+        # plain state_dict's tensors are told apart by name and dtype. One pass collects both answers.
+        seen_name: set = set()
+        seen_kind: set = set()
+        by_name: list[tuple[str, TensorRef]] = []
+        by_kind: list[tuple[str, TensorRef]] = []
         for name, t in self.entries:
-            if not isinstance(t, TensorRef) or (t.kind != "parameter" if marked else is_probable_buffer(name, t)):
+            if not isinstance(t, TensorRef):
+                continue
+            is_param = t.kind == "parameter"
+            by_name_ok = not is_probable_buffer(name, t)
+            if not (is_param or by_name_ok):
                 continue
             ident = (t.storage_key, t.offset, t.shape, t.stride) if t.storage is not None else id(t)
-            if ident in seen:
-                continue
-            seen.add(ident)
-            out.append((name, t))
-        return out
+            if by_name_ok and ident not in seen_name:
+                seen_name.add(ident)
+                by_name.append((name, t))
+            if is_param and ident not in seen_kind:
+                seen_kind.add(ident)
+                by_kind.append((name, t))
+        return by_kind if (self.kinds_known or by_kind) else by_name
 
     module: Any = None
     kinds_known: bool = False           # each tensor's kind says whether it is a parameter (a .pt2 program)
