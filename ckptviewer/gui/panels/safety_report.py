@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...core.analyze.scan import CATEGORIES, PickleScan, ScanResult, scan_checkpoint, scan_file
 from ...core.util.textsafe import safe_text
@@ -52,6 +53,7 @@ class SafetyReport:
     notes: list[str] = field(default_factory=list)
     full_verdict: str = ""                       # ScanResult.verdict(), as `ckptviewer scan` ends
     scan: ScanResult | None = None
+    torch_load: Any = None                       # TorchLoadReport: will plain torch.load open it (or None)
 
     @property
     def is_dangerous(self) -> bool:

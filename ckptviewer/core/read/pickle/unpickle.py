@@ -22,7 +22,7 @@ def unpickle(buf, *, name: str, warnings: list[str], pickles: list[PickleGlobals
     try:
         value = up.load()
     finally:
-        pickles.append(PickleGlobals(name, up.globals_seen))
+        pickles.append(PickleGlobals(name, up.globals_seen, frozenset(up.opcodes), up.proto))
     note = up.py2_note()
     if note:
         warnings.append(note)
