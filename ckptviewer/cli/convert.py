@@ -207,6 +207,7 @@ def _convert_with_recipe(args) -> int:
     from ..core.edit.batch import convert_iter, expand_inputs, without_outputs
     from ..core.edit.recipes import find_recipe
     from ..core.util.errors import CheckpointError
+    from ..core.util.locations import shown_location
 
     flags = [f for f in ("output", "select", "strip_prefix", "add_prefix", "remove_prefix", "dtype", "format",
                          "check_against", "weights_only_safe") if getattr(args, f) not in (None, False)]
@@ -237,7 +238,7 @@ def _convert_with_recipe(args) -> int:
           + (f"; {len(own)} earlier output(s) of this recipe left alone" if own else ""))
     counts = {"done": 0, "skipped": 0, "failed": 0}
     for i, src in enumerate(files, 1):
-        label = f"[{i}/{len(files)}] {src}"
+        label = f"[{i}/{len(files)}] {shown_location(src)}"
         started = time.perf_counter()
         try:
             if args.dry_run:

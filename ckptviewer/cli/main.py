@@ -11,10 +11,10 @@ import os
 import sys
 
 from .. import __version__
-from . import convert, diff, doctor, info, scan
-from .common import err
+from . import cache, convert, diff, doctor, info, scan
+from .common import err, terminal_task
 
-COMMANDS = {"info": info, "scan": scan, "diff": diff, "convert": convert, "doctor": doctor}
+COMMANDS = {"info": info, "scan": scan, "diff": diff, "convert": convert, "doctor": doctor, "cache": cache}
 
 
 def _gui_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,8 @@ def _gui_parser() -> argparse.ArgumentParser:
         description="Browse PyTorch checkpoints safely: nothing in a file is ever executed.",
         epilog=f"commands (run 'ckptviewer COMMAND --help'):\n{lines}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("files", nargs="*", metavar="FILE", help="checkpoints to open, one tab each")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="checkpoints to open, one tab each: paths or URLs (https://, hf://ORG/REPO/FILE, s3://, gs://)")
     p.add_argument("--demo", action="store_true", help="open a demo checkpoint generated on the fly")
     p.add_argument("--new-window", action="store_true", help="do not hand files to a running window")
     p.add_argument("--screenshot", metavar="OUT.png", help="render the window to a PNG once loaded, then exit")
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         # cyclic collector would rescan millions of live objects (it tripled `info` on 100k keys).
         gc.disable()
         try:
-            return command.run(argv[1:])
+            with terminal_task():
+                return command.run(argv[1:])
         except KeyboardInterrupt:
             err("interrupted")
             return 130

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from .common import err, internal_error
@@ -57,6 +56,7 @@ def _scan_text(res) -> list[str]:
 
 def run(argv: list[str]) -> int:
     from ..core.analyze.scan import scan_file
+    from ..core.util.locations import location_name
 
     args = _scan_args(argv)
     statuses = []
@@ -70,7 +70,7 @@ def run(argv: list[str]) -> int:
             continue
         statuses.append(res.status)
         if res.error is not None:
-            err(f"{os.path.basename(path)}: {res.error}")
+            err(f"{location_name(path)}: {res.error}")
         if args.json:
             reports.append(res.to_json())
         elif res.error is None:

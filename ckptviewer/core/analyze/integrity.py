@@ -20,7 +20,6 @@ from typing import Generator
 from ..model.checkpoint import Checkpoint
 from ..read.formats.torch_zip import VERIFY_CHUNK, InflatedMemberSource, ZipMemberSource
 from ..read.formats.zipreader import MAX_INFLATED, ZipArchive
-from ..source.regions import release_map_range
 from ..util.errors import CheckpointError, CorruptFileError
 from ..util.progress import Progress
 
@@ -183,12 +182,14 @@ def _pieces(archive: ZipArchive, start: int, size: int, chunk: int):
     release the GIL, so the pass runs at the slower of disk and CRC speed, not their sum; sequential reads
     also get the kernel's read-ahead, which page faults through the map do not). Bytes already in memory are
     used in place."""
-    path = getattr(archive.buf, "path", None)
+    src = archive.src
+    where = src.file_location(start)
+    path = where[0] if where else None
     if not path:
         for pos in range(start, start + size, chunk):
             n = min(chunk, start + size - pos)
-            yield pos, memoryview(archive.buf)[pos:pos + n]
-            release_map_range(archive.buf, pos, n)
+            yield pos, src.view(pos, n)
+            src.release(pos, n)
         return
     from concurrent.futures import ThreadPoolExecutor
     fd = os.open(path, os.O_RDONLY)

@@ -36,7 +36,9 @@ from typing import Any
 from ..read.pickle.danger import danger_reason
 from ..read.pickle.reconstructors import _py3_names, classify
 from ..read.pickle.unpickler import BASE_UNITS, BYTES_PER_UNIT
+from ..source.filebytes import file_bytes
 from ..util.errors import CheckpointError
+from ..util.locations import is_url, shown_location
 
 COMPUTED = "<computed>"        # a STACK_GLOBAL operand that is not a literal string
 MAX_PICKLES = 1000             # consecutive pickles walked in one plain pickle file
@@ -527,6 +529,8 @@ def scan_file(path: str | os.PathLike, *, skip: frozenset[str] = frozenset()) ->
     the caller already has their globals (the window has them from the reader)."""
     from ..source.local import close_quietly, map_file
     path = os.fspath(path)
+    if is_url(path):
+        return _scan_url(path, skip)
     result = ScanResult(path)
     try:
         if os.path.isdir(path):
@@ -549,16 +553,47 @@ def scan_file(path: str | os.PathLike, *, skip: frozenset[str] = frozenset()) ->
         close_quietly(resources)
 
 
+def _scan_url(url: str, skip: frozenset[str]) -> ScanResult:
+    """A file at a URL: a zip's directory and pickles are fetched by range (tensors never are); formats
+    whose pickles are interleaved with data (legacy, tar, plain pickles) are downloaded first, their size
+    said before (``task.notice``)."""
+    from ..read.detect import sniff
+    from ..source.local import close_quietly, map_file
+    from ..source.remote import RemoteFolder, open_remote
+    result = ScanResult(shown_location(url))
+    resources: list = []
+    try:
+        target = open_remote(url)
+        if isinstance(target, RemoteFolder):
+            result.error = "this is a folder, not a file; scan the checkpoint files in it by their URLs"
+            return result
+        resources.append(target)
+        head = target.head(512)
+        if target.ranges and head and sniff(head, target.size) in ("zip", "safetensors"):
+            return scan_buffer(target, result.path, result, skip=skip)
+        why = "scanning this format needs the whole file" if target.ranges else "the server does not serve byte ranges"
+        buf, mapped = map_file(target.full_copy(why))
+        resources.extend(mapped)
+        return scan_buffer(buf, result.path, result, skip=skip)
+    except CheckpointError as e:
+        result.error = f"{e.message} {e.hint}".strip()
+        return result
+    finally:
+        close_quietly(resources)
+
+
 def scan_buffer(buf, path: str, result: ScanResult | None = None, *,
                 skip: frozenset[str] = frozenset()) -> ScanResult:
-    """The safety report of a file held in ``buf`` (bytes or an mmap); ``path`` names it."""
+    """The safety report of a file held in ``buf`` (bytes, an mmap, or a remote file's ``FileBytes``);
+    ``path`` names it."""
     from ..read.detect import describe_other, sniff
     result = result or ScanResult(path)
-    size = len(buf)
+    src = file_bytes(buf)
+    size = src.size
     if size == 0:
         result.error = "the file is empty"
         return result
-    head = bytes(buf[:512])
+    head = bytes(src.view(0, min(512, size)))
     kind = sniff(head, size)
     try:
         if kind == "zip":
@@ -688,6 +723,10 @@ def _scan_zip(buf, result: ScanResult, skip: frozenset[str] = frozenset()) -> No
     try:
         archive = ZipArchive(buf, name=result.path)
     except CheckpointError as e:
+        if file_bytes(buf).is_remote:
+            result.problems.append(f"the zip directory is unreadable ({e.message}); download the file and scan "
+                                   f"the copy to walk the members from their local headers")
+            return
         result.problems.append(f"the zip directory is unreadable ({e.message}); scanning members found by "
                                f"their local headers instead")
         _scan_zip_local(buf, result)
@@ -714,6 +753,8 @@ def _scan_zip(buf, result: ScanResult, skip: frozenset[str] = frozenset()) -> No
                 start = archive.data_offset(m)
                 end = start + m.compressed_size
                 data = buf
+                if archive.src.is_remote:     # fetched by range: just this member's bytes
+                    data, start, end = bytes(archive.src.view(start, m.compressed_size)), 0, m.compressed_size
             elif m.method == 8:
                 data = inflate(archive.raw(name), m.size, name, MAX_INFLATE, PICKLE_MAX_RATIO)
                 start, end = 0, len(data)
@@ -725,7 +766,7 @@ def _scan_zip(buf, result: ScanResult, skip: frozenset[str] = frozenset()) -> No
         except CheckpointError as e:
             result.problems.append(e.message)
             continue
-        if m.method == 0 and name in data_pkls and zlib.crc32(buf[start:end]) != m.crc:
+        if m.method == 0 and name in data_pkls and zlib.crc32(data[start:end]) != m.crc:
             result.problems.append(f"zip member {name!r} fails its CRC-32 check")
         if is_npy:
             if bytes(data[start:start + 6]) == b"\x93NUMPY":

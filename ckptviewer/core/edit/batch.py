@@ -13,6 +13,7 @@ from typing import Generator, Iterable
 
 from ..read.open import open_checkpoint
 from ..util.errors import CheckpointError, OperationError
+from ..util.locations import is_url
 from ..write.export import ExportOptions, ExportProgress, export_iter
 from .ops import apply_steps
 from .recipes import Recipe
@@ -35,7 +36,7 @@ def expand_inputs(paths: Iterable[str], recursive: bool = False) -> tuple[list[s
     files, skipped = [], []
     for p in paths:
         p = os.fspath(p)
-        if os.path.isdir(p):
+        if not is_url(p) and os.path.isdir(p):
             walker = os.walk(p) if recursive else [(p, [], sorted(os.listdir(p)))]
             for folder, _, names in walker:
                 for n in sorted(names):
@@ -47,7 +48,7 @@ def expand_inputs(paths: Iterable[str], recursive: bool = False) -> tuple[list[s
             files.append(p)
     seen, unique = set(), []
     for f in files:
-        key = os.path.realpath(f)
+        key = f if is_url(f) else os.path.realpath(f)
         if key not in seen:
             seen.add(key)
             unique.append(f)

@@ -12,19 +12,25 @@ import os
 
 from ..model.checkpoint import Checkpoint
 from ..util.errors import CheckpointError, NotACheckpointError, UnsupportedFormatError
+from ..util.locations import is_url
 from .detect import open_file
 from .multifile.dcp import METADATA_NAME, read_dcp
 from .multifile.sharded import find_index, looks_index, read_sharded
+from .openurl import open_url
 
 
 def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Open a checkpoint: read its directory and pickles, not its tensor bytes.
 
     ``path`` is a checkpoint file, a sharded checkpoint's index (``*.index.json``, recognised by its
-    content), or a folder holding a torch.distributed.checkpoint (``.metadata``) or one shard index.
+    content), or a folder holding a torch.distributed.checkpoint (``.metadata``) or one shard index; or a
+    URL of any of these (``https://``, ``hf://ORG/REPO[@REV]/PATH``, ``s3://``, ``gs://``: ``openurl``).
     Raises a :class:`CheckpointError` (with the file named) when it cannot be read at all.
     """
     path = os.fspath(path)
+    if is_url(path):
+        with _no_cyclic_gc():
+            return open_url(path)
     if os.path.isdir(path):
         with _no_cyclic_gc():
             return _open_folder(path)

@@ -22,6 +22,7 @@ class ByteSource:
     size: int = 0
     crc_error: str | None = None
     verified: bool = True           # nothing to check: sources without a stored checksum
+    remote: bool = False           # reads go over the network (through the block cache), not to a local map
 
     def verify(self, progress: Callable[[int], None] | None = None) -> str | None:
         """Check the stored checksum against the bytes (once; later calls answer from the first)."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from .locations import location_name, shown_location
+
 
 class CheckpointError(Exception):
     """Base class: something about a checkpoint file (or a request about one) cannot be done.
@@ -20,14 +22,15 @@ class CheckpointError(Exception):
 
     def __init__(self, message: str, *, path: str | os.PathLike | None = None, hint: str | None = None):
         self.message = message
-        self.path = os.fspath(path) if path is not None else None
+        # A URL is kept redacted: an error is shown, logged and copied, and must never carry a credential.
+        self.path = shown_location(path) if path is not None else None
         self.hint = self.default_hint if hint is None else hint
         super().__init__(self._format())
 
     def _format(self) -> str:
         text = self.message
         if self.path:
-            text = f"{os.path.basename(self.path)}: {text}"
+            text = f"{location_name(self.path)}: {text}"
         if self.hint:
             text = f"{text} {self.hint}"
         return text
@@ -35,7 +38,7 @@ class CheckpointError(Exception):
     def with_path(self, path: str | os.PathLike) -> "CheckpointError":
         """Return the same error naming ``path`` (used when a low layer did not know the file)."""
         if self.path is None:
-            self.path = os.fspath(path)
+            self.path = shown_location(path)
             self.args = (self._format(),)
         return self
 
@@ -84,3 +87,40 @@ class CancelledError(CheckpointError):
 
     def __init__(self, message: str = "cancelled", **kw):
         super().__init__(message, **kw)
+
+
+class RemoteError(CheckpointError):
+    """A checkpoint named by a URL could not be read over the network (the file itself may be fine).
+
+    Messages never hold credentials: URLs in them are redacted (``core.util.locations.redact``)."""
+
+
+class RemoteNotFoundError(RemoteError):
+    """The server, bucket or repository has no such file (HTTP 404)."""
+
+    default_hint = "Check the URL."
+
+
+class RemoteAccessError(RemoteError):
+    """The server refused access (HTTP 401/403, a gated or private repository, missing cloud credentials)."""
+
+
+class RemoteTimeoutError(RemoteError):
+    """The server did not answer in time, or could not be reached, even after retrying."""
+
+    default_hint = "Check the network connection and try again."
+
+
+class RemoteProtocolError(RemoteError):
+    """The server answered, but not with the file: an HTML page, a range it did not honour, bytes that
+    changed while they were read."""
+
+
+class OfflineMissError(RemoteError):
+    """The server cannot be reached and the bytes asked for were never fetched into the cache."""
+
+    default_hint = "Connect to the network and try again; only what was read before is available offline."
+
+
+class MissingDependencyError(CheckpointError):
+    """Reading this location needs an optional package that is not installed (s3fs, gcsfs, ...)."""

@@ -6,7 +6,6 @@ each ``yield`` reports a :class:`~ckptviewer.core.util.progress.Progress` and is
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Generator
@@ -16,6 +15,8 @@ from ...core.model.checkpoint import Checkpoint
 from ...core.model.interpret import Analysis, analyze
 from ...core.model.tree import Node, build_tree
 from ...core.read.open import open_checkpoint
+from ...core.util.errors import RemoteError
+from ...core.util.locations import location_name, normalize_location
 from ...core.util.progress import Progress
 from ..panels.safety_report import SafetyReport, build_report, file_scan, refused_scan
 from ..panels.torch_load_report import build_torch_load_report
@@ -67,12 +68,14 @@ def load_steps(path: str) -> Generator[Progress, None, LoadedFile]:
 
 def _load_steps(path: str) -> Generator[Progress, None, LoadedFile]:
     t0 = time.perf_counter()
-    path = os.path.abspath(os.fspath(path))
-    name = os.path.basename(path)
+    path = normalize_location(path)
+    name = location_name(path)
     yield Progress(0, 5, f"Reading {name}")
     try:
         ckpt = open_checkpoint(path)
     except Exception as e:
+        if isinstance(e, RemoteError):          # the network failed, not the file: nothing to scan
+            raise RefusedFile(e, None) from e
         yield Progress(0, 5, f"Scanning what {name} would import")
         raise RefusedFile(e, refused_scan(path)) from e
     try:

@@ -6,7 +6,6 @@ the old computation and drops its late results.
 """
 from __future__ import annotations
 
-import os
 from collections import deque
 from typing import Any
 
@@ -33,6 +32,7 @@ from ...core.analyze.stats import Histogram, TensorStats, tensor_steps
 from ...core.model.tensor import TensorRef
 from ...core.model.tree import Node
 from ...core.model.walk import iter_tensors
+from ...core.util.locations import location_name, normalize_location
 from ...core.util.progress import Progress
 from ...core.util.textsafe import key_text, path_text, safe_text
 from ..panels.details import DetailsPanel
@@ -116,7 +116,7 @@ class CheckpointTab(TabEditsMixin, QWidget):
 
     def __init__(self, path: str, settings: Settings, parent: QWidget | None = None):
         super().__init__(parent)
-        self.path = os.path.abspath(path)
+        self.path = normalize_location(path)     # a URL stays a URL (its credentials already taken out)
         self.file_key: tuple[int, int] | None = None     # (device, inode), set by the window
         self.settings = settings
         self.file: LoadedFile | None = None
@@ -144,7 +144,7 @@ class CheckpointTab(TabEditsMixin, QWidget):
         loading = QWidget(self)
         ll = QVBoxLayout(loading)
         ll.addStretch(1)
-        self.loading_label = QLabel(f"Opening {safe_text(os.path.basename(self.path))}…", loading)
+        self.loading_label = QLabel(f"Opening {safe_text(location_name(self.path))}…", loading)
         self.loading_label.setTextFormat(Qt.TextFormat.PlainText)
         self.loading_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.loading_bar = QProgressBar(loading)
@@ -158,7 +158,7 @@ class CheckpointTab(TabEditsMixin, QWidget):
     # -- loading --------------------------------------------------------------------------------
     @property
     def title(self) -> str:
-        return os.path.basename(self.path)
+        return location_name(self.path)
 
     @property
     def is_loaded(self) -> bool:

@@ -28,6 +28,7 @@ from ...core.edit.recipes import sanitize_file_name
 from ...core.model import keypath
 from ...core.model.interpret import Analysis
 from ...core.util.errors import OperationError
+from ...core.util.locations import is_url, location_name
 from ...core.util.textsafe import path_text, safe_text
 from ...core.util.units import human_bytes
 from ...core.write.destination import check_destination
@@ -66,10 +67,10 @@ def subtrees(analysis: Analysis) -> tuple[list[Subtree], int]:
 
 
 def default_destination(source: str, fmt: str, subtree: tuple | None, tail: str | None = None) -> str:
-    """``<stem>-edited.<ext>`` (or ``<stem>-<entry>``, ``<stem>-<tail>``) beside the source, not an existing
-    file."""
-    folder = os.path.dirname(os.path.abspath(source))
-    base = os.path.basename(source)
+    """``<stem>-edited.<ext>`` (or ``<stem>-<entry>``, ``<stem>-<tail>``) beside the source (in the home folder
+    for a remote source), not an existing file."""
+    folder = os.path.expanduser("~") if is_url(source) else os.path.dirname(os.path.abspath(source))
+    base = location_name(source)
     stem, ext = os.path.splitext(base)
     if base.endswith(".pth.tar"):
         stem, ext = base[: -len(".pth.tar")], ".pth.tar"

@@ -16,7 +16,6 @@ entry only after the batch naming it has arrived; until then the tree shows the 
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Generator
@@ -38,6 +37,7 @@ from ...core.edit.ops import SelectModel, apply_steps
 from ...core.model.checkpoint import Checkpoint
 from ...core.model.tensor import CHUNK_BYTES, TensorRef
 from ...core.read.open import open_checkpoint
+from ...core.util.locations import location_name
 from ...core.util.progress import Progress
 from ...core.util.textsafe import MAX_SHOWN, key_text
 from ..widgets.gc_pause import gc_paused
@@ -273,7 +273,7 @@ def prepare_steps(setup: DiffSetup, reuse: tuple[Checkpoint, Checkpoint] | None 
 def _prepare_steps(setup: DiffSetup, reuse: tuple[Checkpoint, Checkpoint] | None
                    ) -> Generator[Progress, None, DiffSession]:
     t0 = time.perf_counter()
-    name_a, name_b = os.path.basename(setup.path_a), os.path.basename(setup.path_b)
+    name_a, name_b = location_name(setup.path_a), location_name(setup.path_b)
     opened: list[Checkpoint] = []
     try:
         if reuse is not None:

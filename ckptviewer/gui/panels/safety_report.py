@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.analyze.scan import CATEGORIES, PickleScan, ScanResult, scan_checkpoint, scan_file
+from ...core.util.locations import MASK, is_url
 from ...core.util.textsafe import safe_text
 from ...core.util.units import counted
 
@@ -134,7 +135,10 @@ def file_scan(ckpt) -> ScanResult:
     """The scan of an opened checkpoint: the reader's record, plus, for a zip archive, the light pass
     over its pickle members the reader did not read (those it read are not walked twice)."""
     reader = scan_checkpoint(ckpt)
-    if ckpt.format not in FULL_SCAN_FORMATS or not os.path.isfile(ckpt.path):
+    # A remote zip is walked too (its pickle members by range, mostly from the cache by now), unless its
+    # URL lost a signature to redaction and could not be fetched again.
+    remote = is_url(ckpt.path) and MASK not in ckpt.path
+    if ckpt.format not in FULL_SCAN_FORMATS or not (remote or os.path.isfile(ckpt.path)):
         return reader
     light = scan_file(ckpt.path, skip=frozenset(p.name for p in reader.pickles))
     return merge_scans(reader, light)

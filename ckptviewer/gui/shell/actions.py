@@ -26,6 +26,9 @@ class ActionSpec:
 
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("file.open", "&File", "&Open…", "open_dialog", SK.Open, "Open one or more checkpoints"),
+    ActionSpec("file.open_url", "&File", "Open &URL…", "open_url_dialog", "Ctrl+L",
+               "Open a checkpoint by its URL (https://, hf://ORG/REPO/FILE, s3://, gs://); only the bytes needed "
+               "are fetched"),
     ActionSpec("file.open_folder", "&File", "Open &Folder…", "open_folder_dialog", "Ctrl+Shift+O",
                "Open a sharded checkpoint's folder (with an *.index.json) or a torch.distributed.checkpoint "
                "folder (with .metadata)"),

@@ -18,6 +18,7 @@ from PySide6.QtCore import QEvent, QObject, QTimer, qInstallMessageHandler  # no
 from PySide6.QtGui import QFileOpenEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from ...core.util.locations import normalize_location  # noqa: E402
 from ..widgets.qtcompat import top_up  # noqa: E402
 from ..widgets.resources import app_icon  # noqa: E402
 from ..widgets.settings import Settings  # noqa: E402
@@ -108,7 +109,7 @@ def _quiet_offscreen_plugin() -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the window for parsed command-line ``args`` (see ``cli._gui_parser``); returns the exit code."""
-    files = [os.path.abspath(p) for p in getattr(args, "files", []) or []]
+    files = [normalize_location(p) for p in getattr(args, "files", []) or []]   # URLs: see open_paths
     demo = bool(getattr(args, "demo", False))
     screenshot = getattr(args, "screenshot", None)
     single = not getattr(args, "new_window", False) and not screenshot

@@ -295,9 +295,9 @@ class _Pt2Reader:
         try:
             if m.method == 0:
                 start = self.archive.data_offset(m)
-                head = bytes(self.archive.buf[start:start + 4])
+                head = bytes(self.archive.src.view(start, min(4, m.compressed_size)))
                 if head == b"PK\x03\x04":
-                    ck = read_torch_zip(self.archive.buf, f"{self.path}:{member}", start=start,
+                    ck = read_torch_zip(self.archive.src, f"{self.path}:{member}", start=start,
                                         end=start + m.compressed_size, nested=True)
                     return self._merge(ck, member)
             data = self.archive.read(full, check_crc=True, max_ratio=PICKLE_MAX_RATIO)

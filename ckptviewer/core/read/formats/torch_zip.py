@@ -13,7 +13,7 @@ import zlib
 from typing import Callable
 
 from ...model.checkpoint import Checkpoint, PickleGlobals
-from ...source.regions import ByteSource, BytesRegion, DeferredRegion, release_map_range
+from ...source.regions import ByteSource, BytesRegion, DeferredRegion
 from ...util.errors import CheckpointError, CorruptFileError, NotACheckpointError, StorageError
 from ..pickle.unpickle import StorageTable, unpickle
 from .zipreader import PICKLE_MAX_RATIO, ZipArchive, inflate
@@ -65,7 +65,11 @@ class ZipMemberSource(ByteSource):
             self._start = self.archive.data_offset(self.member)
         if offset < 0 or length < 0 or offset + length > self.size:
             raise StorageError(f"read of bytes {offset}..{offset + length} outside a record of {self.size} bytes")
-        return memoryview(self.archive.buf)[self._start + offset:self._start + offset + length]
+        return self.archive.src.view(self._start + offset, length)
+
+    @property
+    def remote(self) -> bool:
+        return self.archive.src.is_remote
 
     def read_through(self, offset: int, length: int) -> memoryview:
         mv = self.view(offset, length)
@@ -103,11 +107,11 @@ class ZipMemberSource(ByteSource):
                     self._conclude()
                     break
                 start = self._begin() + pos
-                self._crc = zlib.crc32(memoryview(self.archive.buf)[start:start + n], self._crc)
+                self._crc = zlib.crc32(self.archive.src.view(start, n), self._crc)
                 self._crc_pos += n
                 if self._crc_pos >= self.size:
                     self._conclude()
-            release_map_range(self.archive.buf, start, n)
+            self.archive.src.release(start, n)
             if progress:
                 progress(n)
         return self.crc_error
@@ -121,11 +125,10 @@ class ZipMemberSource(ByteSource):
         return self._start
 
     def release(self, offset: int, length: int) -> None:
-        release_map_range(self.archive.buf, self._begin() + offset, length)
+        self.archive.src.release(self._begin() + offset, length)
 
     def file_location(self, offset: int) -> tuple[str, int] | None:
-        path = getattr(self.archive.buf, "path", None)
-        return (path, self._begin() + offset) if path else None
+        return self.archive.src.file_location(self._begin() + offset)
 
 
 class InflatedMemberSource(DeferredRegion):
@@ -172,6 +175,20 @@ def _source(archive: ZipArchive, name: str) -> ByteSource | None:
     return InflatedMemberSource(archive, m)
 
 
+def _prefetch_records(archive: ZipArchive, prefix: str) -> None:
+    """Say ahead which records opening reads (the pickles and the small records, with their local headers),
+    so a remote file fetches them together instead of one round trip each. Free for a local file."""
+    if not archive.src.is_remote:
+        return
+    ranges = []
+    for rec in ("data.pkl", "constants.pkl") + _SMALL_RECORDS:
+        m = archive.members.get(prefix + rec)
+        if m is not None:
+            # The local header's name and extra field are not known yet; torch pads them to 64 bytes.
+            ranges.append((m.header_offset, m.header_offset + 30 + 2 * len(m.name.encode()) + 128 + m.compressed_size))
+    archive.src.prefetch(ranges)
+
+
 def _bad_sizes(name: str) -> bytes:
     raise StorageError(f"stored zip member {name!r} has two different sizes")
 
@@ -189,6 +206,7 @@ def read_torch_zip(buf, path: str, *, resources: list | None = None, start: int 
     archive.nested = nested
     warnings.extend(archive.warnings)
     prefix = _find_prefix(archive)
+    _prefetch_records(archive, prefix)
     meta: dict = {"archive": prefix.rstrip("/") or "(none)"}
     for rec in _SMALL_RECORDS:
         if prefix + rec in archive:

@@ -12,6 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from ...source.filebytes import file_bytes
 from ...util.errors import CorruptFileError, LimitExceededError, TruncatedFileError, UnsupportedFormatError
 
 _EOCD = struct.Struct("<4sHHHHIIH")            # end of central directory (22 bytes)
@@ -48,9 +49,12 @@ class ZipArchive:
     def __init__(self, buf, *, name: str = "archive", start: int = 0, end: int | None = None):
         # [start, end) of ``buf`` is the archive: a torch.save archive embedded in a bigger file (a
         # torch.distributed.checkpoint chunk) is read in place, its offsets relative to ``start``.
+        # ``buf`` is a buffer (a map, bytes) or a FileBytes (a remote file): every read goes through
+        # ``self.src``, so the directory and each header are fetched by range when the file is remote.
+        self.src = file_bytes(buf, name)
         if end is None:
-            end = len(buf)
-        if not 0 <= start <= end <= len(buf):
+            end = self.src.size
+        if not 0 <= start <= end <= self.src.size:
             raise CorruptFileError(f"an embedded archive at bytes {start}..{end} lies outside the file")
         self.buf = buf
         self.name = name
@@ -68,33 +72,46 @@ class ZipArchive:
         if size - self.start < _EOCD.size:
             raise TruncatedFileError("the zip archive is shorter than its end record")
         lo = max(self.start, size - _EOCD.size - 0xFFFF)
-        pos = self.buf.rfind(b"PK\x05\x06", lo, size)
+        # The end record and, when torch wrote them, the zip64 records before it: one read of the tail.
+        tail_lo = max(self.start, lo - _EOCD64_LOC.size - _EOCD64.size)
+        self._tail = (tail_lo, bytes(self.src.view(tail_lo, size - tail_lo)))
+        tail = self._tail[1]
+        pos = tail.rfind(b"PK\x05\x06", lo - tail_lo)
+        pos = pos + tail_lo if pos >= 0 else -1
         while pos >= 0:
             if pos + _EOCD.size <= size:
-                comment_len = _EOCD.unpack_from(self.buf, pos)[7]
+                comment_len = _EOCD.unpack_from(tail, pos - tail_lo)[7]
                 if pos + _EOCD.size + comment_len <= size:
                     if pos + _EOCD.size + comment_len < size:
                         self.warnings.append(f"{size - pos - _EOCD.size - comment_len} bytes follow the end of "
                                              f"the zip archive (a polyglot or appended data)")
                     return pos
-            pos = self.buf.rfind(b"PK\x05\x06", lo, pos)
+            found = tail.rfind(b"PK\x05\x06", lo - tail_lo, pos - tail_lo)
+            pos = found + tail_lo if found >= 0 else -1
         raise TruncatedFileError("the zip archive has no end record (the file was cut short)")
 
+    def _read_at(self, pos: int, length: int) -> bytes:
+        """Bytes [pos, pos + length), from the tail already read when they lie in it."""
+        tail_lo, tail = self._tail
+        if tail_lo <= pos and pos + length <= tail_lo + len(tail):
+            return tail[pos - tail_lo:pos - tail_lo + length]
+        return bytes(self.src.view(pos, length))
+
     def _parse(self) -> None:
-        buf = self.buf
         size = self.end
         eocd = self._find_eocd()
-        _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, _ = _EOCD.unpack_from(buf, eocd)
+        _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, _ = _EOCD.unpack(self._read_at(eocd, _EOCD.size))
         cd_end_expected = eocd
         loc = eocd - _EOCD64_LOC.size
         needs64 = n_total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF
-        if loc >= self.start and buf[loc:loc + 4] == b"PK\x06\x07":
+        if loc >= self.start and self._read_at(loc, 4) == b"PK\x06\x07":
             # torch always writes zip64 end records; the central directory ends where they begin.
-            _, _, rec_off, _ = _EOCD64_LOC.unpack_from(buf, loc)
+            _, _, rec_off, _ = _EOCD64_LOC.unpack(self._read_at(loc, _EOCD64_LOC.size))
             rec_off += self.start
-            if rec_off + _EOCD64.size > loc or buf[rec_off:rec_off + 4] != b"PK\x06\x06":
+            if rec_off + _EOCD64.size > loc or self._read_at(rec_off, 4) != b"PK\x06\x06":
                 raise CorruptFileError("the zip64 end record is missing or misplaced")
-            (_, _, _, _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset) = _EOCD64.unpack_from(buf, rec_off)
+            (_, _, _, _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset) = _EOCD64.unpack(
+                self._read_at(rec_off, _EOCD64.size))
             cd_end_expected = rec_off
         elif needs64:
             raise CorruptFileError("the zip64 end record locator is missing")
@@ -109,10 +126,14 @@ class ZipArchive:
         if shift > self.start:
             self.warnings.append(f"{shift - self.start} bytes precede the zip archive (a polyglot or "
                                  f"self-extracting file)")
-        pos = cd_offset + shift
-        end = pos + cd_size
+        # The whole directory in one read (one fetch for a remote file), parsed in memory; positions
+        # below stay file positions, ``base`` turns them into positions in ``buf``.
+        base = cd_offset + shift
+        buf = self._read_at(base, cd_size)
+        pos = 0
+        end = cd_size
         for i in range(n_total):
-            entry_pos = pos
+            entry_pos = base + pos
             if pos + _CDH.size > end:
                 raise CorruptFileError(f"the zip central directory ends inside entry {i}")
             (sig, _vmade, _vneed, flags, method, _t, _d, crc, csize, usize, nlen, xlen, clen, disk_start,
@@ -144,12 +165,13 @@ class ZipArchive:
         """Where the member's bytes start, after checking its local header against the directory."""
         if member.data_offset >= 0:
             return member.data_offset
-        buf = self.buf
         h = member.header_offset
-        sig, _v, flags, method, _t, _d, _crc, _cs, _us, nlen, xlen = _LFH.unpack_from(buf, h)
+        sig, _v, flags, method, _t, _d, _crc, _cs, _us, nlen, xlen = _LFH.unpack(self.src.view(h, _LFH.size))
         if sig != b"PK\x03\x04":
             raise CorruptFileError(f"zip member {member.name!r} has no local header where the directory says")
-        local_name = bytes(buf[h + 30:h + 30 + nlen]).decode("utf-8" if flags & 0x800 else "cp437", "replace")
+        if h + 30 + nlen > self.end:
+            raise TruncatedFileError(f"zip member {member.name!r} has a local header cut off by the end of the file")
+        local_name = bytes(self.src.view(h + 30, nlen)).decode("utf-8" if flags & 0x800 else "cp437", "replace")
         if local_name != member.name:
             raise CorruptFileError(f"zip member {member.name!r} is named {local_name!r} in its local header")
         if method != member.method:
@@ -164,7 +186,7 @@ class ZipArchive:
         """The member's stored bytes (compressed if it is compressed), as a view of the buffer."""
         m = self.members[name]
         start = self.data_offset(m)
-        return memoryview(self.buf)[start:start + m.compressed_size]
+        return self.src.view(start, m.compressed_size)
 
     def read(self, name: str, *, check_crc: bool = False, limit: int = MAX_INFLATED,
              max_ratio: int = MAX_RATIO) -> bytes:
