@@ -14,8 +14,8 @@ its values (the conformance contract), and torch loads the same file its own way
 
 Without --trusted, a file torch refuses with weights_only=True (a pickled module, a TorchScript archive) has
 no safe reference and is reported as such, never loaded another way. TorchScript archives and
-AOTInductor packages are never loaded (torch would run their code). Keys are compared as lists (a pickled dict's keys, list
-positions); values as sha256 of the C-contiguous little-endian bytes (sparse tensors densified, quantized
+AOTInductor packages are never loaded (torch would run their code). Keys are compared as lists (a pickled
+dict's keys, list positions); values as sha256 of the C-contiguous little-endian bytes (sparse tensors densified, quantized
 tensors by ``int_repr()``, nested tensors as their components' values one after another).
 
 Exit status 0 when every file with a reference matches.

@@ -505,7 +505,7 @@ def test_export_dialog_casts_and_exports_one_entry(qtbot, window, ckpts, tmp_pat
     dlg = ExportDialog(tab, tab.path, tab.session.root, tab.session.state.analysis, ("modelB_state_dict",))
     qtbot.addWidget(dlg)
     assert dlg.state.choices[dlg.state.subtree].path == ("modelB_state_dict",)
-    assert os.path.basename(dlg.state.dest) == "gan-modelB_state_dict.tar"
+    assert os.path.basename(dlg.state.dest) == "gan-modelB_state_dict.pt"      # the format's suffix, not .tar
     dlg.dtype_combo.setCurrentIndex(1)                          # float16
     out = tmp_path / "disc16.pt"
     dlg.set_destination(str(out))

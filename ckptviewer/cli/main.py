@@ -6,15 +6,17 @@ Headless commands import neither Qt nor torch unless they need them (writing a t
 from __future__ import annotations
 
 import argparse
+import difflib
 import gc
 import os
 import sys
 
 from .. import __version__
-from . import cache, convert, diff, doctor, info, scan
+from . import cache, convert, diff, doctor, info, scan, warmstart
 from .common import err, terminal_task
 
-COMMANDS = {"info": info, "scan": scan, "diff": diff, "convert": convert, "doctor": doctor, "cache": cache}
+COMMANDS = {"info": info, "scan": scan, "diff": diff, "convert": convert, "doctor": doctor, "warmstart": warmstart,
+            "cache": cache}
 
 
 def _gui_parser() -> argparse.ArgumentParser:
@@ -51,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
+    unknown = unknown_command(argv)
+    if unknown:
+        err(unknown)
+        return 2
     args = _gui_parser().parse_args(argv)
     if args.install_desktop or args.uninstall_desktop:
         from ..desktop import install, uninstall
@@ -61,6 +67,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ..gui.shell.app import run
     return run(args)
+
+
+def unknown_command(argv: list[str]) -> str | None:
+    """Why the first word is neither a command nor a file to open (None when it is one or the other): a
+    mistyped command (``warmstrat``) must not open the window on files that do not exist."""
+    if not argv or argv[0].startswith("-") or argv[0] in COMMANDS or os.path.exists(argv[0]):
+        return None
+    word = argv[0]
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.6)
+    if close:
+        return f"unknown command {word!r} (did you mean {close[0]}?). Run 'ckptviewer --help' for the commands."
+    if not any(ch in word for ch in "./\\"):
+        return (f"unknown command {word!r}, and no file of that name. The commands are {', '.join(COMMANDS)}; "
+                f"run 'ckptviewer --help'.")
+    return None
 
 
 def _prepare_display(screenshot: bool, env=os.environ, platform: str = sys.platform) -> str | None:

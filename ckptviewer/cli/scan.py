@@ -45,9 +45,10 @@ def _scan_text(res) -> list[str]:
             lines.append(f"  {label:<9}  {safe_text(g.qualname, 70):<{width}}  x{g.count:<5}{where}{reason}")
     elif res.pickles:
         lines.append("  (the pickles name no globals)")
+    cut = not res.pickles or any(not p.complete for p in res.pickles)
     for problem in res.problems:
-        lines.append(f"  broken: {safe_text(problem, 300)}"
-                     + (" (the globals above were seen before the break)" if rows else ""))
+        lines.append(f"  {'broken' if cut else 'problem'}: {safe_text(problem, 300)}"
+                     + (" (the globals above were seen before the break)" if rows and cut else ""))
     for note in res.notes:
         lines.append(f"  note: {safe_text(note, 300)}")
     lines.append(f"  {res.verdict()}")

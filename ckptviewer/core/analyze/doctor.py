@@ -387,7 +387,18 @@ def diagnose_checkpoint(ckpt: Checkpoint, *, target: Target, machine: Machine,
     elif fmt != "torchscript":
         wo = check(facts, rel, target.allowed)
         _weights_only_reasons(d, wo)
-    if facts.damaged:
+    cut_short = ckpt.meta.get("cut_short") if isinstance(ckpt.meta, dict) and fmt != "torch-legacy" else None
+    missing = ckpt.missing_bytes()
+    if cut_short:
+        # The reader recovers a zip cut short from its local headers; torch.load needs the directory.
+        d.reasons.append(Reason("truncated", "the zip archive was cut short: it has no end record (directory), so "
+                                "torch.load cannot open it" + (f"; the file ends inside {cut_short}"
+                                                              if cut_short != "the zip directory" else ""),
+                                "Download or copy it again.", torch_error=_truncated_error(d.path)))
+    elif missing is not None and missing.truncated:
+        d.reasons.append(Reason("truncated", f"the file was cut short: {missing.headline().partition(': ')[2]}",
+                                "Download or copy it again."))
+    elif facts.damaged:
         d.reasons.append(Reason("damaged", f"the file is damaged: {'; '.join(facts.damaged[:3])}"
                                 + (f" and {len(facts.damaged) - 3} more" if len(facts.damaged) > 3 else ""),
                                 "Download or copy it again."))

@@ -47,7 +47,8 @@ MAX_INFLATE = 256 << 20        # a compressed pickle member is inflated to at mo
 
 CATEGORIES = ("dangerous", "unknown", "safe")
 _SAFE_REASON = "rebuilt by ckptviewer's own code (tensor rebuilders, containers, numpy values)"
-_UNKNOWN_REASON = "not imported: shown as an inert stand-in (a model's own class, a config object, ...)"
+_UNKNOWN_REASON = ("not imported: shown as an inert stand-in (a model's own class, a config object, ...); "
+                   "torch.load refuses it by default since torch 2.6 (weights_only=True)")
 _COMPUTED_REASON = ("a STACK_GLOBAL whose module or name is computed while loading, not a literal: "
                     "only running the file would tell what it imports")
 
@@ -138,15 +139,22 @@ class ScanResult:
                     f"and call {shown}. ckptviewer never imports or calls anything a file names, so it is safe "
                     f"to inspect here; do not load it with torch.load(weights_only=False) unless you trust "
                     f"its source.")
+        if self.broken and self.pickles and all(p.complete for p in self.pickles) and self.error is None:
+            return ("INCOMPLETE: every pickle was read to its end and names nothing dangerous, but the file is "
+                    f"not whole: {self.problems[0]}")
         if self.broken:
             return ("INCOMPLETE: the file is broken, so only part of it could be scanned; nothing dangerous "
                     "was seen in that part.")
         if not self.pickles:
             return f"clean: a {self.format or 'file'} without pickles cannot run code when loaded."
         unknown = sum(1 for g in self.globals if g.category == "unknown")
-        tail = (f"; {unknown} unknown class{'es' if unknown != 1 else ''} would be imported by plain "
-                f"torch.load (shown as stand-ins here)" if unknown else "")
-        return f"clean: no dangerous globals{tail}."
+        if not unknown:
+            return "clean: no dangerous globals."
+        n = f"{unknown} class{'es' if unknown != 1 else ''} that {'are' if unknown != 1 else 'is'} not torch's own"
+        return (f"clean: no dangerous globals. The file names {n} (shown as stand-ins here): torch.load refuses "
+                f"{'them' if unknown != 1 else 'it'} by default since torch 2.6 (weights_only=True), and "
+                f"torch.load(weights_only=False) would import {'them' if unknown != 1 else 'it'}. Run "
+                f"`ckptviewer doctor FILE` to see how to load it.")
 
     def to_json(self) -> dict:
         return {
@@ -621,6 +629,7 @@ def scan_checkpoint(ckpt) -> ScanResult:
     result = ScanResult(ckpt.path, ckpt.format)
     for p in ckpt.pickles:
         result.pickles.append(PickleScan(p.pickle, Counter(p.counts)))
+    missing_bytes_problem(ckpt, result)
     return result
 
 
@@ -665,7 +674,9 @@ _LEGACY_PICKLES = ("magic number", "protocol version", "sys_info", "object pickl
 
 
 def _scan_legacy(buf, result: ScanResult) -> None:
-    """torch.save's legacy format: five consecutive pickles; the raw storages after them are not scanned."""
+    """torch.save's legacy format: five consecutive pickles, then the raw storages. The storages hold no
+    code, but a file cut short keeps all five pickles and loses the storages: once the pickles are read,
+    the reader locates each storage (headers only, no data) and a missing one makes the file incomplete."""
     result.format = "torch-legacy"
     pos = 0
     for name in _LEGACY_PICKLES:
@@ -673,6 +684,20 @@ def _scan_legacy(buf, result: ScanResult) -> None:
         if not scan.complete:
             return
         pos = scan.end
+    from ..read.formats.torch_legacy import read_torch_legacy
+    try:
+        ckpt = read_torch_legacy(buf, result.path)
+    except CheckpointError as e:
+        result.problems.append(f"the storages after the pickles cannot be located ({e.message})")
+        return
+    missing_bytes_problem(ckpt, result)
+
+
+def missing_bytes_problem(ckpt, result: ScanResult) -> None:
+    """A file whose tensors lack bytes was read only in part: say so as a problem (exit status 2)."""
+    missing = ckpt.missing_bytes()
+    if missing is not None:
+        result.problems.append(f"{missing.headline()}. {missing.advice()}")
 
 
 _NPY_OBJECT = re.compile(rb"""['"]descr['"]\s*:\s*['"][|<>=]?O""")

@@ -331,7 +331,8 @@ def _program(an: Analysis, path: tuple, value: PickledDict) -> None:
     n_constants = len(constants) if isinstance(constants, dict) else 0
     sig = value.get("signature") if isinstance(value.get("signature"), dict) else {}
     inputs = sig.get("inputs") if isinstance(sig.get("inputs"), dict) else {}
-    users = [f"{k} {v.split(': ', 1)[-1]}" for k, v in inputs.items() if isinstance(v, str) and v.startswith("user input")]
+    users = [f"{k} {v.split(': ', 1)[-1]}" for k, v in inputs.items()
+             if isinstance(v, str) and v.startswith("user input")]
     outputs = sig.get("outputs")
     an.programs.append(ProgramInfo(path, label, n_weights, n_constants, users,
                                    len(outputs) if isinstance(outputs, (dict, list)) else 0))

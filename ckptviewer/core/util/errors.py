@@ -11,6 +11,21 @@ import os
 from .locations import location_name, shown_location
 
 
+def join_sentences(first: str, *more: str) -> str:
+    """Join a message and its hints as sentences: "no such file. Check the path." (not "no such file Check
+    the path."). Each part after the first starts with a capital; a part that ends without punctuation gets a
+    full stop before the next one. Empty parts are left out."""
+    text = first.rstrip()
+    for part in more:
+        part = (part or "").strip()
+        if not part:
+            continue
+        if text and text[-1] not in ".!?:;":
+            text += "."
+        text = f"{text} {part[0].upper()}{part[1:]}" if text else part
+    return text
+
+
 class CheckpointError(Exception):
     """Base class: something about a checkpoint file (or a request about one) cannot be done.
 
@@ -28,12 +43,8 @@ class CheckpointError(Exception):
         super().__init__(self._format())
 
     def _format(self) -> str:
-        text = self.message
-        if self.path:
-            text = f"{location_name(self.path)}: {text}"
-        if self.hint:
-            text = f"{text} {self.hint}"
-        return text
+        return join_sentences(f"{location_name(self.path)}: {self.message}" if self.path else self.message,
+                              self.hint)
 
     def with_path(self, path: str | os.PathLike) -> "CheckpointError":
         """Return the same error naming ``path`` (used when a low layer did not know the file)."""
@@ -46,8 +57,8 @@ class CheckpointError(Exception):
 class NotACheckpointError(CheckpointError):
     """The bytes are not any checkpoint format we know (an image, a text file, random bytes...)."""
 
-    default_hint = ("ckptviewer reads torch.save files (zip or legacy), TorchScript archives and .safetensors "
-                    "files; check that this is the file you meant.")
+    default_hint = ("Check that this is the file you meant: ckptviewer reads torch.save files (zip or legacy), "
+                    "TorchScript archives and .safetensors files.")
 
 
 class TruncatedFileError(CheckpointError):

@@ -75,6 +75,7 @@ class ExportPlan:
     problems: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     force_bad_crc: bool = False
+    warnings: list[str] = field(default_factory=list)     # written anyway, but the user should know
 
     @property
     def total_bytes(self) -> int:
@@ -82,6 +83,7 @@ class ExportPlan:
 
     def describe(self) -> list[str]:
         lines = [f"format: {self.fmt}; {len(self.tensors)} tensors, {self.total_bytes:,} bytes of tensor data"]
+        lines += [f"warning: {w}" for w in self.warnings]
         lines += [f"note: {n}" for n in self.notes]
         lines += [f"problem: {p}" for p in self.problems]
         return lines
@@ -102,6 +104,7 @@ class ExportResult:
     tensors: int
     seconds: float
     notes: list[str]
+    warnings: list[str] = field(default_factory=list)
 
 
 # -- planning ---------------------------------------------------------------------------------------------
@@ -126,10 +129,30 @@ def plan_export(root: Any, options: ExportOptions) -> ExportPlan:
         _check_tensor(path, t, problems)
     if isinstance(plain, TensorRef) or plain is None:
         notes.append("the output is a single value, not a mapping")
+    device_note = accelerator_note(t for _, t in tensors)
     plan = ExportPlan(options.fmt, plain, tensors, _dedupe(notes), _dedupe(problems),
-                      force_bad_crc=options.force_bad_crc)
+                      warnings=[device_note] if device_note else [], force_bad_crc=options.force_bad_crc)
     _check_integrity(plan)
     return plan
+
+
+def accelerator_note(tensors: Iterable[TensorRef]) -> str | None:
+    """A warning when a torch file would keep GPU (or other accelerator) locations: ``torch.load`` without
+    ``map_location`` then works only on a machine with that device."""
+    counts: dict[str, int] = {}
+    seen: set[int] = set()
+    for t in tensors:
+        if id(t) not in seen:
+            seen.add(id(t))
+            if t.device.split(":", 1)[0] not in ("cpu", "meta"):
+                counts[t.device] = counts.get(t.device, 0) + 1
+    if not counts:
+        return None
+    listed = ", ".join(f"{n:,} on {d}" for d, n in sorted(counts.items()))
+    first = sorted(counts)[0].split(":", 1)[0]
+    return (f"the output keeps accelerator locations ({listed}): torch.load opens it only on a machine "
+            f"with that device unless it is given map_location. To record them on the CPU, remap the devices "
+            f"(--map-location {first}=cpu, or Checkpoint > Remap Devices)")
 
 
 FORCE_HINT = "pass --force-bad-crc (or tick 'Export even if the CRC-32 check fails') to write them anyway"
@@ -260,7 +283,9 @@ def _plain_metadata(meta: dict) -> OrderedDict:
 
 def _plan_safetensors(plain: Any, options: ExportOptions, notes: list[str], problems: list[str]) -> ExportPlan:
     tensors: list[tuple[tuple, TensorRef]] = []
-    metadata: dict[str, str] = dict(options.metadata)
+    # Loaders look for {"format": "pt"} (transformers refuses a file without it; safetensors' own
+    # torch loader records it): always there, next to what the user asks for (which may set it too).
+    metadata: dict[str, str] = {"format": "pt", **options.metadata}
     non_tensors: list[str] = []
     names: dict[str, tuple] = {}
 
@@ -303,6 +328,8 @@ def _plan_safetensors(plain: Any, options: ExportOptions, notes: list[str], prob
             text = _metadata_text(v)
             if text is None:
                 notes.append(f"{label}: not a simple value; left out of the metadata")
+            elif label in metadata:
+                notes.append(f"{label}: the metadata already has an entry of that name; left out")
             else:
                 metadata[label] = text
     if any(len(p) > 1 for _, (p) in ((n, names[n]) for n in names)):
@@ -411,7 +438,7 @@ def export_iter(root: Any, dest: str, options: ExportOptions, *,
         except OSError:
             pass
     return ExportResult(real, options.fmt, os.path.getsize(real), len(plan.tensors),
-                        time.perf_counter() - started, plan.notes)
+                        time.perf_counter() - started, plan.notes, plan.warnings)
 
 
 # torch's save calls location taggers for each storage; ours answers from this table while we save.
@@ -736,7 +763,8 @@ def _write_safetensors(plan: ExportPlan, tmp: str) -> Generator[ExportProgress, 
         header["__metadata__"] = {str(k): str(v) for k, v in plan.metadata.items()}
     pos = 0
     for (name,), t in plan.tensors:
-        header[name] = {"dtype": t.dtype.safetensors, "shape": list(t.logical_shape), "data_offsets": [pos, pos + t.nbytes]}
+        header[name] = {"dtype": t.dtype.safetensors, "shape": list(t.logical_shape),
+                        "data_offsets": [pos, pos + t.nbytes]}
         pos += t.nbytes
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * (-(len(raw) + 8) % 8)     # data starts 8-byte aligned, as the library writes it

@@ -47,6 +47,7 @@ from ..widgets.workers import TaskRunner, WorkerError
 from .integrity import IntegrityBar
 from .loading import LoadedFile, load_steps, totals_steps
 from .search import FindBar, SearchIndex, SearchResult, SliceRunner, tree_search_steps
+from .small_values import start_value
 from .summary import SummaryStrip
 from .tab_edits import TabEditsMixin
 from .tree_model import CheckpointTreeModel, KeyFilterProxy, compile_matcher, find_node
@@ -399,6 +400,7 @@ class CheckpointTab(TabEditsMixin, QWidget):
             self._safety_auto = False
             self.side_tabs.setCurrentWidget(self.v_split)
         self.runner.cancel("stats")
+        self.runner.cancel("value")
         self.runner.cancel("details-totals")
         self.last_stats = None
         if node is None:
@@ -428,6 +430,8 @@ class CheckpointTab(TabEditsMixin, QWidget):
     def _start_stats(self, node: Node) -> None:
         t: TensorRef = node.value
         self.histogram.clear()
+        if t.readable and start_value(self, node):
+            return                      # a single value: shown as such, no statistics or histogram
         if not t.readable:
             self.details.set_stats_error(f"Values cannot be read: {safe_text(t.problem or 'no stored values', 300)}")
             self.histogram.clear("No values to plot.")

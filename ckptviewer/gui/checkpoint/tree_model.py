@@ -5,6 +5,8 @@ node itself. Children are exposed in batches through ``canFetchMore``/``fetchMor
 with 100,000 keys costs the view only the rows it has been scrolled to. The columns that sum over a
 container's tensors (DType, Parameters, Size, Device) are "heavy": until a container's totals are
 known the cell shows an ellipsis, the totals are computed in a worker, and ``dataChanged`` repaints.
+The Value column of a small tensor (a ``num_batches_tracked`` counter, a 0-d loss) works the same way:
+its few bytes are read in that worker, never while painting.
 
 Hazard: ``createIndex(row, col, node)`` stores a bare pointer to the Python object without a
 reference. The nodes stay alive because the tree (``self._root`` and every node's children list)
@@ -28,6 +30,8 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QFont
 
 from ...core.model.tree import CONTAINER_KINDS, Node
+from ...core.model.values import is_small
+from ...core.model.values import value_text as small_value_text
 from ...core.util.textsafe import safe_text
 from ..widgets.qtcompat import top_up
 from ..widgets.theme import is_dark, kind_color, kind_icon, kind_label, plain_tooltip
@@ -272,7 +276,7 @@ class CheckpointTreeModel(QAbstractItemModel):
 
     def _row_texts(self, node: Node) -> tuple[str, ...]:
         texts = tuple(self.cell_text(node, c) for c in range(_NCOLS))
-        if PENDING not in texts[HEAVY[0]:HEAVY[-1] + 1] or node.kind not in CONTAINER_KINDS:
+        if PENDING not in texts:
             self._texts[id(node)] = texts
         return texts
 
@@ -309,7 +313,16 @@ class CheckpointTreeModel(QAbstractItemModel):
             t = node.value
             if t.problem:
                 return safe_text(f"unreadable: {t.problem}", 80)
-            return "CRC-32 mismatch: damaged bytes" if t.integrity_error else ""
+            if t.integrity_error:
+                return "CRC-32 mismatch: damaged bytes"
+            if not is_small(t):
+                return ""
+            # A counter or a 0-d loss shows its value; its bytes are read in a worker (as totals are).
+            known, value = node.small_value()
+            if not known:
+                self._want(node)
+                return PENDING
+            return safe_text(small_value_text(value), 120) if value is not None else ""
         if node.kind in LEAF_VALUE_KINDS:
             return safe_text(node.value_text(), 120)
         if node.kind == "object":
@@ -370,7 +383,7 @@ class CheckpointTreeModel(QAbstractItemModel):
                 continue
             idx = self._existing_index(node)
             if idx is not None:
-                self.dataChanged.emit(self.createIndex(idx, HEAVY[0], node), self.createIndex(idx, HEAVY[-1], node),
+                self.dataChanged.emit(self.createIndex(idx, HEAVY[0], node), self.createIndex(idx, COL_VALUE, node),
                                       [Qt.ItemDataRole.DisplayRole])
 
     def refresh_tensor_rows(self) -> None:

@@ -74,10 +74,7 @@ def default_destination(source: str, fmt: str, subtree: tuple | None, tail: str 
     stem, ext = os.path.splitext(base)
     if base.endswith(".pth.tar"):
         stem, ext = base[: -len(".pth.tar")], ".pth.tar"
-    if fmt == "safetensors":
-        ext = ".safetensors"
-    elif ext not in TORCH_SUFFIXES and ext != ".pth.tar":
-        ext = ".pt"
+    ext = format_suffix(fmt, ext)
     tail = tail or ("edited" if not subtree else str(subtree[-1])[:60])
     name = sanitize_file_name(f"{stem}-{tail}")
     candidate = os.path.join(folder, name + ext)
@@ -88,10 +85,25 @@ def default_destination(source: str, fmt: str, subtree: tuple | None, tail: str 
     return candidate
 
 
+def format_suffix(fmt: str, ext: str = "") -> str:
+    """The file suffix of an output in ``fmt``: ``.safetensors``, or for torch files the source's ``.pt`` /
+    ``.pth`` when it has one and ``.pt`` otherwise (a ``.tar``, ``.bin`` or ``.ckpt`` name would say that
+    the file is something it is not)."""
+    if fmt == "safetensors":
+        return ".safetensors"
+    return ext if ext in (".pt", ".pth") else ".pt"
+
+
+def _split_suffix(path: str) -> tuple[str, str]:
+    if path.endswith(".pth.tar"):
+        return path[: -len(".pth.tar")], ".pth.tar"
+    return os.path.splitext(path)
+
+
 def with_suffix_for(dest: str, fmt: str) -> str:
     """``dest`` with its suffix switched to match ``fmt`` (only between the suffixes we know)."""
-    stem, ext = os.path.splitext(dest)
-    if fmt == "safetensors" and ext in TORCH_SUFFIXES:
+    stem, ext = _split_suffix(dest)
+    if fmt == "safetensors" and (ext in TORCH_SUFFIXES or ext == ".pth.tar"):
         return stem + ".safetensors"
     if fmt != "safetensors" and ext == ".safetensors":
         return stem + ".pt"
@@ -243,7 +255,12 @@ class ExportDialog(StepDialog):
 
     def _on_format_changed(self, index: int) -> None:
         self.state.fmt = self.format_combo.itemData(index)
-        switched = with_suffix_for(self.state.dest, self.state.fmt)
+        if self._dest_is_default:        # the name we chose: choose it again, with this format's suffix
+            switched = default_destination(self.state.source, self.state.fmt,
+                                           self.state.choices[self.state.subtree].path,
+                                           "weights-only" if self.state.weights_only_safe else None)
+        else:
+            switched = with_suffix_for(self.state.dest, self.state.fmt)
         if switched != self.state.dest:
             self._set_dest(switched, keep_default=self._dest_is_default)
         self._sync_format_widgets()

@@ -345,7 +345,10 @@ class DiffTab(QWidget):
         counts = session.run.counts()
         nothing_shared = session.run.entries and counts["only_a"] + counts["only_b"] == len(session.run.entries)
         if not nothing_shared:
-            self.hint_label.hide()
+            # How the sides were lined up (a checkpoint's one state_dict against a bare one, a prefix
+            # stripped), said in words; nothing when they were compared as they are.
+            self.hint_label.setText(safe_text("; ".join(session.notes), 800) if session.notes else "")
+            self.hint_label.setVisible(bool(session.notes))
             return
         tips = []
         if not session.setup.model_only:

@@ -158,7 +158,7 @@ def merge_scans(reader: ScanResult, light: ScanResult) -> ScanResult:
         else:
             merged[p.name] = PickleScan(p.name, Counter(p.counts))
     out.pickles = list(merged.values())
-    out.problems = list(light.problems)
+    out.problems = list(dict.fromkeys(reader.problems + light.problems))
     out.notes = list(light.notes)
     if light.error is not None:
         out.notes.append(f"the second pass over the file could not read it: {light.error}")

@@ -34,13 +34,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.read.open import is_checkpoint_folder
 from ...core.source.net import fetched_bytes
 from ...core.source.remote import prepare_location
 from ...core.util.locations import is_url, redact, shown_location
 from ...core.util.progress import Progress
 from ...core.util.textsafe import safe_text
 from ...core.util.units import human_bytes
-from ..checkpoint.loading import RefusedFile, demo_steps
+from ..checkpoint.loading import RefusedFile, demo_steps, folder_steps
 from ..checkpoint.tab import CheckpointTab
 from ..diff.tab import DiffTab, ask_compare_paths
 from ..diff.work import DiffSetup
@@ -188,6 +189,7 @@ class MainWindow(QMainWindow):
         self._demo_dirs: list[str] = []
         self._closing = False
         self.runner = TaskRunner(self)
+        self._folders_listed = 0
         self.actions_by_id: dict[str, QAction] = {}
         self._about: AboutDialog | None = None
         self._last_message = ""
@@ -296,11 +298,17 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
 
     # -- the one way in -------------------------------------------------------------------------
-    def open_paths(self, paths: Iterable[str | os.PathLike]) -> list[CheckpointTab]:
-        """Open each path in a tab (or show the tab that has it). Failures go to the message bar."""
+    def open_paths(self, paths: Iterable[str | os.PathLike], *, expand: bool = True) -> list[CheckpointTab]:
+        """Open each path in a tab (or show the tab that has it). Failures go to the message bar.
+
+        A folder that is one checkpoint (sharded, distributed) opens as one tab; any other folder opens
+        each checkpoint in it, once a worker has found them (``expand``)."""
         tabs, new = [], []
         for raw in paths:
             path = prepare_location(os.fspath(raw))      # a URL loses its user:password@ here
+            if expand and not is_url(path) and os.path.isdir(path) and not is_checkpoint_folder(path):
+                self._open_folder_contents(path)
+                continue
             key = None if is_url(path) else file_key(path)
             existing = self.tab_for_path(path, key)
             if existing is not None:
@@ -329,6 +337,24 @@ class MainWindow(QMainWindow):
         self._sync_stack()
         self.raise_and_activate()
         return tabs
+
+    def _open_folder_contents(self, folder: str) -> None:
+        self._folders_listed += 1
+        self.runner.submit(f"folder-{self._folders_listed}", folder_steps, folder,
+                           on_progress=self._on_work_progressed,
+                           on_result=lambda found: self._on_folder_listed(folder, found),
+                           on_error=lambda err: self._report_failure(
+                               folder, f"Could not look into {safe_text(folder, 300)}: {error_text(err.exc)}",
+                               err.details))
+
+    def _on_folder_listed(self, folder: str, found: list[str] | None) -> None:
+        if found is None:
+            return
+        # None found: open the folder itself, so that the reader says why it is not a checkpoint.
+        self.open_paths(found or [folder], expand=False)
+        if found:
+            self.show_status(f"Opened {len(found)} checkpoint{'s' if len(found) != 1 else ''} from "
+                             f"{safe_text(os.path.basename(folder), 200)}")
 
     def tab_for_path(self, path: str, key: tuple[int, int] | None = None) -> CheckpointTab | None:
         """The tab showing ``path`` (the same file or folder under another name too). ``key`` is the
@@ -405,7 +431,8 @@ class MainWindow(QMainWindow):
     def open_folder_dialog(self) -> None:
         """Open a folder: a sharded checkpoint (its *.index.json) or a torch.distributed.checkpoint."""
         start = start_folder(self.settings.recent_files())
-        folder = QFileDialog.getExistingDirectory(self, "Open a sharded or distributed checkpoint folder", start)
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of checkpoints (or a sharded or distributed "
+                                                          "checkpoint)", start)
         if folder:
             self.open_paths([folder])
 

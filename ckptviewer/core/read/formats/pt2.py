@@ -148,7 +148,8 @@ class _Pt2Reader:
         for n in self._names("models/"):
             if n.endswith(".json") and n.count("/") == 1:
                 names.add(n[len("models/"):-len(".json")])
-        for folder, suffix in (("data/weights/", "_weights_config.json"), ("data/constants/", "_constants_config.json")):
+        for folder, suffix in (("data/weights/", "_weights_config.json"),
+                               ("data/constants/", "_constants_config.json")):
             for n in self._names(folder):
                 if n.endswith(suffix) and n.count("/") == 2:
                     names.add(n[len(folder):-len(suffix)])
@@ -337,7 +338,8 @@ class _Pt2Reader:
                      "outputs": dict(_spec_item(s, values, i) for i, s in
                                      enumerate(_list(sig.get("output_specs", []), "output_specs")))}
         calls = gm.get("module_call_graph")
-        if isinstance(calls, list) and calls and isinstance(calls[0], dict) and isinstance(calls[0].get("signature"), dict):
+        if (isinstance(calls, list) and calls and isinstance(calls[0], dict)
+                and isinstance(calls[0].get("signature"), dict)):
             names = calls[0]["signature"].get("forward_arg_names")
             if isinstance(names, list):
                 out["forward_arg_names"] = [str(n)[:200] for n in names[:1000]]

@@ -14,7 +14,7 @@ from typing import Callable
 
 from ...model.checkpoint import Checkpoint, PickleGlobals
 from ...source.regions import ByteSource, BytesRegion, DeferredRegion
-from ...util.errors import CheckpointError, CorruptFileError, NotACheckpointError, StorageError
+from ...util.errors import CheckpointError, CorruptFileError, NotACheckpointError, StorageError, TruncatedFileError
 from ..pickle.unpickle import StorageTable, unpickle
 from .zipreader import PICKLE_MAX_RATIO, ZipArchive, inflate
 
@@ -202,12 +202,29 @@ def read_torch_zip(buf, path: str, *, resources: list | None = None, start: int 
     warnings: list[str] = []
     pickles: list[PickleGlobals] = []
     if archive is None:
-        archive = ZipArchive(buf, name=path, start=start, end=end)
+        try:
+            archive = ZipArchive(buf, name=path, start=start, end=end)
+        except TruncatedFileError as cut:
+            # A download cut short loses the directory at the end, not what comes before it: read the members
+            # from their local headers, so the file still shows what it holds and says what is missing.
+            try:
+                archive = ZipArchive(buf, name=path, start=start, end=end, recover=True)
+            except CheckpointError:
+                raise cut from None
+            warnings.append("the zip archive was cut short (it has no end record); its members were found from "
+                            "their local headers" + (f", and the file ends inside {archive.cut}" if archive.cut else ""))
     archive.nested = nested
     warnings.extend(archive.warnings)
+    cut_short = archive.cut
     prefix = _find_prefix(archive)
+    if archive.cut and archive.cut == prefix + "data.pkl":
+        raise TruncatedFileError(f"the file was cut short inside data.pkl, after {archive.end - archive.start:,} "
+                                 f"bytes: nothing it holds can be listed")
     _prefetch_records(archive, prefix)
     meta: dict = {"archive": prefix.rstrip("/") or "(none)"}
+    if cut_short is not None:
+        # torch.load needs the directory this file lost (the doctor says so; the tensors say what is missing)
+        meta["cut_short"] = cut_short or "the zip directory"
     for rec in _SMALL_RECORDS:
         if prefix + rec in archive:
             try:

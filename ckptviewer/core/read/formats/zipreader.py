@@ -46,7 +46,8 @@ class ZipMember:
 class ZipArchive:
     """The members of a zip held in ``buf`` (bytes or an mmap). ``warnings`` collects oddities."""
 
-    def __init__(self, buf, *, name: str = "archive", start: int = 0, end: int | None = None):
+    def __init__(self, buf, *, name: str = "archive", start: int = 0, end: int | None = None,
+                 recover: bool = False):
         # [start, end) of ``buf`` is the archive: a torch.save archive embedded in a bigger file (a
         # torch.distributed.checkpoint chunk) is read in place, its offsets relative to ``start``.
         # ``buf`` is a buffer (a map, bytes) or a FileBytes (a remote file): every read goes through
@@ -64,7 +65,73 @@ class ZipArchive:
         self.nested = False          # stored inside another archive's member (that member's CRC covers it)
         self.members: dict[str, ZipMember] = {}
         self.order: list[str] = []
-        self._parse()
+        self.cut: str | None = None          # set when the archive was read from its local headers
+        if recover:
+            self._parse_local()
+        else:
+            self._parse()
+
+    # ------------------------------------------------------------------------------------------
+    def _parse_local(self) -> None:
+        """An archive without its directory (a download cut short): walk the local headers from the
+        start. torch writes each member's sizes in a data descriptor after its bytes, so a member ends at
+        the first descriptor whose size field equals the distance from the member's start (a chance
+        match inside tensor bytes would also have to name that distance). The member the cut falls in
+        keeps the bytes that are there; members after it do not exist. Nothing is read but headers."""
+        buf = None if self.src.is_remote else self.src.buffer
+        if not hasattr(buf, "find"):
+            # Finding where each member ends means reading all of it: not done over the network (nor for
+            # an archive held in another kind of buffer).
+            raise TruncatedFileError("the zip archive has no end record (the file was cut short)")
+        pos, size = self.start, self.end
+        while pos + _LFH.size <= size and len(self.members) < MAX_ENTRIES:
+            sig, _v, flags, method, _t, _d, crc, csize, usize, nlen, xlen = _LFH.unpack_from(buf, pos)
+            if sig != b"PK\x03\x04":
+                break
+            data = pos + _LFH.size + nlen + xlen
+            if data > size:
+                break
+            name = bytes(buf[pos + 30:pos + 30 + nlen]).decode("utf-8" if flags & 0x800 else "cp437", "replace")
+            if flags & 0x1 or flags & 0x40 or flags & 0x2000:
+                raise UnsupportedFormatError(f"zip member {name!r} is encrypted")
+            if name in self.members:
+                raise CorruptFileError(f"the zip archive holds two members named {name!r}")
+            after = 0
+            if flags & 0x8 or csize == 0xFFFFFFFF:
+                found = self._descriptor(data)
+                if found is None:
+                    csize = usize = size - data           # the cut falls inside this member
+                    self.cut = name
+                else:
+                    crc, csize, usize, after = found
+            elif data + csize > size:
+                csize = usize = size - data
+                self.cut = name
+            self.members[name] = ZipMember(name, method, flags, crc, csize, usize, pos, data)
+            self.order.append(name)
+            if self.cut is not None:
+                return
+            pos = data + csize + after
+        if not self.members:
+            raise TruncatedFileError("the zip archive has no end record (the file was cut short), and no "
+                                     "member could be found from the start of the file")
+        self.cut = self.cut or ""
+
+    def _descriptor(self, data: int) -> tuple[int, int, int, int] | None:
+        """(crc, compressed size, size, descriptor length) of the member whose bytes start at ``data``."""
+        buf, size = self.src.buffer, self.end
+        p = buf.find(b"PK\x07\x08", data, size)
+        while p >= 0:
+            if p + 16 <= size:
+                crc, c32, u32 = struct.unpack_from("<III", buf, p + 4)
+                if c32 == p - data:
+                    return crc, c32, u32, 16
+            if p + 24 <= size:
+                crc, c64, u64 = struct.unpack_from("<IQQ", buf, p + 4)
+                if c64 == p - data:
+                    return crc, c64, u64, 24
+            p = buf.find(b"PK\x07\x08", p + 1, size)
+        return None
 
     # ------------------------------------------------------------------------------------------
     def _find_eocd(self) -> int:
