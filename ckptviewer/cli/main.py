@@ -12,11 +12,11 @@ import os
 import sys
 
 from .. import __version__
-from . import cache, convert, diff, doctor, info, scan, warmstart
+from . import cache, convert, diff, doctor, health, info, scan, tensor, warmstart
 from .common import err, terminal_task
 
 COMMANDS = {"info": info, "scan": scan, "diff": diff, "convert": convert, "doctor": doctor, "warmstart": warmstart,
-            "cache": cache}
+            "cache": cache, "tensor": tensor, "health": health}
 
 
 def _gui_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,8 @@ def _gui_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="open a demo checkpoint generated on the fly")
     p.add_argument("--new-window", action="store_true", help="do not hand files to a running window")
     p.add_argument("--screenshot", metavar="OUT.png", help="render the window to a PNG once loaded, then exit")
+    p.add_argument("--select", metavar="PATH", help="select this entry (e.g. model_state_dict/conv1.weight) and "
+                                                    "show its values")
     p.add_argument("--install-desktop", action="store_true", help="register the .desktop entry and MIME types")
     p.add_argument("--uninstall-desktop", action="store_true", help="remove what --install-desktop added")
     p.add_argument("--version", action="version", version=f"ckptviewer {__version__}")

@@ -48,6 +48,7 @@ LEAF_VALUE_KINDS = {"scalar", "string", "none", "values", "ndarray", "unreadable
 AnyIndex = QModelIndex | QPersistentModelIndex
 EDIT_COLOR_LIGHT = "#b35900"     # entries an edit changed, and the rows above them
 EDIT_COLOR_DARK = "#f0a04b"
+_HEALTH_TINTS = {"error": QColor(220, 50, 40, 60), "warning": QColor(230, 160, 30, 60)}
 
 # Role and flag values as plain ints/objects: data() runs thousands of times per repaint, and
 # comparing enum members is several times slower than comparing ints.
@@ -56,6 +57,7 @@ _DECORATION = Qt.ItemDataRole.DecorationRole.value
 _TOOLTIP = Qt.ItemDataRole.ToolTipRole.value
 _FOREGROUND = Qt.ItemDataRole.ForegroundRole.value
 _FONT = Qt.ItemDataRole.FontRole.value
+_BACKGROUND = Qt.ItemDataRole.BackgroundRole.value
 _ALIGN = Qt.ItemDataRole.TextAlignmentRole.value
 _RIGHT = int((Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter).value)
 _FLAGS = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
@@ -92,6 +94,21 @@ class CheckpointTreeModel(QAbstractItemModel):
         self._bold_italic = QFont(self._bold)
         self._bold_italic.setItalic(True)
         self._edit_color = QColor(EDIT_COLOR_DARK if is_dark() else EDIT_COLOR_LIGHT)
+        # Tensors the health check found something on: path -> (worst severity, kinds, details).
+        self._health: dict[tuple, tuple[str, str, str]] = {}
+
+    def set_health_marks(self, marks: dict[tuple, tuple[str, str, str]]) -> None:
+        """Mark the rows of tensors with health findings (tinted for errors and warnings, named in the Value
+        column, detailed in the tooltip); an empty dict removes the marks."""
+        if not marks and not self._health:
+            return
+        self._health = marks
+        self._texts.clear()
+        self.layoutAboutToBeChanged.emit()
+        self.layoutChanged.emit()
+
+    def health_mark(self, node: Node) -> tuple[str, str, str] | None:
+        return self._health.get(node.path) if self._health and node.kind == "tensor" else None
 
     def set_marks(self, marks: dict[tuple, str], containing: dict[tuple, int] | None = None) -> None:
         """Mark the entries an edit changed (italic, coloured, noted in the Value column and tooltip).
@@ -264,6 +281,11 @@ class CheckpointTreeModel(QAbstractItemModel):
             return None
         if role == _ALIGN:
             return _RIGHT if col in (COL_NUMEL, COL_SIZE) else None
+        if role == _BACKGROUND:
+            mark = self.health_mark(node) if self._health else None
+            if mark is not None and mark[0] in _HEALTH_TINTS:
+                return _HEALTH_TINTS[mark[0]]
+            return None
         if role == _FONT:
             bold = col == COL_NAME and node.kind in ("state_dict", "module", "optimizer")
             if self._marks and col in (COL_NAME, COL_VALUE) and self.mark_of(node):
@@ -305,6 +327,10 @@ class CheckpointTreeModel(QAbstractItemModel):
             mark = self.mark_of(node)
             if mark:
                 text = f"{text} · ✎ {mark}" if text else f"✎ {mark}"
+            health = self.health_mark(node)
+            if health is not None:
+                sign = "⚠" if health[0] in ("error", "warning") else "·"
+                text = f"{text} · {sign} {health[1]}" if text else f"{sign} {health[1]}"
             return text
         return ""
 
@@ -341,6 +367,9 @@ class CheckpointTreeModel(QAbstractItemModel):
             text = path_text(node.path) if node.path else node.name
             if node.note:
                 text += "\n" + safe_text(node.note)
+            health = self.health_mark(node)
+            if health is not None:
+                text += "\nHealth check:\n" + health[2]
             if self._marks:
                 mark = self.mark_of(node)
                 below = self._containing.get(node.path, 0) if node.has_children else 0
@@ -353,6 +382,8 @@ class CheckpointTreeModel(QAbstractItemModel):
             return kind_label(node.kind)
         if col == COL_VALUE and node.kind in LEAF_VALUE_KINDS:
             return safe_text(node.value_text(), 1000)
+        if col == COL_VALUE and self.health_mark(node) is not None:
+            return "Health check:\n" + self.health_mark(node)[2]
         return None
 
     # -- heavy columns --------------------------------------------------------------------------

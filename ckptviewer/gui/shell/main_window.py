@@ -546,6 +546,15 @@ class MainWindow(QMainWindow):
     def collapse_all(self) -> None:
         self._call_tab("collapse_all")
 
+    def show_values(self) -> None:
+        self._call_tab("show_values")
+
+    def check_health(self) -> None:
+        self._call_tab("show_health")
+
+    def export_values(self) -> None:
+        self._call_tab("export_selected_values")
+
     def cancel_work(self) -> None:
         self._call_tab("cancel_work")
         self.show_status("Cancelled")
