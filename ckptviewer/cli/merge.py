@@ -91,7 +91,8 @@ def run(argv: list[str]) -> int:
             sharded = bool(args.shard_size) or is_index_path(args.output or "")
             fmt = args.format or (sharded_format(args.output or "") if sharded else format_for_path(args.output or ""))
             options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force,
-                                    metadata=dict(split_pair(m, "--metadata") for m in args.metadata))
+                                    metadata=dict(split_pair(m, "--metadata") for m in args.metadata),
+                                    force_bad_crc=args.force_bad_crc)
             if args.fit_to:
                 merged = fit_to(merged, args.fit_to, args.target_select)
             if args.check_against:

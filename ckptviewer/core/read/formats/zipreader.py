@@ -62,6 +62,7 @@ class ZipArchive:
         self.start = start
         self.end = end
         self.warnings: list[str] = []
+        self.nested = False          # stored inside another archive's member (that member's CRC covers it)
         self.members: dict[str, ZipMember] = {}
         self.order: list[str] = []
         self.cut: str | None = None          # set when the archive was read from its local headers
