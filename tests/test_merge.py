@@ -234,3 +234,24 @@ def roots_tensor():
     from ckptviewer.core.source.regions import BytesRegion
     st = StorageRef("0", BY_NAME["float32"], 8, "cpu", typed=True, source=BytesRegion(bytes(8)))
     return TensorRef(st, 0, (2,), (1,), BY_NAME["float32"])
+
+
+def test_a_damaged_input_stops_the_merge_unless_forced(tmp_path):
+    """A flipped bit in an input's record fails its zip CRC-32: the merge (computed from those bytes) is
+    refused like a copy of them, and written with --force-bad-crc."""
+    torch.manual_seed(0)
+    big = torch.arange(4096.)
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save({"w": big, "x": torch.ones(3)}, a)
+    torch.save({"w": big * 2, "x": torch.ones(3)}, b)
+    data = bytearray(a.read_bytes())
+    at = bytes(data).find(big[1000:1002].numpy().tobytes())
+    data[at] ^= 0x01
+    a.write_bytes(bytes(data))
+    out = tmp_path / "m.pt"
+    r = cli(a, b, "-o", out)
+    assert r.returncode == 1 and "CRC-32" in r.stderr and "--force-bad-crc" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]
+    r = cli(a, b, "-o", out, "--force-bad-crc")
+    assert r.returncode == 0, r.stderr
+    assert torch.load(out, weights_only=True)["x"].tolist() == [1.0, 1.0, 1.0]

@@ -103,9 +103,9 @@ def test_each_tensor_read_once_and_shared_entries_computed_once(tmp_path, monkey
         reads[id(self)] = reads.get(id(self), 0) + 1
         return iter_raw(self, *a, **kw)
 
-    def counting_flat(self, start, stop):
+    def counting_flat(self, start, stop, **kw):
         reads[id(self)] = reads.get(id(self), 0) + (stop - start) / self.numel
-        return read_flat(self, start, stop)
+        return read_flat(self, start, stop, **kw)
 
     monkeypatch.setattr(TensorRef, "iter_raw", counting_iter)
     monkeypatch.setattr(TensorRef, "read_flat", counting_flat)
@@ -212,3 +212,22 @@ def test_cli_json_text_and_exit_status(tmp_path):
     assert len(json.loads(r.stdout)["files"]) == 2
     r = cli(tmp_path / "epoch_9.tar")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_damaged_bytes_give_no_numbers(tmp_path):
+    """A tensor whose record fails its zip CRC-32 gets no numbers in that file (and no relative change in
+    the next), with the reason; the intact tensors of the same file are measured as usual."""
+    big = torch.arange(4096.)
+    for i in range(3):
+        torch.save({"w": big + i, "x": torch.full((3,), float(i + 1))}, tmp_path / f"c{i}.pt")
+    path = tmp_path / "c1.pt"
+    data = bytearray(path.read_bytes())
+    at = bytes(data).find((big + 1)[1000:1002].numpy().tobytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    with compute_trend([tmp_path]) as run:
+        w = entry(run, "w")
+        assert w.norm[1] is None and w.rel_change[1:] == [None, None]
+        assert w.norm[0] is not None and w.norm[2] is not None
+        assert any("c1.pt" in err and "CRC-32" in err for err in w.errors)
+        assert entry(run, "x").rel_change == [None, pytest.approx(1.0), pytest.approx(0.5)]

@@ -446,7 +446,7 @@ def _read_tensor(t: TensorRef, buf: np.ndarray | None, prev: tuple[Any, Any] | N
     those were not kept, and its dtype), the difference to it. Yields the bytes read after each chunk."""
     if t.nbytes <= SMALL_BYTES:
         # Small tensors (most keys of a big model): one read, no generator machinery per chunk.
-        chunks: Iterable[np.ndarray] = (t.read_flat(0, t.numel),)
+        chunks: Iterable[np.ndarray] = (t.read_flat(0, t.numel, through=True),)
     else:
         chunks = t.iter_raw(chunk_bytes)
     pos = 0
@@ -517,6 +517,11 @@ def trend_steps(run: Run, chunk_bytes: int = CHUNK_BYTES) -> Generator[TrendProg
                         yield TrendProgress(done, total)
             except CheckpointError as err:
                 e.errors.append(f"{run.files[i].label}: {err.message}")
+                prev = prev_t = prev_norm = None
+                continue
+            damaged = t.check_integrity()       # free when the reads went through the record in order
+            if damaged:                         # numbers from damaged bytes would mislead: none at all
+                e.errors.append(f"{run.files[i].label}: {damaged}")
                 prev = prev_t = prev_norm = None
                 continue
             e.norm[i], e.mean[i], e.std[i] = acc.results()

@@ -102,11 +102,26 @@ class MergedRegion(ByteSource):
     def describe(self) -> str:
         return f"weighted average of {len(self.inputs)} tensors, computed in {np.dtype(self.compute).name}"
 
+    # The inputs' checksums stand for this record's: an export refuses a merge of damaged bytes as it
+    # refuses a copy of them (unless forced), and checks what in-order reads left unchecked.
+    @property
+    def crc_error(self) -> str | None:
+        return next((t.integrity_error for t in self.inputs if t.integrity_error), None)
+
+    @property
+    def verified(self) -> bool:
+        return all(t.integrity_checked for t in self.inputs)
+
+    def verify(self, progress=None) -> str | None:
+        for t in self.inputs:
+            t.check_integrity()
+        return self.crc_error
+
     def values(self, start: int, stop: int) -> np.ndarray:
         """The merged values of elements ``start:stop``, in the compute dtype (before rounding)."""
         acc = None
         for t, w in zip(self.inputs, self.weights):
-            x = to_numbers(t.read_flat(start, stop), t.dtype)
+            x = to_numbers(t.read_flat(start, stop, through=True), t.dtype)
             x = x.astype(self.compute, copy=False)
             term = x * self.compute(w)
             if acc is None:
