@@ -12,7 +12,7 @@ from ...model.checkpoint import Checkpoint, PickleGlobals
 from ...source.regions import ByteSource, BytesRegion, DeferredRegion, release_map_range
 from ...util.errors import CheckpointError, CorruptFileError, NotACheckpointError, StorageError
 from ..pickle.unpickle import StorageTable, unpickle
-from .zipreader import PICKLE_MAX_RATIO, ZipArchive, inflate
+from .zipreader import PICKLE_MAX_RATIO, ZipArchive, directory_anomalies, inflate
 
 _SMALL_RECORDS = ("byteorder", "version", ".format_version", ".storage_alignment", ".data/version",
                   ".data/serialization_id")
@@ -87,7 +87,9 @@ def read_torch_zip(buf, path: str, *, resources: list | None = None, start: int 
     pickles: list[PickleGlobals] = []
     archive = ZipArchive(buf, name=path, start=start, end=end)
     warnings.extend(archive.warnings)
+    archive.warnings = warnings          # local header oddities found when a record is first read land here
     prefix = _find_prefix(archive)
+    warnings.extend(directory_anomalies(archive, prefix))
     meta: dict = {"archive": prefix.rstrip("/") or "(none)"}
     for rec in _SMALL_RECORDS:
         if prefix + rec in archive:
