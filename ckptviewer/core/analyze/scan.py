@@ -155,7 +155,7 @@ def _scan_plain(ctx: Scanner, buf, other: str | None) -> None:
     zipfile and unpackers find an archive anywhere before the end record)."""
     result, size = ctx.result, len(buf)
     first = walk_pickle(buf, name="pickle")
-    if other is not None and not first.complete and not first.counts and not looks_like_pickle(first):
+    if other is not None and not first.complete and not looks_like_pickle(first):
         if _embedded_zip(ctx, buf, 0):
             return
         if bytes(buf[:64]).lstrip().startswith(b"{"):

@@ -234,8 +234,10 @@ def _walk(data, start: int, end: int, name: str, frames: bool) -> PickleScan:
                 items = stack
                 stack = metastack.pop()
                 # torch's persistent id ("storage", type, key, location, numel[, view]): keep its key
-                stack.append((_PID, items[2]) if items and items[0] == "storage" and len(items) > 2
-                             and type(items[2]) is str else _V)
+                if len(items) > 2 and type(items[0]) is str and items[0] == "storage" and type(items[2]) is str:
+                    stack.append((_PID, items[2]))
+                else:
+                    stack.append(_V)
                 continue
             if op == 0x61 or op == 0x62:                        # APPEND, BUILD
                 if len(stack) < 2:

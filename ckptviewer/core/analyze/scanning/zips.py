@@ -120,7 +120,9 @@ class _Zip:
             m = entries[i]
             if m.name in storages and archive.members[m.name] is m:
                 continue                     # a tensor's bytes: torch reads them raw
-            self.member(i, UNPACKING)
+            # torch.jit.load reads TorchScript's debug pickles (source ranges) with its own unpickler.
+            jit = script and m.name.endswith(".debug_pkl") and m.name.startswith(prefix + "code/")
+            self.member(i, JIT_LOAD if jit and archive.members[m.name] is m else UNPACKING)
         for i, local in lay.local.items():
             self.local_reading(i, local)
         for lo, hi in lay.gaps:
@@ -155,8 +157,8 @@ class _Zip:
     def member(self, i: int, loader: str) -> list:
         ctx, archive, m = self.ctx, self.archive, self.archive.entries[i]
         start = self.layout.data_start[i]
-        label = self.name_label(m.name, self.prefix)
         last = archive.members[m.name] is m
+        label = self.name_label(m.name, self.prefix) + ("" if last else f" (entry {i + 1}, an earlier duplicate)")
         view = "central directory" if last else "central directory, an earlier entry of a duplicated name"
         if m.flags & REFUSED_FLAGS:
             view += ", flagged encrypted or patched: torch.load and zipfile refuse it; scanned as it is"

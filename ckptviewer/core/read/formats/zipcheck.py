@@ -67,7 +67,9 @@ class LocalEntry:
 
 def _gather(arr: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
     """``width`` bytes at each offset (offsets must leave room for them), as an (n, width) array."""
-    return np.lib.stride_tricks.sliding_window_view(arr, width)[offsets]
+    windows = np.lib.stride_tricks.as_strided(arr, shape=(arr.size - width + 1, width), strides=(1, 1),
+                                              writeable=False)
+    return windows[offsets]
 
 
 def layout(archive: ZipArchive) -> Layout:
