@@ -21,7 +21,9 @@ from .report import TORCH_LOAD, UNPACKING, PickleScan
 from .walk import looks_like_pickle, walk_pickle
 
 MAX_MEMBERS = 100_000          # members listed from one tar or 7-Zip archive
-MAX_ONE = 512 << 20            # bytes one compressed stream or 7-Zip archive is unpacked to
+MAX_ONE = 256 << 20            # bytes one compressed stream or 7-Zip archive is unpacked to
+MAX_PLAIN = 16 << 20           # unpacked bytes before the ratio guard applies
+MAX_UNPACK_RATIO = 1000        # ... then output may not outgrow input more than this
 MAX_RECORDS = 10_000_000       # records followed in a legacy torch tar member
 _LEGACY_MEMBERS = ("storages", "tensors", "pickle")
 _NONZERO = re.compile(rb"[^\x00]")
@@ -203,32 +205,42 @@ def scan_compressed(ctx, kind: str, buf, start: int, end: int, *, label: str, de
 _MAGIC = {"gzip": b"\x1f\x8b", "bzip2": b"BZh", "xz": b"\xfd7zXZ\x00"}
 
 
-def _unpack(kind: str, view: memoryview, cap: int) -> tuple[bytes, str | None]:
+def _unpack(kind: str, view: memoryview, cap: int) -> tuple[bytearray, str | None]:
     """Up to ``cap`` bytes of a gzip / bzip2 / xz stream (several concatenated streams too): the bytes,
-    and why unpacking stopped early (None when the stream was unpacked whole)."""
+    and why unpacking stopped early (None when the stream was unpacked whole). Past 16 MiB the output may
+    not outgrow the input more than 1000-fold (a bomb is unpacked in part, and that part is scanned)."""
     def make():
         if kind == "gzip":
             return zlib.decompressobj(31)
         return bz2.BZ2Decompressor() if kind == "bzip2" else lzma.LZMADecompressor()
 
-    out: list[bytes] = []
-    total, pos, step = 0, 0, 1 << 20
+    out = bytearray()
+    pos, step = 0, 64 << 10
     d, pending = make(), b""
     try:
         while True:
-            if not pending:
-                if pos >= len(view):
-                    break
-                pending = bytes(view[pos:pos + step])
-                pos += len(pending)
-            chunk = d.decompress(pending, cap - total + 1)
-            pending = d.unconsumed_tail if kind == "gzip" else b""
-            while kind != "gzip" and not d.eof and not d.needs_input and total + len(chunk) <= cap:
-                chunk += d.decompress(b"", cap - total - len(chunk) + 1)
-            total += len(chunk)
-            out.append(chunk)
-            if total > cap:
-                return b"".join(out)[:cap], f"it unpacks past the scan's cap of {cap >> 20} MiB"
+            room = min(1 << 20, cap - len(out) + 1)
+            if kind == "gzip":
+                if not pending:
+                    if pos >= len(view):
+                        break
+                    pending = bytes(view[pos:pos + step])
+                    pos += len(pending)
+                out += d.decompress(pending, room)
+                pending = d.unconsumed_tail
+            else:
+                if d.needs_input and not pending:
+                    if pos >= len(view):
+                        break
+                    pending = bytes(view[pos:pos + step])
+                    pos += len(pending)
+                piece, pending = (pending, b"") if d.needs_input else (b"", pending)
+                out += d.decompress(piece, room)
+            if len(out) > cap:
+                del out[cap:]
+                return out, f"it unpacks past the scan's cap of {cap >> 20} MiB"
+            if len(out) > MAX_PLAIN and len(out) > MAX_UNPACK_RATIO * pos:
+                return out, f"it unpacks more than {MAX_UNPACK_RATIO}-fold (a bomb?)"
             if d.eof:
                 rest = d.unused_data + pending
                 if len(rest) < 8 and pos < len(view):
@@ -236,16 +248,16 @@ def _unpack(kind: str, view: memoryview, cap: int) -> tuple[bytes, str | None]:
                     pos += len(more)
                     rest += more
                 if not rest:
-                    return b"".join(out), None
+                    return out, None
                 if not rest.startswith(_MAGIC[kind]):
                     extra = len(rest) + len(view) - pos
-                    return b"".join(out), f"{extra:,} bytes after the {kind} stream are not part of it"
+                    return out, f"{extra:,} bytes after the {kind} stream are not part of it"
                 d, pending = make(), rest        # another stream follows (concatenated gzip / bzip2 / xz)
     except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as e:
-        return b"".join(out), f"it does not unpack ({e})"
+        return out, f"it does not unpack ({e})"
     if not d.eof:
-        return b"".join(out), "the compressed stream ends early"
-    return b"".join(out), None
+        return out, "the compressed stream ends early"
+    return out, None
 
 
 # -- 7-Zip ----------------------------------------------------------------------------------------------------

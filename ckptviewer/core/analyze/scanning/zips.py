@@ -321,31 +321,40 @@ class _Zip:
 
 def _decompress(raw, method: int, cap: int) -> tuple[bytes, bool, str | None]:
     """Up to ``cap`` bytes of a deflate (8) or bzip2 (12) member: (bytes, whether that is all of it, why it
-    stopped early). Past 1 MiB the output may not outgrow the input more than the pickle ratio guard allows
-    (a zip bomb gets read in part, never whole)."""
+    stopped early). Input goes in 64 KiB at a time and output comes out 1 MiB at a time, so past 1 MiB the
+    output never outgrows the input by more than the pickle ratio guard allows: a zip bomb is read in part
+    (what is read is still scanned), never whole."""
     d = zlib.decompressobj(-15) if method == 8 else bz2.BZ2Decompressor()
     out: list[bytes] = []
     total = used = 0
-    step = 1 << 20
     view = memoryview(raw)
+    pending = b""
     try:
-        while used < len(view):
-            piece = view[used:used + step]
+        while True:
             if method == 8:
-                chunk = d.decompress(piece, cap - total + 1)
-                consumed = len(piece) - len(d.unconsumed_tail) - len(d.unused_data)
+                if not pending:
+                    if used >= len(view):
+                        break
+                    pending = bytes(view[used:used + (64 << 10)])
+                    used += len(pending)
+                chunk = d.decompress(pending, min(1 << 20, cap - total + 1))
+                pending = d.unconsumed_tail
             else:
-                chunk = d.decompress(bytes(piece), cap - total + 1)
-                consumed = len(piece) - len(d.unused_data)
-            used += consumed
+                if d.needs_input:
+                    if used >= len(view):
+                        break
+                    piece = bytes(view[used:used + (64 << 10)])
+                    used += len(piece)
+                else:
+                    piece = b""
+                chunk = d.decompress(piece, min(1 << 20, cap - total + 1))
             total += len(chunk)
             out.append(chunk)
             if total > cap:
-                data = b"".join(out)[:cap]
-                return data, False, None if cap < MAX_INFLATE else "inflates past the scan's cap"
+                return b"".join(out)[:cap], False, None if cap < MAX_INFLATE else "inflates past the scan's cap"
             if total > (1 << 20) and total > PICKLE_MAX_RATIO * max(used, 1):
                 return b"".join(out), False, "inflates too far (a zip bomb?)"
-            if d.eof or consumed == 0:
+            if d.eof:
                 break
     except (zlib.error, OSError, EOFError, ValueError) as e:
         return b"".join(out), False, f"does not inflate ({e})"
