@@ -33,7 +33,7 @@ def test_presets_and_custom_recipes_round_trip(tmp_path):
         back = load_recipe(str(path))
         assert back.to_json() == r.to_json()
         assert back.steps == r.steps
-    assert set(presets()) == {"clean-dataparallel", "to-safetensors", "gpu-to-cpu", "fp16"}
+    assert set(presets()) == {"clean-dataparallel", "to-safetensors", "gpu-to-cpu", "fp16", "weights-only-safe"}
 
 
 @pytest.mark.parametrize("data,message", [

@@ -20,14 +20,16 @@ def _pair(text: str, what: str) -> tuple[str, str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ckptviewer convert",
-        description="Write a cleaned copy of a checkpoint. Steps run in this order: select, drop, strip prefix, "
+        description="Write a cleaned copy of a checkpoint. Steps run in this order: weights-only-safe, select, drop, "
+                    "strip prefix, "
                     "rename (add/remove prefix, find/replace, regex), map location, dtype. The output is written "
                     "to a temporary file, read back and checked tensor by tensor, then renamed into place.",
         epilog="examples:\n"
                "  ckptviewer convert ckpt.tar -o model.pt --select model_state_dict --strip-prefix\n"
                "  ckptviewer convert gpu.pt -o cpu.pt --map-location cuda=cpu\n"
                "  ckptviewer convert model.bin -o model.safetensors --dtype bfloat16\n"
-               "  ckptviewer convert old.pt -o new.pt --rename encoder.=backbone. --dry-run",
+               "  ckptviewer convert old.pt -o new.pt --rename encoder.=backbone. --dry-run\n"
+               "  ckptviewer convert --weights-only-safe ckpt.pt -o ckpt.weights-only.pt",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", metavar="IN", nargs="*",
                    help="the checkpoint to convert (with --recipe: any number of files and folders)")
@@ -37,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--list-recipes", action="store_true", help="list the built-in recipes and exit")
     p.add_argument("--output-dir", metavar="DIR", help="with --recipe: write outputs here instead of beside inputs")
     p.add_argument("--recursive", action="store_true", help="with --recipe: look into sub-folders too")
+    p.add_argument("--weights-only-safe", action="store_true",
+                   help="write a copy plain torch.load opens with its defaults: objects become dicts of their fields, "
+                        "pickled modules their state_dicts, numpy values numbers and tensors (see ckptviewer doctor)")
     p.add_argument("--select", metavar="PATH", help="keep only this entry, e.g. model_state_dict (a/b/0 for nested)")
     p.add_argument("--drop", metavar="PATH", nargs="+", action="extend", default=[],
                    help="remove entries, e.g. optimizer_state_dict or '*.num_batches_tracked'")
@@ -70,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
 def steps_from_args(args) -> list:
     from ..core.edit import ops
     steps = []
+    if args.weights_only_safe:
+        steps.append(ops.WeightsOnlySafe())
     if args.select:
         steps.append(ops.Select(args.select))
     if args.drop:
@@ -199,7 +206,7 @@ def _convert_with_recipe(args) -> int:
     from ..core.util.errors import CheckpointError
 
     flags = [f for f in ("output", "select", "strip_prefix", "add_prefix", "remove_prefix", "dtype", "format",
-                         "check_against") if getattr(args, f) not in (None, False)]
+                         "check_against", "weights_only_safe") if getattr(args, f) not in (None, False)]
     flags += [f for f in ("drop", "rename", "rename_regex", "map_location") if getattr(args, f)]
     if flags:
         err(f"--recipe takes its steps and output from the recipe; drop --{flags[0].replace('_', '-')} "

@@ -1,6 +1,6 @@
 """The command line: ``ckptviewer [FILE...]`` opens the window; ``ckptviewer COMMAND ...`` works headless.
 
-One module per command (``info``, ``convert``, ``diff``, ``scan``), each with ``HELP`` and ``run(argv)``.
+One module per command (``info``, ``convert``, ``diff``, ``scan``, ``doctor``), each with ``HELP`` and ``run(argv)``.
 Headless commands import neither Qt nor torch unless they need them (writing a torch file does).
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ import os
 import sys
 
 from .. import __version__
-from . import convert, diff, info, scan
+from . import convert, diff, doctor, info, scan
 from .common import err
 
-COMMANDS = {"info": info, "scan": scan, "diff": diff, "convert": convert}
+COMMANDS = {"info": info, "scan": scan, "diff": diff, "convert": convert, "doctor": doctor}
 
 
 def _gui_parser() -> argparse.ArgumentParser:

@@ -664,8 +664,24 @@ class SelectModel(Step):
         return "Select the model's state_dict" + (f" (prefer {self.prefer})" if self.prefer else "")
 
 
+@dataclass(frozen=True)
+class WeightsOnlySafe(Step):
+    """Make the tree loadable by plain ``torch.load`` with its defaults (the weights-only unpickler and its
+    default allowlist): objects become dicts of their fields, pickled modules their state_dicts, numpy
+    values Python numbers and tensors (see ``plainify``). Tensors are kept as they are."""
+
+    kind: ClassVar[str] = "weights_only_safe"
+
+    def apply(self, root, log):
+        from .plainify import make_plain
+        return make_plain(root, log.say, log.changed)
+
+    def describe(self):
+        return "Make it load with plain torch.load (weights-only safe)"
+
+
 STEP_TYPES: dict[str, type[Step]] = {c.kind: c for c in (Select, SelectModel, Drop, StripPrefix, Rename,
-                                                         RemapDevice, Cast)}
+                                                         RemapDevice, Cast, WeightsOnlySafe)}
 
 
 def step_from_json(data: dict) -> Step:
@@ -693,6 +709,8 @@ def step_from_json(data: dict) -> Step:
             return RemapDevice(tuple((a, b) for a, b in pairs))
         if op == "cast":
             return Cast(str(args["dtype"]))
+        if op == "weights_only_safe":
+            return WeightsOnlySafe()
     except (KeyError, TypeError, IndexError, ValueError) as e:
         if isinstance(e, OperationError):
             raise

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..util.errors import OperationError
 from ..write.export import FORMATS
-from .ops import Cast, RemapDevice, SelectModel, Step, StripPrefix, step_from_json
+from .ops import Cast, RemapDevice, SelectModel, Step, StripPrefix, WeightsOnlySafe, step_from_json
 
 VERSION = 1
 EXISTS = ("error", "skip", "overwrite", "rename")
@@ -166,6 +166,9 @@ def presets() -> dict[str, Recipe]:
         Recipe("Half precision (fp16) weights", [SelectModel(), to_cpu, Cast("float16")],
                OutputRule("pt", name="{stem}.fp16{ext}"),
                "Keep the model's state_dict and cast its floating-point tensors to float16.", id="fp16"),
+        Recipe("Loadable with plain torch.load", [WeightsOnlySafe()], OutputRule("pt", name="{stem}.weights-only{ext}"),
+               "Objects become dicts of their fields, pickled modules their state_dicts, numpy values numbers and "
+               "tensors: torch.load opens the copy with its defaults (weights_only=True).", id="weights-only-safe"),
     ]
     return {r.id: r for r in items}
 

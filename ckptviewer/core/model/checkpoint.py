@@ -12,10 +12,15 @@ from .tensor import StorageRef, TensorRef
 
 @dataclass
 class PickleGlobals:
-    """The globals one pickle of the file names, with how often (for the safety report)."""
+    """The globals one pickle of the file names, with how often (for the safety report), and which opcodes
+    beyond protocol 2's common core it uses (for predicting what torch's weights-only unpickler accepts)."""
 
     pickle: str
     counts: Counter = field(default_factory=Counter)   # (module, name) -> count
+    # Opcodes seen outside the reader's hot loop, plus MEMOIZE, SHORT_BINUNICODE and STACK_GLOBAL (see
+    # SafeUnpickler.opcodes): a superset of the opcodes torch's weights-only unpickler refuses.
+    opcodes: frozenset = frozenset()
+    protocol: int = 0                                  # the PROTO opcode's value (0: none)
 
 
 class Checkpoint:

@@ -66,6 +66,21 @@ def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
+def tensor_from_numpy(arr, label: str) -> TensorRef | None:
+    """A CPU tensor handle holding a numeric numpy array's values (bytes in memory, little-endian), or None
+    for an array no torch dtype can hold. ``label`` names its storage in messages."""
+    from ..source.regions import BytesRegion
+    from .dtypes import from_numpy
+    if arr.dtype.kind not in "biufc":
+        return None
+    dt = from_numpy(arr.dtype)
+    if dt is None:
+        return None
+    raw = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False)
+    st = StorageRef(f"<numpy {label}>", dt, raw.nbytes, "cpu", typed=True, source=BytesRegion(raw.tobytes()))
+    return TensorRef(st, 0, tuple(raw.shape), contiguous_strides(tuple(raw.shape)), dt)
+
+
 class TensorRef:
     """A tensor as a file describes it. ``problem`` is set when its values cannot be read."""
 

@@ -37,11 +37,9 @@ from typing import Any, Callable, Generator, Iterable
 import numpy as np
 
 from ..model import keypath
-from ..model.dtypes import from_numpy
 from ..model.objects import GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
-from ..model.tensor import CHUNK_BYTES, StorageRef, TensorRef, contiguous_strides
+from ..model.tensor import CHUNK_BYTES, StorageRef, TensorRef, tensor_from_numpy
 from ..model.walk import MAX_DEPTH, module_attrs, module_state_dict, stand_in_children, unwrap
-from ..source.regions import BytesRegion
 from ..util.errors import CancelledError, CheckpointError, OperationError
 from .destination import check_destination, fsync_dir, fsync_file, source_files
 
@@ -156,17 +154,12 @@ def _to_plain(v: Any, path: tuple, notes: list[str], problems: list[str], memo: 
         notes.append(f"{where}: torch.{v.name} written as the string {v.name!r}")
         return v.name
     if isinstance(v, np.ndarray):
-        if v.dtype.kind not in "biufc":
-            problems.append(f"{where}: a numpy array of {v.dtype} cannot be written")
-            return None
-        dt = from_numpy(v.dtype)
-        if dt is None:
+        t = tensor_from_numpy(v, where)
+        if t is None:
             problems.append(f"{where}: a numpy array of {v.dtype} cannot be written")
             return None
         notes.append(f"numpy arrays written as tensors (e.g. {where})")
-        raw = np.ascontiguousarray(v).astype(v.dtype.newbyteorder("<"), copy=False)
-        st = StorageRef(f"<numpy {where}>", dt, raw.nbytes, "cpu", typed=True, source=BytesRegion(raw.tobytes()))
-        return TensorRef(st, 0, tuple(raw.shape), contiguous_strides(tuple(raw.shape)), dt)
+        return t
     if isinstance(v, bytearray):
         return bytes(v)
     if isinstance(v, Unreadable):

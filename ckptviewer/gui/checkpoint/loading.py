@@ -18,6 +18,7 @@ from ...core.model.tree import Node, build_tree
 from ...core.read.open import open_checkpoint
 from ...core.util.progress import Progress
 from ..panels.safety_report import SafetyReport, build_report, file_scan, refused_scan
+from ..panels.torch_load_report import build_torch_load_report
 from ..widgets.gc_pause import gc_paused
 
 # Build at most this many nodes ahead of time (the rest is built when rows are expanded).
@@ -84,6 +85,7 @@ def _load_steps(path: str) -> Generator[Progress, None, LoadedFile]:
         yield Progress(4, 5, f"Checking {name}")
         unknown, dangerous = stand_in_classes(ckpt)
         safety = build_report(file_scan(ckpt))
+        safety.torch_load = build_torch_load_report(ckpt)
         warnings = collect_warnings(ckpt, entries)
         distinct = ckpt.all_tensors()
         by_dtype: dict[str, int] = {}

@@ -240,6 +240,7 @@ class CheckpointTab(TabEditsMixin, QWidget):
         self.v_split = QSplitter(Qt.Orientation.Vertical, self.side_tabs)
         self.side_tabs.addTab(self.v_split, "Details")
         self.safety_panel = SafetyPanel(self.side_tabs)
+        self.safety_panel.torch_load.export_requested.connect(lambda: self.export(weights_only_safe=True))
         self.side_tabs.addTab(self.safety_panel, "Safety")
         self.details = DetailsPanel(self.v_split)
         self.details.set_helpers(self.resolve_parameter, self.shared_with)

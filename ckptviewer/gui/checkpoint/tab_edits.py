@@ -127,7 +127,7 @@ class TabEditsMixin:
         if steps:
             self.apply_steps(steps)
 
-    def export(self, subtree: tuple | None = None) -> None:
+    def export(self, subtree: tuple | None = None, *, weights_only_safe: bool = False) -> None:
         if not self.edit_ready():
             return
         if self.session.exporting:
@@ -135,7 +135,8 @@ class TabEditsMixin:
             return
         from ..dialogs import ExportDialog
         state = self.session.state
-        request = ExportDialog.ask(self, self.path, state.root, state.analysis, subtree)
+        request = ExportDialog.ask(self, self.path, state.root, state.analysis, subtree,
+                                   weights_only_safe=weights_only_safe)
         if request is not None:
             self.session.export(request)
 

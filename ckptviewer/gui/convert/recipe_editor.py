@@ -39,7 +39,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.edit.ops import Cast, Drop, RemapDevice, Rename, Select, SelectModel, Step, StripPrefix, step_from_json
+from ...core.edit.ops import (
+    Cast,
+    Drop,
+    RemapDevice,
+    Rename,
+    Select,
+    SelectModel,
+    Step,
+    StripPrefix,
+    WeightsOnlySafe,
+    step_from_json,
+)
 from ...core.edit.recipes import EXISTS, OutputRule, Recipe, load_recipe, presets, recipe_from_json
 from ...core.util.errors import CheckpointError, OperationError
 from ...core.util.textsafe import safe_text
@@ -51,7 +62,8 @@ STEP_DIALOGS: dict[str, StepDialog] = {}
 DIALOG_ON_ADD = {"rename"}          # kinds whose default step is no use without the dialog
 STEP_LABELS = {"select_model": "Select the model's state_dict", "select": "Select an entry",
                "strip_prefix": "Strip a key prefix", "remap_device": "Remap devices", "cast": "Cast to a dtype",
-               "drop": "Drop entries", "rename": "Rename keys"}
+               "drop": "Drop entries", "rename": "Rename keys",
+               "weights_only_safe": "Make it load with plain torch.load"}
 CAST_DTYPES = ("float16", "bfloat16", "float32", "float64")
 CUSTOM = "__custom__"
 
@@ -66,7 +78,8 @@ def default_step(kind: str) -> Step:
     return {"select_model": lambda: SelectModel(), "select": lambda: Select("model_state_dict"),
             "strip_prefix": lambda: StripPrefix(), "remap_device": lambda: RemapDevice((("*", "cpu"),)),
             "cast": lambda: Cast("float16"), "drop": lambda: Drop(("*.num_batches_tracked",)),
-            "rename": lambda: Rename((("remove_prefix", "module."),))}[kind]()
+            "rename": lambda: Rename((("remove_prefix", "module."),)),
+            "weights_only_safe": lambda: WeightsOnlySafe()}[kind]()
 
 
 def _line(parent: QWidget, placeholder: str = "") -> QLineEdit:
@@ -251,9 +264,30 @@ class RenameEditor(StepEditor):
         return {"op": self.kind, "rules": rules, "at": self.at.text().strip() or None}
 
 
+class WeightsOnlySafeEditor(StepEditor):
+    """No parameters: the step says what it does."""
+
+    kind = "weights_only_safe"
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        text = QLabel("Objects become dicts of their fields, pickled modules their state_dicts, numpy values "
+                      "numbers and tensors, so torch.load opens the output with its defaults (weights_only=True). "
+                      "Tensors are kept as they are.", self)
+        text.setTextFormat(Qt.TextFormat.PlainText)
+        text.setWordWrap(True)
+        self._form().addRow(text)
+
+    def load(self, step):
+        pass
+
+    def data(self):
+        return {"op": self.kind}
+
+
 STEP_EDITORS: dict[str, type[StepEditor]] = {c.kind: c for c in (SelectModelEditor, SelectEditor, StripPrefixEditor,
                                                                  RemapDeviceEditor, CastEditor, DropEditor,
-                                                                 RenameEditor)}
+                                                                 RenameEditor, WeightsOnlySafeEditor)}
 
 
 class RecipeEditor(QGroupBox):

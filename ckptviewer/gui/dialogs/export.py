@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -22,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.edit.ops import Cast, Select, Step
+from ...core.edit.ops import Cast, Select, Step, WeightsOnlySafe
 from ...core.edit.recipes import sanitize_file_name
 from ...core.model import keypath
 from ...core.model.interpret import Analysis
@@ -64,8 +65,9 @@ def subtrees(analysis: Analysis) -> tuple[list[Subtree], int]:
     return out, (1 if len(models) == 1 else 0)
 
 
-def default_destination(source: str, fmt: str, subtree: tuple | None) -> str:
-    """``<stem>-edited.<ext>`` (or ``<stem>-<entry>``) beside the source, not an existing file."""
+def default_destination(source: str, fmt: str, subtree: tuple | None, tail: str | None = None) -> str:
+    """``<stem>-edited.<ext>`` (or ``<stem>-<entry>``, ``<stem>-<tail>``) beside the source, not an existing
+    file."""
     folder = os.path.dirname(os.path.abspath(source))
     base = os.path.basename(source)
     stem, ext = os.path.splitext(base)
@@ -75,7 +77,7 @@ def default_destination(source: str, fmt: str, subtree: tuple | None) -> str:
         ext = ".safetensors"
     elif ext not in TORCH_SUFFIXES and ext != ".pth.tar":
         ext = ".pt"
-    tail = "edited" if not subtree else str(subtree[-1])[:60]
+    tail = tail or ("edited" if not subtree else str(subtree[-1])[:60])
     name = sanitize_file_name(f"{stem}-{tail}")
     candidate = os.path.join(folder, name + ext)
     n = 2
@@ -109,9 +111,10 @@ class ExportState:
     plan_root: Any = None              # the tree that plan describes
     plan_error: str = ""
     notes: list[str] = field(default_factory=list)
+    weights_only_safe: bool = False    # make the copy loadable by plain torch.load (the weights_only_safe step)
 
     def steps(self) -> list[Step]:
-        out: list[Step] = []
+        out: list[Step] = [WeightsOnlySafe()] if self.weights_only_safe and self.fmt != "safetensors" else []
         path = self.choices[self.subtree].path
         if path:
             out.append(Select(keypath.format_path(path)))
@@ -135,7 +138,8 @@ class ExportState:
     def what(self) -> str:
         path = self.choices[self.subtree].path
         text = path_text(path) if path else "the edited checkpoint"
-        return text + (f" as {self.dtype}" if self.dtype else "")
+        safe = " (loadable by plain torch.load)" if self.weights_only_safe and self.fmt != "safetensors" else ""
+        return text + (f" as {self.dtype}" if self.dtype else "") + safe
 
     def request(self, overwrite: bool) -> ExportRequest | None:
         if self.plan is None or self.plan.problems or self.dest_error():
@@ -146,9 +150,11 @@ class ExportState:
 
 class ExportDialog(StepDialog):
     def __init__(self, parent: QWidget | None, source: str, root: Any, analysis: Analysis,
-                 subtree: tuple | None = None):
+                 subtree: tuple | None = None, *, weights_only_safe: bool = False):
         super().__init__(parent, "Export")
         choices, default = subtrees(analysis)
+        if weights_only_safe and subtree is None:
+            default = 0                 # the whole file: every entry made loadable, not only the model
         if subtree is not None:
             match = next((i for i, c in enumerate(choices) if c.path == tuple(subtree)), None)
             if match is None:
@@ -156,7 +162,9 @@ class ExportDialog(StepDialog):
                 match = len(choices) - 1
             default = match
         self.state = ExportState(os.path.abspath(source), root, choices, default)
-        self.state.dest = default_destination(source, self.state.fmt, choices[default].path)
+        self.state.weights_only_safe = weights_only_safe
+        self.state.dest = default_destination(source, self.state.fmt, choices[default].path,
+                                              "weights-only" if weights_only_safe else None)
         self._dest_is_default = True
         self._replace_confirmed = ""
         self.runner = TaskRunner(self)
@@ -185,6 +193,14 @@ class ExportDialog(StepDialog):
             self.dtype_combo.addItem(label, value)
         self.dtype_combo.currentIndexChanged.connect(self._on_dtype_changed)
         form.addRow("DType:", self.dtype_combo)
+        self.safe_check = QCheckBox("Make it load with plain torch.load (weights-only safe)", self)
+        self.safe_check.setObjectName("export-weights-only-safe")
+        self.safe_check.setToolTip("Objects become dicts of their fields, pickled modules their state_dicts, numpy "
+                                   "values numbers and tensors, so torch.load opens the copy with its defaults "
+                                   "(weights_only=True). Tensors are kept as they are.")
+        self.safe_check.setChecked(weights_only_safe)
+        self.safe_check.toggled.connect(self._on_safe_toggled)
+        form.addRow("", self.safe_check)
         row = QHBoxLayout()
         self.dest_edit = QLineEdit(self.state.dest, self)
         self.dest_edit.setObjectName("export-destination")
@@ -228,9 +244,14 @@ class ExportDialog(StepDialog):
         safetensors = self.state.fmt == "safetensors"
         self.non_tensor_combo.setVisible(safetensors)
         self.non_tensor_label.setVisible(safetensors)
+        self.safe_check.setEnabled(not safetensors)      # safetensors holds no pickle: nothing to make safe
 
     def _on_non_tensors_changed(self, index: int) -> None:
         self.state.non_tensors = self.non_tensor_combo.itemData(index)
+        self._replan()
+
+    def _on_safe_toggled(self, checked: bool) -> None:
+        self.state.weights_only_safe = checked
         self._replan()
 
     def _on_dtype_changed(self, index: int) -> None:
@@ -330,8 +351,8 @@ class ExportDialog(StepDialog):
 
     @classmethod
     def ask(cls, parent: QWidget | None, source: str, root: Any, analysis: Analysis,
-            subtree: tuple | None = None) -> ExportRequest | None:
-        dlg = cls(parent, source, root, analysis, subtree)
+            subtree: tuple | None = None, *, weights_only_safe: bool = False) -> ExportRequest | None:
+        dlg = cls(parent, source, root, analysis, subtree, weights_only_safe=weights_only_safe)
         try:
             return dlg.request() if dlg.run() else None
         finally:

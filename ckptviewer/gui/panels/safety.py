@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QPersistentModelIndex, QSize, Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QPersistentModelIndex, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSizePolicy,
+    QSplitter,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -26,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from ..widgets.theme import is_dark, level_color, level_icon, plain_tooltip
 from .safety_report import BANNER_NAMES, CLEAN, DANGEROUS, INCOMPLETE, NOTHING_RUN, UNKNOWN, SafetyReport, SafetyRow
+from .torch_load import TorchLoadSection
 
 _RANK = {"dangerous": 0, "unknown": 1, "safe": 2}
 _CATEGORY_TEXT = {"dangerous": "Dangerous", "unknown": "Unknown", "safe": "Safe"}
@@ -209,6 +211,14 @@ class SafetyPanel(QWidget):
         texts.addWidget(self.verdict_note)
         row.addLayout(texts, 1)
         lay.addWidget(self.verdict_box)
+        # "Loading in PyTorch" above the imports table, the split between them adjustable.
+        self.split = QSplitter(Qt.Orientation.Vertical, self)
+        self.split.setChildrenCollapsible(False)
+        self.torch_load = TorchLoadSection(self.split)
+        imports = QWidget(self.split)
+        il = QVBoxLayout(imports)
+        il.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.split, 1)
 
         head = QHBoxLayout()
         self.summary = _plain_label("", self)
@@ -217,10 +227,10 @@ class SafetyPanel(QWidget):
         self.copy_button.setToolTip("Copy the report as text (what `ckptviewer scan` prints)")
         self.copy_button.clicked.connect(self._on_copy_clicked)
         head.addWidget(self.copy_button, 0, Qt.AlignmentFlag.AlignTop)
-        lay.addLayout(head)
+        il.addLayout(head)
 
         self.model = SafetyTableModel(self)
-        self.table = QTableView(self)
+        self.table = QTableView(imports)
         self.table.setObjectName("safety-table")
         self.table.setModel(self.model)
         self.table.setSortingEnabled(True)
@@ -238,7 +248,10 @@ class SafetyPanel(QWidget):
         hh = self.table.horizontalHeader()
         hh.setStretchLastSection(True)
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        lay.addWidget(self.table, 1)
+        il.addWidget(self.table, 1)
+        self.table.setMinimumHeight(vh.defaultSectionSize() * 4)
+        self._split_moved = False
+        self.split.splitterMoved.connect(self._on_split_moved)
         self.table.selectionModel().currentChanged.connect(self._on_current_row_changed)
         self.model.modelReset.connect(self._show_row_detail)
         self.model.layoutChanged.connect(self._show_row_detail)
@@ -258,6 +271,8 @@ class SafetyPanel(QWidget):
         self.verdict.setToolTip(plain_tooltip(report.full_verdict))
         self.summary.setText(report.summary)
         self.verdict_note.setVisible(report.is_dangerous)
+        self.torch_load.set_report(report.torch_load)
+        self._fit_split()
         self.model.set_rows(report.rows)
         self._fit_columns(report.rows, len(report.scan.pickles) if report.scan is not None else 0)
         lines = ([f"Anomaly: {a}" for a in report.anomalies] + [f"Broken: {p}" for p in report.problems]
@@ -267,6 +282,26 @@ class SafetyPanel(QWidget):
         self.issues.setText("\n".join(lines))
         self.issues.setVisible(bool(lines))
         self._restyle()
+
+    def _fit_split(self) -> None:
+        """The PyTorch section as tall as its contents, the table the rest, until the user moves the split."""
+        if self._split_moved:
+            return
+        total = sum(self.split.sizes())
+        if total <= 0:
+            return
+        section = self.torch_load
+        hint = section.heightForWidth(self.split.width()) if section.hasHeightForWidth() else -1
+        want = min(hint if hint > 0 else section.sizeHint().height(), total - self.table.minimumHeight())
+        self.split.setSizes([max(want, 0), total - max(want, 0)])
+
+    def _on_split_moved(self, _pos: int, _index: int) -> None:
+        self._split_moved = True
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        # After the layout has given the split its new size (it has not yet, during this event).
+        QTimer.singleShot(0, self, self._fit_split)
 
     def _fit_columns(self, rows: list[SafetyRow], n_pickles: int) -> None:
         """Widths from the first rows' texts (never a pass over all rows: a file may name 10^5 globals)."""

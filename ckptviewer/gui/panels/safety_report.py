@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...core.analyze.scan import CATEGORIES, PickleScan, ScanResult, finish, scan_checkpoint, scan_file
 from ...core.analyze.scanning.report import JIT_LOAD, PLAIN_FILE, TORCH_LOAD
@@ -58,6 +59,7 @@ class SafetyReport:
     notes: list[str] = field(default_factory=list)
     full_verdict: str = ""                       # ScanResult.verdict(), as `ckptviewer scan` ends
     scan: ScanResult | None = None
+    torch_load: Any = None                       # TorchLoadReport: will plain torch.load open it (or None)
     anomalies: list[str] = field(default_factory=list)   # archive structure readers see differently
     loaders: int = 0                             # distinct loaders among the rows (the panel shows the column if > 1)
 
@@ -174,7 +176,7 @@ def build_report(scan: ScanResult) -> SafetyReport:
                    "Clean: the pickles name no globals.")
     loaders = len({r.loader for r in rows if r.loader})
     return SafetyReport(level, verdict, summary, rows, list(dangerous.items()), counts, problems, notes,
-                        safe_text(scan.verdict(), 600), scan, anomalies, loaders)
+                        safe_text(scan.verdict(), 600), scan, anomalies=anomalies, loaders=loaders)
 
 
 def file_scan(ckpt) -> ScanResult:

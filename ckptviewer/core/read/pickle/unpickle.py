@@ -19,7 +19,7 @@ def unpickle(buf, *, name: str, warnings: list[str], pickles: list[PickleGlobals
     try:
         value = up.load()
     finally:
-        pickles.append(PickleGlobals(name, up.globals_seen))
+        pickles.append(PickleGlobals(name, up.globals_seen, frozenset(up.opcodes), up.proto))
     return value, up.end
 
 

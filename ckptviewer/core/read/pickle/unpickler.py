@@ -111,7 +111,10 @@ class SafeUnpickler:
     ``resolver(module, name)`` returns what ``GLOBAL`` pushes (a :class:`Reconstructor`, a value, or a
     :class:`GlobalRef`). ``persistent_load(pid)`` turns a persistent id into a value (a storage).
     After :meth:`load`, ``end`` is the offset just past ``STOP`` and ``globals_seen`` counts every
-    global the stream named, as ``(module, name)``.
+    global the stream named, as ``(module, name)``. ``opcodes`` holds every opcode the stream used
+    outside the hot loop's common protocol-2 set, plus MEMOIZE, SHORT_BINUNICODE and STACK_GLOBAL (the
+    three hot ones of protocol 4): enough to tell which opcodes torch's weights-only unpickler would
+    refuse, at no cost on the hot path.
     """
 
     def __init__(self, data, *, start: int = 0, end: int | None = None,
@@ -130,6 +133,7 @@ class SafeUnpickler:
         self.globals_seen: Counter[tuple[str, str]] = Counter()
         self._resolved: dict[tuple[str, str], Any] = {}
         self.proto = 0
+        self.opcodes: set[int] = set()
         self.budget = BASE_UNITS + max(self.end_limit - start, 0) // BYTES_PER_UNIT
         self.made = 0                 # units spent so far (see BASE_UNITS)
 
@@ -234,6 +238,8 @@ class SafeUnpickler:
         call = self._call
         persistent = self.persistent_load_fn or self._persistent
         made, budget = self.made, self.budget
+        # Protocol-4 opcodes of the hot loop, noted as plain flags (a set insertion there would cost).
+        memoized = short_unicode = stack_global = False
         try:
             while True:
                 if pos >= end:
@@ -360,6 +366,7 @@ class SafeUnpickler:
                         raise self._corrupt(f"memo entry {idx} read before it was written", pos) from None
                     pos += 4
                 elif op == 0x94:  # MEMOIZE
+                    memoized = True
                     if not stack:
                         raise self._corrupt("MEMOIZE on an empty stack", pos)
                     made += 1
@@ -367,6 +374,7 @@ class SafeUnpickler:
                         raise self._too_many()
                     memo[len(memo)] = stack[-1]
                 elif op == 0x8C:  # SHORT_BINUNICODE
+                    short_unicode = True
                     if pos >= end:
                         raise self._truncated(end)
                     n = data[pos]
@@ -409,6 +417,7 @@ class SafeUnpickler:
                     name, pos = self._readline(data, pos, end)
                     push(self._global(module.decode("utf-8", "replace"), name.decode("utf-8", "replace")))
                 elif op == 0x93:  # STACK_GLOBAL
+                    stack_global = True
                     if len(stack) < 2:
                         raise self._corrupt("STACK_GLOBAL on a short stack", pos)
                     name = stack.pop()
@@ -438,12 +447,17 @@ class SafeUnpickler:
             raise LimitExceededError(f"{self.name}: structure nested too deeply") from None
         except MemoryError:
             raise LimitExceededError(f"{self.name}: out of memory while reading the pickle") from None
+        finally:
+            for flag, code in ((memoized, 0x94), (short_unicode, 0x8C), (stack_global, 0x93)):
+                if flag:
+                    self.opcodes.add(code)
 
     def _rare(self, op: int, data, pos: int, end: int, stack: list, metastack: list,
               memo: dict) -> tuple[int, list]:
         """The less frequent opcodes. Returns the new position and the (possibly new) current stack."""
         # No closures here: a closure over pos and stack made every rare opcode cost ~1 us.
         push = stack.append
+        self.opcodes.add(op)
 
         if op == 0x61:  # APPEND
             if len(stack) < 2:
