@@ -206,7 +206,7 @@ def merge_scans(reader: ScanResult, light: ScanResult) -> ScanResult:
         if p.name in merged:
             merged[p.name].counts |= p.counts          # the larger count of each global
         else:
-            merged[p.name] = PickleScan(p.name, Counter(p.counts), where=f"{p.name} (read by the viewer as "
+            merged[p.name] = PickleScan(p.name, Counter(p.counts), where=f"{p.name} (central directory, as "
                                         f"{loader} reads it)", loader=loader)
     out.pickles = list(merged.values())
     out.problems = list(light.problems)
