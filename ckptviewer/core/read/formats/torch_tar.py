@@ -42,9 +42,11 @@ def tar_checksum_ok(head: bytes) -> bool:
     field = head[148:156].replace(b"\0", b" ").strip()
     if not field or any(c not in b"01234567" for c in field):
         return False
+    want = int(field, 8)
     unsigned = sum(head[:148]) + 8 * 32 + sum(head[156:512])
-    signed = unsigned - 2 * sum(b for b in head[:148] + head[156:512] if b > 127)
-    return int(field, 8) in (unsigned, signed)
+    if want == unsigned:
+        return True
+    return want == unsigned - 256 * sum(1 for b in head[:148] + head[156:512] if b > 127)      # signed bytes
 
 
 def read_torch_tar(buf, path: str, *, resources: list | None = None) -> Checkpoint:

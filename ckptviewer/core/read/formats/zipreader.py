@@ -284,25 +284,38 @@ def directory_anomalies(archive: ZipArchive, prefix: str | None = None, *, limit
         dups = [n for n, k in seen.items() if k > 1]
         out.append(f"the zip archive holds {len(entries) - len(archive.members)} duplicate member name(s): "
                    f"{listed(dups)}; torch.load and zipfile read the later entry of each")
-    bad = [m for m in entries if m.problem is not None]
+    # One pass (a torch file has one entry per tensor): unreadable members, and whether the entries are in
+    # file order (then neighbours are all the overlap check needs).
+    bad: list[ZipMember] = []
+    outside: list[str] = []
+    in_order = True
+    last = -1
+    first = entries[0].name if entries else ""
+    top = first.split("/", 1)[0] + "/" if "/" in first else None
+    check_top = prefix is not None and top is not None
+    for m in entries:
+        if m.problem is not None:
+            bad.append(m)
+        if m.header_offset <= last:
+            in_order = False
+        last = m.header_offset
+        if check_top and not m.name.startswith(top):
+            outside.append(m.name)
     for m in bad[:limit]:
         out.append(m.problem)
     if len(bad) > limit:
         out.append(f"{len(bad) - limit} more zip members cannot be read")
     if entries and prefix is not None:
-        top = entries[0].name.split("/", 1)[0] + "/" if "/" in entries[0].name else None
         if top is None:
             out.append(f"the archive's first entry {entries[0].name!r} is not in a folder; torch.load refuses "
                        f"such archives")
         elif prefix is not None and prefix != top:
             out.append(f"torch.load looks for records under {top!r} (the first entry's folder), not under "
                        f"{prefix!r}")
-        if top is not None:
-            outside = [m.name for m in entries if not m.name.startswith(top)]
-            if outside:
-                out.append(f"{len(outside)} zip member(s) lie outside the archive's top folder {top!r} "
-                           f"(torch.load never reads them): {listed(outside)}")
-    pairs = overlapping_members(entries) if overlaps else []
+        if outside:
+            out.append(f"{len(outside)} zip member(s) lie outside the archive's top folder {top!r} "
+                       f"(torch.load never reads them): {listed(outside)}")
+    pairs = overlapping_members(entries, in_order) if overlaps else []
     for a, b in pairs[:limit]:
         out.append(f"zip members {a.name!r} and {b.name!r} overlap in the file")
     if len(pairs) > limit:
@@ -310,13 +323,12 @@ def directory_anomalies(archive: ZipArchive, prefix: str | None = None, *, limit
     return out
 
 
-def overlapping_members(entries: list[ZipMember]) -> list[tuple[ZipMember, ZipMember]]:
+def overlapping_members(entries: list[ZipMember], in_order: bool = False) -> list[tuple[ZipMember, ZipMember]]:
     """Pairs of neighbouring members whose byte ranges overlap. A member's range is at least its local
     header, its directory name and its data (the local extra field may add more), so a pair found here
-    certainly overlaps; two entries that share one local header always do."""
-    order = sorted(entries, key=lambda m: m.header_offset)
-    out = []
-    for a, b in zip(order, order[1:]):
-        if a.header_offset + _LFH.size + a.name_size + a.compressed_size > b.header_offset:
-            out.append((a, b))
-    return out
+    certainly overlaps; two entries that share one local header always do. ``in_order``: the entries are
+    already sorted by offset (no sort needed)."""
+    order = entries if in_order else sorted(entries, key=lambda m: m.header_offset)
+    lfh = _LFH.size
+    return [(a, b) for a, b in zip(order, order[1:])
+            if a.header_offset + lfh + a.name_size + a.compressed_size > b.header_offset]
