@@ -46,6 +46,7 @@ _POP2_PUSH1 = frozenset(b"R\x81\x86")                      # REDUCE, NEWOBJ, TUP
 _MARK_PUSH1 = frozenset(b"tld\x91o")                       # TUPLE, LIST, DICT, FROZENSET, OBJ
 _FIXED_ARG = {0x4B: 1, 0x4D: 2, 0x4A: 4, 0x47: 8, 0x80: 1}   # BININT1/2, BININT, BINFLOAT, PROTO
 _UNPACK_I = struct.Struct("<I").unpack_from
+_PUSH_FAST = frozenset(b"K\x89)]}\x88N")       # BININT1, NEWFALSE, EMPTY_TUPLE, EMPTY_LIST, EMPTY_DICT, NEWTRUE, NONE
 
 
 def walk_pickle(data, *, start: int = 0, end: int | None = None, name: str = "pickle") -> PickleScan:
@@ -164,6 +165,7 @@ def _walk(data, start: int, end: int, name: str, frames: bool) -> PickleScan:
         return n
 
     unpack_I = _UNPACK_I
+    push_fast = _PUSH_FAST
     try:
         while True:
             if pos >= end:
@@ -176,11 +178,12 @@ def _walk(data, start: int, end: int, name: str, frames: bool) -> PickleScan:
             pos += 1
             # The opcodes of a state_dict pickle, most frequent first (this loop is the scan's hot path).
             if op == 0x72:                                      # LONG_BINPUT
-                if pos + 4 > end or not stack:
+                if pos + 4 > end:
                     need(4)
-                    if not stack:
-                        raise _Broken(f"{name}: PUT on an empty stack at byte {pos - start}")
-                memo[unpack_I(data, pos)[0]] = stack[-1]
+                try:
+                    memo[unpack_I(data, pos)[0]] = stack[-1]
+                except IndexError:
+                    raise _Broken(f"{name}: PUT on an empty stack at byte {pos - start}") from None
                 pos += 4
                 if len(memo) > memo_limit:
                     raise too_big()
@@ -190,11 +193,12 @@ def _walk(data, start: int, end: int, name: str, frames: bool) -> PickleScan:
                     need(1)
                 idx = data[pos]
                 pos += 1
-                if idx not in memo:
-                    raise _Broken(f"{name}: memo entry {idx} read before it was written")
-                stack.append(memo[idx])
+                try:
+                    stack.append(memo[idx])
+                except KeyError:
+                    raise _Broken(f"{name}: memo entry {idx} read before it was written") from None
                 continue
-            if op == 0x4B or op == 0x89 or op == 0x29 or op == 0x5D or op == 0x7D or op == 0x88 or op == 0x4E:
+            if op in push_fast:
                 # BININT1, NEWFALSE, EMPTY_TUPLE, EMPTY_LIST, EMPTY_DICT, NEWTRUE, NONE
                 if op == 0x4B:
                     if pos >= end:
@@ -234,7 +238,7 @@ def _walk(data, start: int, end: int, name: str, frames: bool) -> PickleScan:
                 items = stack
                 stack = metastack.pop()
                 # torch's persistent id ("storage", type, key, location, numel[, view]): keep its key
-                if len(items) > 2 and type(items[0]) is str and items[0] == "storage" and type(items[2]) is str:
+                if items and type(items[0]) is str and items[0] == "storage" and len(items) > 2 and type(items[2]) is str:
                     stack.append((_PID, items[2]))
                 else:
                     stack.append(_V)
