@@ -19,7 +19,6 @@ from .report import COMPUTED, FRAMES, PickleScan
 MAX_NAME = 4096                # longer strings are kept as a placeholder (no module name is that long)
 MAX_REREAD = 64 << 20          # a divergent pickle up to this size is also re-read as the C unpickler reads a file
 MAX_SPLICES = 16               # frame ends the C reading skips before the scan stops following it
-_PID = "\0pid"                 # the first item of a stack value that stands for a torch storage's persistent id
 
 class _Opaque:
     """A stack value the walk does not model (anything that is not a literal string)."""
@@ -237,9 +236,11 @@ def _walk(data, start: int, end: int, name: str, frames: bool) -> PickleScan:
                     pop_mark()
                 items = stack
                 stack = metastack.pop()
-                # torch's persistent id ("storage", type, key, location, numel[, view]): keep its key
+                # torch's persistent id ("storage", type, key, location, numel[, view]): keep its key, as
+                # bytes (no other stack value is bytes, and bytes are not tracked by the garbage collector,
+                # which 10^5 tuples kept in the memo would wake up a hundred times)
                 if items and type(items[0]) is str and items[0] == "storage" and len(items) > 2 and type(items[2]) is str:
-                    stack.append((_PID, items[2]))
+                    stack.append(items[2].encode("utf-8", "surrogatepass"))
                 else:
                     stack.append(_V)
                 continue
@@ -251,8 +252,8 @@ def _walk(data, start: int, end: int, name: str, frames: bool) -> PickleScan:
             if op == 0x85 or op == 0x51:                        # TUPLE1, BINPERSID
                 if not stack:
                     pop(1)
-                if op == 0x51 and type(stack[-1]) is tuple:
-                    storage_keys.add(stack[-1][1])
+                if op == 0x51 and type(stack[-1]) is bytes:
+                    storage_keys.add(stack[-1].decode("utf-8", "surrogatepass"))
                 stack[-1] = _V
                 continue
             if op == 0x95:                                      # FRAME
