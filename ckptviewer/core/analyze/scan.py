@@ -37,6 +37,7 @@ seen before the break is still listed).
 """
 from __future__ import annotations
 
+import gc
 import os
 from collections import Counter
 
@@ -99,6 +100,10 @@ def scan_buffer(buf, path: str, result: ScanResult | None = None, *, skip: froze
     head = bytes(buf[:512])
     kind = sniff(head, size)
     other = kind_of(head)
+    # A zip's directory becomes one object per member, and nothing the scan builds is cyclic: pause the
+    # cyclic collector meanwhile, as the reader does (it would walk 10^5 members again and again).
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
         if kind == "zip":
             zips.scan_zip(ctx, buf, 0, size, label="", depth=0)
@@ -122,6 +127,9 @@ def scan_buffer(buf, path: str, result: ScanResult | None = None, *, skip: froze
         result.problems.append(e.message)
     except (MemoryError, RecursionError):
         result.problems.append("the file is too large or too deeply nested to scan")
+    finally:
+        if was_enabled:
+            gc.enable()
     return finish(result)
 
 

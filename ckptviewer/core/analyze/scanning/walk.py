@@ -102,6 +102,10 @@ def _walk(data, start: int, end: int, name: str, frames: bool) -> PickleScan:
     # The reader's object budget (unpickler.BASE_UNITS) allows half as many memo entries; past that a
     # pickle is built to exhaust memory (3 MB of MEMOIZE opcodes once took 360 MB here).
     memo_limit = (BASE_UNITS + max(end - start, 0) // BYTES_PER_UNIT) // 2
+    # LONG_BINPUT (5 bytes each, the most frequent opcode of a torch pickle) can add at most a fifth of the
+    # pickle's length in entries: when that is within the limit, it need not check (the other opcodes
+    # still do, so the memo stays under twice the limit).
+    put_check = max(end - start, 0) // 5 > memo_limit
 
     def too_big() -> _Broken:
         return _Broken(f"{name}: the memo grows past {memo_limit:,} entries; the pickle looks built to "
@@ -184,7 +188,7 @@ def _walk(data, start: int, end: int, name: str, frames: bool) -> PickleScan:
                 except IndexError:
                     raise _Broken(f"{name}: PUT on an empty stack at byte {pos - start}") from None
                 pos += 4
-                if len(memo) > memo_limit:
+                if put_check and len(memo) > memo_limit:
                     raise too_big()
                 continue
             if op == 0x68:                                      # BINGET

@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
 
@@ -81,7 +82,7 @@ def layout(archive: ZipArchive) -> Layout:
     arr = np.frombuffer(buf, dtype=np.uint8, count=end) if n else np.zeros(0, np.uint8)
     # The directory's fields, gathered from its bytes (one Python pass over 10^5 entries would cost more
     # than the rest together); zip64 values come from the parsed entries.
-    cd_pos = np.fromiter((m.directory_offset for m in entries), np.int64, n)
+    cd_pos = np.fromiter(map(attrgetter("directory_offset"), entries), np.int64, n)
     cd = _gather(arr, cd_pos, 46).copy().view(_CDH_DTYPE)[:, 0] if n else np.zeros(0, _CDH_DTYPE)
     offs = cd["hoff"].astype(np.int64) + archive.shift
     csize = cd["csize"].astype(np.int64)
