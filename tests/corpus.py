@@ -295,6 +295,14 @@ def exercise(path) -> dict:
             plan = plan_export(ck.root, ExportOptions(fmt=fmt))
             facts[f"plan_{fmt}"] = len(plan.problems)
         facts["scan"] = scan_checkpoint(ck).rows()
+        from ckptviewer.core.analyze.health import check_steps
+        from ckptviewer.core.analyze.planes import default_request, preview_text, view_steps
+        from ckptviewer.core.util.progress import run_steps
+        facts["health"] = [f.kind for f in run_steps(check_steps(ck)).findings]
+        for _key, t in entries[:50]:                       # the Values view and a preview of what it can read
+            if t.readable and t.numel:
+                run_steps(view_steps(t, default_request(t)))
+                preview_text(t)
         facts["pickles"] = {p.pickle: dict(p.counts) for p in ck.pickles}
     return facts
 

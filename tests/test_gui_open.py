@@ -136,7 +136,7 @@ def test_reopening_a_file_switches_to_its_tab(qtbot, window, ckpts):
 def test_corrupt_file_shows_reason_with_details_and_window_keeps_working(qtbot, window, ckpts, tmp_path):
     data = Path(ckpts["checkpoint.tar"]).read_bytes()
     broken = tmp_path / "broken.tar"
-    broken.write_bytes(data[: len(data) // 3])
+    broken.write_bytes(data[:300])           # cut inside data.pkl: nothing can be listed (a later cut opens)
     tabs = window.open_paths([broken])
     qtbot.waitUntil(lambda: bool(window.messages.texts()), timeout=20_000)
     assert tabs[0].error is not None and window.checkpoint_tabs() == []

@@ -31,6 +31,7 @@ CORE_LAYERS = [
 ]
 READ_LAYERS = [            # the read path, a straight way down
     ("ckptviewer.core.read.open",),
+    ("ckptviewer.core.read.openurl",),
     ("ckptviewer.core.read.multifile",),
     ("ckptviewer.core.read.detect",),
     ("ckptviewer.core.read.formats",),

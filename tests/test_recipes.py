@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -75,8 +76,11 @@ def test_output_names_and_exists_rules(ckpts, tmp_path):
     assert find_recipe("to-safetensors").output.output_path(str(src)) == str(tmp_path / "run.safetensors")
     first = convert_file(str(src), recipe)
     assert first.status == "done" and first.output.endswith("run.clean.pth")
-    again = convert_file(str(src), recipe)
-    assert again.status == "failed" and "already exists" in again.message
+    again = convert_file(str(src), recipe)        # a second run: already converted, skipped
+    assert again.status == "skipped" and "already converted" in again.message
+    os.utime(first.output, (1_000_000, 1_000_000))  # an output older than its source may be stale: it fails
+    stale = convert_file(str(src), recipe)
+    assert stale.status == "failed" and "older than its source" in stale.message
     recipe.output.exists = "skip"
     assert convert_file(str(src), recipe).status == "skipped"
     recipe.output.exists = "rename"

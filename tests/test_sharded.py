@@ -115,7 +115,7 @@ def test_folder_with_two_indexes_is_ambiguous(made, tmp_path):
         open_checkpoint(index.parent)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(NotACheckpointError, match="neither"):
+    with pytest.raises(NotACheckpointError, match="this folder holds no checkpoint"):
         open_checkpoint(empty)
 
 

@@ -63,10 +63,18 @@ def parser() -> argparse.ArgumentParser:
                    help="write shards of at most SIZE (e.g. 2GB, 500MB) plus an index; OUT names the index, "
                         "e.g. OUTDIR/model.safetensors.index.json (an OUT ending in .index.json alone means 5GB)")
     p.add_argument("--non-tensors", choices=["error", "drop", "metadata"], default="error",
-                   help="safetensors only: what to do with entries that are not tensors")
+                   help="safetensors only: what to do with entries that are not tensors (by default a training "
+                        "checkpoint's one model state_dict is selected)")
+    p.add_argument("--metadata", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+                   help="safetensors only: add to the file's __metadata__ (which always has format=pt)")
     p.add_argument("--check-against", metavar="TARGET",
                    help="report how the result would load into TARGET's state_dict (load_state_dict(strict=False))")
-    p.add_argument("--target-select", metavar="PATH", help="the state_dict inside TARGET (e.g. model_state_dict)")
+    p.add_argument("--fit-to", metavar="TARGET",
+                   help="fit the model's state_dict to TARGET's model for a warm start: apply the suggested renames, "
+                        "drop unexpected keys and keys of another shape (a new classifier head), report what stays "
+                        "missing; the output is the fitted state_dict (see `ckptviewer warmstart`)")
+    p.add_argument("--target-select", metavar="PATH",
+                   help="the state_dict inside TARGET (e.g. model_state_dict) for --check-against and --fit-to")
     p.add_argument("-f", "--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("-n", "--dry-run", action="store_true", help="show what would change and be written; write nothing")
     return p
@@ -135,15 +143,25 @@ def run(argv: list[str]) -> int:
         return 2
     try:
         with open_checkpoint(args.input) as ckpt:
-            steps = steps_from_args(args)
-            from ..core.edit.ops import apply_steps
-            root, log = apply_steps(ckpt.root, steps)
+            from ..core.edit.ops import apply_steps, tensors_only_selection
             from ..core.write.shards import is_index_path, sharded_format
             sharded = bool(args.shard_size) or is_index_path(args.output or "")
             fmt = args.format or (sharded_format(args.output or "") if sharded else format_for_path(args.output or ""))
-            options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force)
+            options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force,
+                                    metadata=dict(_pair(m, "--metadata") for m in args.metadata))
+            steps = steps_from_args(args)
+            pick, why = None, ""
+            if fmt == "safetensors" and not args.select and args.non_tensors == "error" and not args.fit_to:
+                # A training checkpoint to safetensors: its one state_dict, said first (several: an error
+                # naming the --select for each).
+                pick, why = tensors_only_selection(ckpt.root)
+            root, log = apply_steps(ckpt.root, ([pick] if pick is not None else []) + steps)
+            if pick is not None:
+                log.lines[0] = why          # the selection's own line, with its reason
             for line in log.lines:
                 print(f"- {line}")
+            if args.fit_to:
+                root = _fit(root, args.fit_to, args.target_select)
             if args.check_against:
                 _print_warm_start(root, args.check_against, args.target_select)
             if args.dry_run:
@@ -163,9 +181,15 @@ def run(argv: list[str]) -> int:
                 return 1 if plan.problems else 0
             if sharded:
                 return _convert_sharded(root, args, options, ckpt.path)
-            result = drain(export_iter(root, args.output, options, sources=[ckpt.path]))
+            try:
+                result = drain(export_iter(root, args.output, options, sources=[ckpt.path]))
+            except CheckpointError as e:
+                from ..core.edit.batch import export_failure
+                raise export_failure(ckpt, e) from None
             for note in result.notes:
                 print(f"note: {note}")
+            for warning in result.warnings:
+                err(f"warning: {warning}")
             print(f"wrote {result.path} ({result.size:,} bytes, {result.tensors} tensors, {result.fmt}; "
                   f"verified) in {result.seconds:.2f} s")
             return 0
@@ -204,10 +228,11 @@ def _convert_with_recipe(args) -> int:
     from ..core.edit.batch import convert_iter, expand_inputs, without_outputs
     from ..core.edit.recipes import find_recipe
     from ..core.util.errors import CheckpointError
+    from ..core.util.locations import shown_location
 
     flags = [f for f in ("output", "select", "strip_prefix", "add_prefix", "remove_prefix", "dtype", "format",
-                         "check_against", "weights_only_safe") if getattr(args, f) not in (None, False)]
-    flags += [f for f in ("drop", "rename", "rename_regex", "map_location") if getattr(args, f)]
+                         "check_against", "fit_to", "weights_only_safe") if getattr(args, f) not in (None, False)]
+    flags += [f for f in ("drop", "rename", "rename_regex", "map_location", "metadata") if getattr(args, f)]
     if flags:
         err(f"--recipe takes its steps and output from the recipe; drop --{flags[0].replace('_', '-')} "
              f"(use --output-dir to choose the folder)")
@@ -234,7 +259,7 @@ def _convert_with_recipe(args) -> int:
           + (f"; {len(own)} earlier output(s) of this recipe left alone" if own else ""))
     counts = {"done": 0, "skipped": 0, "failed": 0}
     for i, src in enumerate(files, 1):
-        label = f"[{i}/{len(files)}] {src}"
+        label = f"[{i}/{len(files)}] {shown_location(src)}"
         started = time.perf_counter()
         try:
             if args.dry_run:
@@ -258,6 +283,22 @@ def _convert_with_recipe(args) -> int:
     print(f"summary: {counts['done']} converted, {counts['skipped']} skipped, {counts['failed']} failed"
           + (" (dry run: nothing written)" if args.dry_run else ""))
     return 1 if counts["failed"] else 0
+
+
+def _fit(root, target_path: str, target_select: str | None):
+    """--fit-to: the fitted state_dict, with what was renamed, dropped and stays missing said."""
+    from ..core.analyze.warmstart import fit_root, pick_state_dict
+    from ..core.read.open import open_checkpoint
+    from ..core.util.textsafe import safe_text
+    with open_checkpoint(target_path) as target:
+        _, target_sd, note = pick_state_dict(target.root, target_select)
+        root, plan, lines = fit_root(root, target_sd)
+    for line in lines:
+        print(f"- {safe_text(line, 600)}")
+    print(f"fit to {safe_text(target_path)} ({safe_text(note, 200)}): {plan.before.summary()} before")
+    for line in plan.describe():
+        print(f"  {safe_text(line, 1000)}")
+    return root
 
 
 def _print_warm_start(root, target_path: str, target_select: str | None) -> None:

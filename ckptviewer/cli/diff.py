@@ -15,7 +15,10 @@ def parser() -> argparse.ArgumentParser:
         prog="ckptviewer diff",
         description="Compare two checkpoints (or parts of them) tensor by tensor. Lines start with '-' (only in A), "
                     "'+' (only in B) or '!' (changed, with max|a-b|, mean|a-b|, ||a-b||/||a||, cosine similarity "
-                    "and the share of elements not close as torch.allclose(atol, rtol) defines it). "
+                    "and the share of elements not close as torch.allclose(atol, rtol) defines it; a single-element "
+                    "tensor such as a counter shows old -> new). A training checkpoint compared with a bare "
+                    "state_dict compares its one state_dict, and keys that differ only by a wrapper prefix "
+                    "(module.) are lined up; the output says when. "
                     "Exit status: 0 when equal, 1 when different, 2 on error.")
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
@@ -23,6 +26,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--select-b", metavar="PATH", help="compare this entry of B")
     p.add_argument("--strip-prefix", action="store_true",
                    help="strip wrapper prefixes (module., _orig_mod.) on both sides first")
+    p.add_argument("--keep-prefixes", action="store_true",
+                   help="compare keys as they are, even when only a wrapper prefix (module.) tells them apart")
     p.add_argument("--atol", type=float, default=1e-8, help="absolute tolerance (default 1e-8, as torch.allclose)")
     p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5, as torch.allclose)")
     p.add_argument("--all", action="store_true", help="also list identical entries")
@@ -31,22 +36,34 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str]) -> int:
-    from ..core.analyze.diff import COUNT_TEXT, DiffOptions, DiffRun, diff_json, diff_report, select_and_strip
+    from ..core.analyze.diff import (
+        COUNT_TEXT,
+        DiffOptions,
+        DiffRun,
+        align_sides,
+        diff_json,
+        diff_report,
+        select_and_strip,
+    )
     from ..core.read.open import open_checkpoint
     from ..core.util.errors import CheckpointError
+    from ..core.util.textsafe import safe_text
 
     args = parser().parse_args(argv)
     try:
         with open_checkpoint(args.a) as a, open_checkpoint(args.b) as b:
             root_a = select_and_strip(a.root, args.select_a, args.strip_prefix)
             root_b = select_and_strip(b.root, args.select_b, args.strip_prefix)
+            root_a, root_b, notes = align_sides(root_a, root_b, strip=not (args.keep_prefixes or args.strip_prefix))
             diff_run = DiffRun(root_a, root_b, DiffOptions(atol=args.atol, rtol=args.rtol))
             drain(diff_run.compare(), show=sys.stderr.isatty() and not args.json, label="comparing ")
             if args.json:
-                sys.stdout.write(json.dumps(diff_json(diff_run), default=repr) + "\n")
+                sys.stdout.write(json.dumps({**diff_json(diff_run), "notes": notes}, default=repr) + "\n")
             else:
                 print(f"--- {a.path}" + (f" [{args.select_a}]" if args.select_a else ""))
                 print(f"+++ {b.path}" + (f" [{args.select_b}]" if args.select_b else ""))
+                for note in notes:
+                    print(f"note: {safe_text(note, 600)}")
                 for line in diff_report(diff_run, show_same=args.all):
                     print(line)
                 counts = diff_run.counts()

@@ -56,7 +56,7 @@ def run(argv: list[str]) -> int:
             continue
         statuses.append(d.status)
         if d.loads is None:
-            err(f"{path}: {d.error}")
+            err(f"{d.path}: {d.error}")
         if args.json:
             reports.append(d.to_json())
         else:

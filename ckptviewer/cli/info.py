@@ -7,46 +7,76 @@ import sys
 
 from .common import err, internal_error
 
-HELP = "show a checkpoint's tree, tensors and summary"
+HELP = "show a checkpoint's tree, tensors, values and summary"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ckptviewer info",
-                                description="Show what a checkpoint holds without loading its tensors.")
+    from ..core.analyze.info import DEFAULT_MAX_ITEMS, DEFAULT_MAX_LINES
+    p = argparse.ArgumentParser(
+        prog="ckptviewer info",
+        description="Show what a checkpoint holds without loading its tensors. A folder that is not itself a "
+                    "sharded or distributed checkpoint shows each checkpoint in it. The text is bounded: each "
+                    f"mapping, list or state_dict shows its first {DEFAULT_MAX_ITEMS} entries and the tree stops "
+                    f"after {DEFAULT_MAX_LINES} lines (--max-items, --all). Exit status: 0, or 1 when a file cannot "
+                    "be read or (with --checksums) a tensor's checksum cannot be computed.")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="one JSON object per file (a list for several files)")
     p.add_argument("--checksums", action="store_true", help="add each tensor's sha256 (reads every tensor)")
     p.add_argument("--depth", type=int, default=None, metavar="N", help="fold the tree below N levels")
+    p.add_argument("--max-items", type=int, default=None, metavar="N",
+                   help=f"entries shown per mapping, list or state_dict (default {DEFAULT_MAX_ITEMS}); the line "
+                        f"limit grows with it")
+    p.add_argument("--all", action="store_true", help="print everything: no entry or line limit")
     return p
 
 
+def _limits(args):
+    from ..core.analyze.info import DEFAULT_MAX_LINES, TextLimits
+    if args.all:
+        return TextLimits.everything(args.depth)
+    if args.max_items is not None:
+        n = max(1, args.max_items)
+        return TextLimits(args.depth, n, max(DEFAULT_MAX_LINES, 8 * n))
+    return TextLimits(args.depth)
+
+
 def run(argv: list[str]) -> int:
-    from ..core.analyze.info import build_report, report_text
-    from ..core.read.open import open_checkpoint
+    from ..core.analyze.info import build_report, checksums_of, report_text
+    from ..core.read.open import checkpoint_paths, open_checkpoint
     from ..core.util.errors import CheckpointError
 
     args = parser().parse_args(argv)
+    limits = _limits(args)
+    paths = [p for given in args.files for p in checkpoint_paths(given)]
     status = 0
     reports = []
-    for i, path in enumerate(args.files):
+    for i, path in enumerate(paths):
         try:
             with open_checkpoint(path) as ckpt:
                 if args.json:
-                    reports.append(build_report(ckpt, checksums=args.checksums))
+                    report = build_report(ckpt, checksums=args.checksums)
+                    reports.append(report)
+                    failed = report["checksums_missing"]
                 else:
+                    failures = checksums_of(ckpt.tensor_entries())[1] if args.checksums else None
+                    failed = len(failures or ())
                     if i:
                         print()
-                    print(report_text(ckpt, depth=args.depth))
+                    print(report_text(ckpt, limits=limits, checksum_failures=failures))
+                if failed:
+                    err(f"{ckpt.name}: {failed:,} tensor checksum{'s' if failed != 1 else ''} cannot be computed "
+                        f"(their bytes are missing or unreadable)")
+                    status = max(status, 1)
         except CheckpointError as e:
             err(str(e))
-            status = 1
+            status = max(status, 1)
         except BrokenPipeError:
             raise                  # the reader of our output went away (`| head`): not a file problem
         except Exception as e:  # a reader bug: say so in one line, keep going with the other files
             err(internal_error(path, e))
             status = 2
     if args.json and reports:
-        out = reports[0] if len(args.files) == 1 else reports
+        out = reports[0] if len(paths) == 1 else reports
         # dumps (one shot, the C encoder) is several times faster than dump's incremental writes.
         sys.stdout.write(json.dumps(out, default=repr) + "\n")
     return status

@@ -6,15 +6,17 @@ Headless commands import neither Qt nor torch unless they need them (writing a t
 from __future__ import annotations
 
 import argparse
+import difflib
 import gc
 import os
 import sys
 
 from .. import __version__
-from . import convert, diff, doctor, info, scan
-from .common import err
+from . import cache, convert, diff, doctor, health, info, scan, tensor, warmstart
+from .common import err, terminal_task
 
-COMMANDS = {"info": info, "scan": scan, "diff": diff, "convert": convert, "doctor": doctor}
+COMMANDS = {"info": info, "scan": scan, "diff": diff, "convert": convert, "doctor": doctor, "warmstart": warmstart,
+            "cache": cache, "tensor": tensor, "health": health}
 
 
 def _gui_parser() -> argparse.ArgumentParser:
@@ -24,10 +26,13 @@ def _gui_parser() -> argparse.ArgumentParser:
         description="Browse PyTorch checkpoints safely: nothing in a file is ever executed.",
         epilog=f"commands (run 'ckptviewer COMMAND --help'):\n{lines}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("files", nargs="*", metavar="FILE", help="checkpoints to open, one tab each")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="checkpoints to open, one tab each: paths or URLs (https://, hf://ORG/REPO/FILE, s3://, gs://)")
     p.add_argument("--demo", action="store_true", help="open a demo checkpoint generated on the fly")
     p.add_argument("--new-window", action="store_true", help="do not hand files to a running window")
     p.add_argument("--screenshot", metavar="OUT.png", help="render the window to a PNG once loaded, then exit")
+    p.add_argument("--select", metavar="PATH", help="select this entry (e.g. model_state_dict/conv1.weight) and "
+                                                    "show its values")
     p.add_argument("--install-desktop", action="store_true", help="register the .desktop entry and MIME types")
     p.add_argument("--uninstall-desktop", action="store_true", help="remove what --install-desktop added")
     p.add_argument("--version", action="version", version=f"ckptviewer {__version__}")
@@ -42,13 +47,18 @@ def main(argv: list[str] | None = None) -> int:
         # cyclic collector would rescan millions of live objects (it tripled `info` on 100k keys).
         gc.disable()
         try:
-            return command.run(argv[1:])
+            with terminal_task():
+                return command.run(argv[1:])
         except KeyboardInterrupt:
             err("interrupted")
             return 130
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
+    unknown = unknown_command(argv)
+    if unknown:
+        err(unknown)
+        return 2
     args = _gui_parser().parse_args(argv)
     if args.install_desktop or args.uninstall_desktop:
         from ..desktop import install, uninstall
@@ -59,6 +69,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ..gui.shell.app import run
     return run(args)
+
+
+def unknown_command(argv: list[str]) -> str | None:
+    """Why the first word is neither a command nor a file to open (None when it is one or the other): a
+    mistyped command (``warmstrat``) must not open the window on files that do not exist."""
+    if not argv or argv[0].startswith("-") or argv[0] in COMMANDS or os.path.exists(argv[0]):
+        return None
+    word = argv[0]
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.6)
+    if close:
+        return f"unknown command {word!r} (did you mean {close[0]}?). Run 'ckptviewer --help' for the commands."
+    if not any(ch in word for ch in "./\\"):
+        return (f"unknown command {word!r}, and no file of that name. The commands are {', '.join(COMMANDS)}; "
+                f"run 'ckptviewer --help'.")
+    return None
 
 
 def _prepare_display(screenshot: bool, env=os.environ, platform: str = sys.platform) -> str | None:

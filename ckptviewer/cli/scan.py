@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from .common import err, internal_error
@@ -64,9 +63,10 @@ def _scan_text(res) -> list[str]:
             lines.append(f"  found in {safe_text(p.name, 60)}: {where}loaded by {loader}")
     for anomaly in res.anomalies:
         lines.append(f"  anomaly: {safe_text(anomaly, 300)}")
+    cut = not res.pickles or any(not p.complete for p in res.pickles)
     for problem in res.problems:
-        lines.append(f"  broken: {safe_text(problem, 300)}"
-                     + (" (the globals above were seen before the break)" if rows else ""))
+        lines.append(f"  {'broken' if cut else 'problem'}: {safe_text(problem, 300)}"
+                     + (" (the globals above were seen before the break)" if rows and cut else ""))
     for note in res.notes:
         lines.append(f"  note: {safe_text(note, 300)}")
     lines.append(f"  {res.verdict()}")
@@ -75,6 +75,7 @@ def _scan_text(res) -> list[str]:
 
 def run(argv: list[str]) -> int:
     from ..core.analyze.scan import scan_file
+    from ..core.util.locations import location_name
 
     args = _scan_args(argv)
     statuses = []
@@ -88,7 +89,7 @@ def run(argv: list[str]) -> int:
             continue
         statuses.append(res.status)
         if res.error is not None:
-            err(f"{os.path.basename(path)}: {res.error}")
+            err(f"{location_name(path)}: {res.error}")
         if args.json:
             reports.append(res.to_json())
         elif res.error is None:

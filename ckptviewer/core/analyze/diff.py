@@ -8,7 +8,12 @@ arithmetic; a tensor pair that is one region of one file ("best is last": both k
 storage) is identical without reading anything.
 
 For tensors that differ: max |a-b|, mean |a-b|, ||a-b|| / ||a||, cosine similarity, and the fraction
-of elements that are not close in the sense of ``torch.allclose`` (|a - b| > atol + rtol * |b|).
+of elements that are not close in the sense of ``torch.allclose`` (|a - b| > atol + rtol * |b|). A
+single-element tensor (a counter such as ``num_batches_tracked``, a 0-d loss) differs as old -> new.
+Optimizer state entries are named by the parameter they belong to, as ``info`` names them.
+
+``align_sides(a, b)`` lines up what a user means to compare: a training checkpoint's one state_dict
+against a bare state_dict, and state_dicts whose keys differ only by a wrapper prefix (``module.``).
 """
 from __future__ import annotations
 
@@ -18,13 +23,17 @@ from typing import Any, Generator, Iterator
 
 import numpy as np
 
+from ..model import keypath
 from ..model.dtypes import to_numbers
+from ..model.interpret import analyze, detect_prefix, is_state_dict
 from ..model.objects import GlobalRef, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
 from ..model.tensor import CHUNK_BYTES, TensorRef
-from ..model.tree import is_plain_values, value_text
-from ..model.walk import MAX_DEPTH, children, unwrap
+from ..model.tree import value_text
+from ..model.values import small_value
+from ..model.values import value_text as small_value_text
+from ..model.walk import iter_leaves, module_attrs, unwrap
 from ..util.errors import CheckpointError
-from ..util.textsafe import path_text
+from ..util.textsafe import path_text, safe_text
 
 STATUSES = ("same", "changed", "dtype", "shape", "only_a", "only_b", "value", "error", "pending")
 STATUS_TEXT = {"same": "identical", "changed": "values changed", "dtype": "dtype changed",
@@ -83,6 +92,7 @@ class DiffEntry:
     b: Any = None
     metrics: TensorMetrics | None = None
     error: str = ""
+    values: tuple[Any, Any] | None = None    # a single-element tensor pair's two values, once compared
 
     @property
     def is_tensor(self) -> bool:
@@ -93,6 +103,10 @@ class DiffEntry:
         return self.status not in ("same", "pending")
 
     def describe(self) -> str:
+        if self.values is not None and self.status in ("changed", "dtype"):
+            old, new = (small_value_text(v) for v in self.values)
+            dtypes = f"{self.a.dtype.name} -> {self.b.dtype.name}: " if self.status == "dtype" else ""
+            return f"{dtypes}{old} -> {new}"
         if self.status == "changed" and self.metrics is not None:
             m = self.metrics
             return (f"max|a-b| {m.max_abs:.4g}  mean|a-b| {m.mean_abs:.4g}  rel {m.relative_change:.4g}  "
@@ -145,31 +159,6 @@ class DiffProgress:
 
 
 # -- lining up the leaves ------------------------------------------------------------------------------------
-def iter_leaves(root: Any, max_nodes: int = 5_000_000) -> Iterator[tuple[tuple, Any]]:
-    """(key path, leaf) for tensors and plain values under ``root``, in tree order. Lists of plain
-    values count as one leaf; pickled modules contribute their state_dict; cycles are cut."""
-    stack: list[tuple[tuple, Any, tuple]] = [((), root, ())]
-    seen = 0
-    while stack:
-        path, value, anc = stack.pop()
-        seen += 1
-        if seen > max_nodes:
-            return
-        value = unwrap(value)
-        container = (isinstance(value, (dict, list, tuple, StandIn)) and not isinstance(value, TorchSize)
-                     and not is_plain_values(value))
-        if not container:
-            yield path, value
-            continue
-        if id(value) in anc or len(path) > MAX_DEPTH:
-            continue
-        kids = children(value)
-        if not kids:
-            yield path, value
-            continue
-        stack.extend((path + (k,), v, anc + (id(value),)) for k, v in reversed(kids))
-
-
 def _values_equal(a: Any, b: Any) -> bool:
     if type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float))):
         if isinstance(a, np.generic) or isinstance(b, np.generic):
@@ -210,6 +199,30 @@ class DiffRun:
             if path not in leaves_a:
                 self.entries.append(DiffEntry(path, "only_b", b=vb))
         self._index = {e.path: i for i, e in enumerate(self.entries)}
+        self.param_names = optimizer_param_names(a)
+        for path, name in optimizer_param_names(b).items():
+            self.param_names.setdefault(path, name)
+
+    def _param(self, path: tuple) -> tuple[int, str]:
+        if self.param_names:
+            for k in range(len(path), 1, -1):
+                name = self.param_names.get(tuple(path[:k]))
+                if name:
+                    return k, name
+        return 0, ""
+
+    def param_name(self, path: tuple) -> str:
+        """The parameter an optimizer state entry at ``path`` belongs to ("" when none): ``info``'s name."""
+        return self._param(path)[1]
+
+    def label(self, e: DiffEntry) -> str:
+        """The entry's key path as text, the parameter an optimizer state entry belongs to named after its
+        id: ``optimizer / state / 0 (conv1.weight, inferred) / momentum_buffer``."""
+        k, name = self._param(e.path)
+        if not name:
+            return path_text(e.path)
+        rest = path_text(e.path[k:])
+        return f"{path_text(e.path[:k])} ({safe_text(name, 120)})" + (f" / {rest}" if rest else "")
 
     @staticmethod
     def _pair(path: tuple, va: Any, vb: Any) -> DiffEntry:
@@ -284,6 +297,10 @@ def _compare_pair(e: DiffEntry, opt: DiffOptions) -> Iterator[int]:
             return
     m = TensorMetrics()
     e.metrics = m
+    if a.numel == 1 and b.numel == 1:
+        e.values = (small_value(a), small_value(b))     # a counter or a 0-d value reads as old -> new
+        if None in e.values:
+            e.values = None
     if _same_region(a, b):
         m.numel = a.numel
         m.sum_sq_a = m.sum_sq_b = m.dot = math.nan       # not computed: nothing to compare
@@ -396,21 +413,28 @@ def diff_report(run: DiffRun, *, show_same: bool = False) -> list[str]:
     for e in run.entries:
         if e.status == "same" and not show_same and not e.device_change:
             continue
-        lines.append(f"{marks[e.status]} {path_text(e.path)}  [{STATUS_TEXT[e.status]}]  {e.describe()}".rstrip())
+        lines.append(f"{marks[e.status]} {run.label(e)}  [{STATUS_TEXT[e.status]}]  {e.describe()}".rstrip())
     return lines
 
 
 def diff_json(run: DiffRun) -> dict:
-    def side(v):
+    def side(v, value=None):
         if isinstance(v, TensorRef):
-            return {"dtype": v.dtype.name, "shape": list(v.shape), "device": v.device}
+            out = {"dtype": v.dtype.name, "shape": list(v.shape), "device": v.device}
+            if value is not None:
+                out["value"] = value
+            return out
         return value_text(v, 200) if v is not None else None
+
+    def values(e, i):
+        return e.values[i] if e.values is not None else None
     return {
         "equal": run.equal,
         "counts": {k: v for k, v in run.counts().items() if v},
         "entries": [{"key": [k if isinstance(k, (str, int)) else repr(k) for k in e.path], "status": e.status,
-                     "a": side(e.a) if e.status != "only_b" else None,
-                     "b": side(e.b) if e.status != "only_a" else None,
+                     "a": side(e.a, values(e, 0)) if e.status != "only_b" else None,
+                     "b": side(e.b, values(e, 1)) if e.status != "only_a" else None,
+                     **({"parameter": run.param_name(e.path)} if run.param_name(e.path) else {}),
                      **({"metrics": _json_metrics(e.metrics)} if e.metrics is not None else {}),
                      **({"error": e.error} if e.error else {})}
                     for e in run.entries],
@@ -421,4 +445,89 @@ def _json_metrics(m: TensorMetrics) -> dict:
     out = {}
     for k, v in m.as_dict().items():
         out[k] = None if isinstance(v, float) and (math.isnan(v) or math.isinf(v)) else v
+    return out
+
+
+def optimizer_param_names(root: Any) -> dict[tuple, str]:
+    """(path of an optimizer state entry, ``("optimizer", "state", 3)``) -> the parameter's name, as
+    ``info`` shows it (``conv1.weight, inferred`` when the ids were matched to a model's parameters)."""
+    out: dict[tuple, str] = {}
+    for opt in analyze(unwrap(root)).optimizers:
+        for pid, name in opt.param_names.items():
+            out[tuple(opt.path) + ("state", pid)] = name + (", inferred" if opt.names_inferred else "")
+    return out
+
+
+# -- lining the sides up -----------------------------------------------------------------------------------
+def _is_bare(v: Any) -> bool:
+    v = unwrap(v)
+    return is_state_dict(v) or module_attrs(v) is not None
+
+
+def _models(root: Any) -> list:
+    return [sd for sd in analyze(unwrap(root)).state_dicts if sd.kind in ("state_dict", "module")]
+
+
+def align_sides(a: Any, b: Any, *, strip: bool = True, flags: bool = True) -> tuple[Any, Any, list[str]]:
+    """What a user comparing these two means, and what was done to get there, in words.
+
+    * One side a bare state_dict (or pickled module), the other a file holding exactly one (a training
+      checkpoint): compare the two state_dicts. Holding several, say how to name one.
+    * State_dicts at the same place whose keys differ by a wrapper prefix (``module.`` of DataParallel,
+      ``_orig_mod.`` of torch.compile): strip it where that lines more keys up (``strip``), or say how.
+
+    ``flags``: the notes name the command line's options (``--select-b``, ``--keep-prefixes``).
+    """
+    from ..edit.ops import Select, StripPrefix, apply_steps
+    notes: list[str] = []
+    if _is_bare(a) != _is_bare(b):
+        bare_side, other_side = ("A", "B") if _is_bare(a) else ("B", "A")
+        other = b if other_side == "B" else a
+        models = _models(other)
+        if len(models) == 1 and models[0].path:
+            where = keypath.format_path(models[0].path)
+            picked = apply_steps(other, [Select(where)])[0]
+            a, b = (a, picked) if other_side == "B" else (picked, b)
+            notes.append(f"{bare_side} is a state_dict and {other_side} holds exactly one ({where}): comparing those"
+                         + (f" (--select-{other_side.lower()} names another part)" if flags else ""))
+        elif len(models) > 1:
+            listed = ", ".join(keypath.format_path(m.path) or "the root" for m in models[:6])
+            how = f" with --select-{other_side.lower()} PATH" if flags else f" in {other_side}"
+            notes.append(f"{bare_side} is a state_dict and {other_side} holds {len(models)} ({listed}): name the one "
+                         f"to compare{how}")
+    pairs = _same_place_state_dicts(a, b)
+    for path, keys_a, keys_b in pairs:
+        pa, pb = detect_prefix(keys_a)[0], detect_prefix(keys_b)[0]
+        if (pa and pa[0]) == (pb and pb[0]):
+            continue
+        where = keypath.format_path(path) or "the root"
+        before = len(set(keys_a) & set(keys_b))
+        strip_a = [k[len(pa[0]):] for k in keys_a] if pa else keys_a
+        strip_b = [k[len(pb[0]):] for k in keys_b] if pb else keys_b
+        if len(set(strip_a) & set(strip_b)) <= before:
+            continue
+        said = " and ".join(f"'{p[0]}' ({p[1]}) from {side}'s keys" for p, side in ((pa, "A"), (pb, "B")) if p)
+        if not strip:
+            notes.append(f"the keys of {where} differ by a wrapper prefix ({said.replace(' from', ' in')}): "
+                         f"pass --strip-prefix to line them up")
+            continue
+        at = keypath.format_path(path) if path else None
+        if pa:
+            a = apply_steps(a, [StripPrefix(pa[0], at)])[0]
+        if pb:
+            b = apply_steps(b, [StripPrefix(pb[0], at)])[0]
+        notes.append(f"stripped {said}{' at ' + where if path else ''} so that the keys line up"
+                     + (" (--keep-prefixes compares them as they are)" if flags else ""))
+    return a, b, notes
+
+
+def _same_place_state_dicts(a: Any, b: Any) -> list[tuple[tuple, list[str], list[str]]]:
+    """(path, keys in A, keys in B) for each state_dict found at the same key path on both sides."""
+    from ..edit.ops import find_state_dicts
+    found_b = {tuple(p): sd for p, sd in find_state_dicts(unwrap(b))}
+    out = []
+    for path, sd_a in find_state_dicts(unwrap(a)):
+        sd_b = found_b.get(tuple(path))
+        if sd_b is not None:
+            out.append((tuple(path), [k for k in sd_a if isinstance(k, str)], [k for k in sd_b if isinstance(k, str)]))
     return out

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from ..model.checkpoint import Checkpoint
 from ..read.pickle.danger import danger_reason
 from ..util.errors import CheckpointError, NotACheckpointError, TruncatedFileError
+from ..util.locations import is_url, location_name, shown_location
 from ..util.textsafe import safe_text
 from .weights_only import FileFacts, WeightsOnlyCheck, check, file_facts, is_python_name
 from .weights_only_table import NEWEST, Release, nearest, release
@@ -292,7 +293,7 @@ def diagnose(path: str, *, target: Target | None = None, machine: Machine | None
     from ..read.open import open_checkpoint
     machine = machine or probe_machine(import_torch=import_torch)
     target = target or target_for(machine=machine, import_torch=import_torch)
-    d = Diagnosis(path, target, machine)
+    d = Diagnosis(shown_location(path), target, machine)
     _environment_notes(d)
     try:
         ckpt = open_checkpoint(path)
@@ -323,7 +324,7 @@ def _environment_notes(d: Diagnosis) -> None:
 
 
 def _not_a_checkpoint(d: Diagnosis, path: str, e: NotACheckpointError) -> Diagnosis:
-    if os.path.isdir(path):
+    if is_url(path) or os.path.isdir(path):
         d.error = e.message
         return d
     d.loads = False
@@ -386,7 +387,18 @@ def diagnose_checkpoint(ckpt: Checkpoint, *, target: Target, machine: Machine,
     elif fmt != "torchscript":
         wo = check(facts, rel, target.allowed)
         _weights_only_reasons(d, wo)
-    if facts.damaged:
+    cut_short = ckpt.meta.get("cut_short") if isinstance(ckpt.meta, dict) and fmt != "torch-legacy" else None
+    missing = ckpt.missing_bytes()
+    if cut_short:
+        # The reader recovers a zip cut short from its local headers; torch.load needs the directory.
+        d.reasons.append(Reason("truncated", "the zip archive was cut short: it has no end record (directory), so "
+                                "torch.load cannot open it" + (f"; the file ends inside {cut_short}"
+                                                              if cut_short != "the zip directory" else ""),
+                                "Download or copy it again.", torch_error=_truncated_error(d.path)))
+    elif missing is not None and missing.truncated:
+        d.reasons.append(Reason("truncated", f"the file was cut short: {missing.headline().partition(': ')[2]}",
+                                "Download or copy it again."))
+    elif facts.damaged:
         d.reasons.append(Reason("damaged", f"the file is damaged: {'; '.join(facts.damaged[:3])}"
                                 + (f" and {len(facts.damaged) - 3} more" if len(facts.damaged) > 3 else ""),
                                 "Download or copy it again."))
@@ -497,16 +509,18 @@ def _safetensors(d: Diagnosis, ckpt: Checkpoint) -> Diagnosis:
 def _convert_command(path: str, *, safe: bool, to_cpu: bool = False, folder: bool = False) -> str:
     """``ckptviewer convert`` writing a copy beside the source: ``--weights-only-safe`` when ``safe``,
     ``--map-location '*=cpu'`` when ``to_cpu``; otherwise a plain copy in the zip format."""
-    if folder or os.path.isdir(path):
-        stem = path.rstrip("/\\")
+    # A remote source's copy goes to the current folder, under the file's own name (never a URL).
+    local = location_name(path) if is_url(path) else path
+    if folder or (not is_url(path) and os.path.isdir(path)):
+        stem = local.rstrip("/\\")
         if stem.endswith(".index.json"):
             stem = stem[: -len(".index.json")]
         out = stem + ".pt"
     else:
-        stem, ext = os.path.splitext(path)
+        stem, ext = os.path.splitext(local)
         tag = "weights-only" if safe else "cpu" if to_cpu else "zip"
         out = f"{stem}.{tag}{ext if ext in TORCH_SUFFIXES else '.pt'}"
-    parts = ["ckptviewer", "convert"] + (["--weights-only-safe"] if safe else []) + [path, "-o", out]
+    parts = ["ckptviewer", "convert"] + (["--weights-only-safe"] if safe else []) + [shown_location(path), "-o", out]
     if to_cpu:
         parts += ["--map-location", "*=cpu"]
     return " ".join(shlex.quote(p) for p in parts)

@@ -7,17 +7,30 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from ..model.checkpoint import Checkpoint
-from ..model.interpret import analyze
+from ..model.interpret import Analysis, analyze
+from ..model.objects import GlobalRef, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
 from ..model.tensor import TensorRef
-from ..model.tree import Node, build_tree
+from ..model.tree import CONTAINER_KINDS, Node, TreeContext, build_tree, value_text
+from ..model.values import is_small, json_number, small_value
+from ..model.values import value_text as small_value_text
+from ..model.walk import iter_leaves
 from ..read.pickle.reconstructors import classify
 from ..util.errors import CheckpointError
-from ..util.lazynp import is_generic
+from ..util.lazynp import is_generic, is_ndarray
 from ..util.textsafe import key_text, path_text, safe_text
 from ..util.units import counted, human_bytes, shape_text
+
+# Default text output stays under a few hundred lines whatever the file holds (a Lightning checkpoint's
+# loops and callbacks, 3,596 logged (accuracy, loss) tuples): each mapping, sequence or state_dict shows
+# its first DEFAULT_MAX_ITEMS entries, and the tree stops after DEFAULT_MAX_LINES lines (the remaining
+# top-level entries still get their one-line summary). ``--max-items N`` and ``--all`` change both.
+DEFAULT_MAX_ITEMS = 40
+DEFAULT_MAX_LINES = 300
+MAX_STRING_VALUE = 10_000       # characters of a string value in the JSON report
 
 
 def stand_in_classes(ckpt: Checkpoint) -> tuple[list[str], list[tuple[str, str]]]:
@@ -88,7 +101,87 @@ def tensor_record(key: list, t: TensorRef, shared: dict[str, list]) -> dict:
         rec["subclass"] = t.subclass
     if t.problem:
         rec["problem"] = t.problem
+    elif not t.shape and is_small(t):
+        value = small_value(t)       # a 0-d tensor (a loss, a counter): its number, read on demand
+        if value is not None:
+            rec["value"] = json_number(value)
     return rec
+
+
+def _type_name(v: Any) -> str:
+    if v is None:
+        return "None"
+    if is_generic(v):
+        return f"numpy.{type(v).__name__}"
+    if is_ndarray(v):
+        return "numpy.ndarray"
+    if isinstance(v, TorchSize):
+        return "torch.Size"
+    if isinstance(v, TorchDevice):
+        return "torch.device"
+    if isinstance(v, TorchEnum):
+        return f"torch.{v.kind}" if getattr(v, "kind", "") else "torch"
+    if isinstance(v, StandIn):
+        return v.qualname
+    if isinstance(v, GlobalRef):
+        return "class"
+    if isinstance(v, Unreadable):
+        return "unreadable"
+    return type(v).__name__
+
+
+def _json_value(v: Any) -> Any:
+    """The JSON value for numbers, strings, booleans, null and lists of them; a short text for the rest."""
+    if v is None or isinstance(v, bool) or type(v) is int:
+        return v
+    if is_generic(v):
+        item = v.item()
+        return item if isinstance(item, (bool, int, float, str)) else repr(item)
+    if isinstance(v, (int, float)):
+        return float(v) if isinstance(v, float) else int(v)
+    if isinstance(v, str):
+        return v if len(v) <= MAX_STRING_VALUE else v[:MAX_STRING_VALUE] + f"… ({len(v):,} characters)"
+    if isinstance(v, (list, tuple)) and not isinstance(v, TorchSize):
+        return [_json_value(x) for x in v] if len(v) <= 10_000 else value_text(v, 200)
+    if isinstance(v, TorchSize):
+        return list(v)
+    return value_text(v, 200)
+
+
+def value_records(root: Any) -> list[dict]:
+    """One record per non-tensor leaf (``epoch``, ``best_acc``, an ``args`` Namespace's fields):
+    ``{"key": [...], "type": "int", "value": 7}``. A list of plain values is one leaf (its JSON list); key
+    paths are those of the tensor records."""
+    out = []
+    for path, v in iter_leaves(root, tensors=False):
+        if isinstance(v, (dict, list, tuple)) and not isinstance(v, TorchSize) and not v:
+            value: Any = [] if not isinstance(v, dict) else {}
+        else:
+            value = _json_value(v)
+        out.append({"key": [_json_key(k) for k in path], "type": _type_name(v), "value": value})
+    return out
+
+
+def checksums_of(entries: list[tuple[list, TensorRef]],
+                 progress: Callable[[int, int], None] | None = None) -> tuple[dict[int, str | None], list[str]]:
+    """sha256 of each distinct tensor (by ``id``; None when it cannot be computed) and, for each that
+    cannot, a line saying why."""
+    cache: dict[int, str | None] = {}
+    failures: list[str] = []
+    total = len(entries)
+    for i, (key, t) in enumerate(entries):
+        if id(t) not in cache:
+            try:
+                t.validate()
+                if t.problem:
+                    raise CheckpointError(t.problem)
+                cache[id(t)] = t.sha256()
+            except CheckpointError as e:
+                cache[id(t)] = None
+                failures.append(f"tensor {path_text(key)}: no checksum ({e.message})")
+        if progress:
+            progress(i + 1, total)
+    return cache, failures
 
 
 def build_report(ckpt: Checkpoint, *, checksums: bool = False,
@@ -101,28 +194,23 @@ def build_report(ckpt: Checkpoint, *, checksums: bool = False,
             shared.setdefault(t.storage.key, []).append([_json_key(k) for k in key])
     tensors = [tensor_record(key, t, shared) for key, t in entries]
     warnings = collect_warnings(ckpt, entries)
+    failures: list[str] = []
     if checksums:
-        cache: dict[int, str | None] = {}
-        total = len(entries)
-        for i, ((key, t), rec) in enumerate(zip(entries, tensors)):
-            if id(t) not in cache:
-                try:
-                    cache[id(t)] = t.sha256() if t.readable else None
-                except CheckpointError as e:
-                    cache[id(t)] = None
-                    warnings.append(f"tensor {path_text(key)}: {e.message}")
+        cache, failures = checksums_of(entries, progress)
+        for (key, t), rec in zip(entries, tensors):
             rec["sha256"] = cache[id(t)]
-            if progress:
-                progress(i + 1, total)
+        warnings.extend(failures)
     distinct = ckpt.all_tensors()
     by_dtype: Counter = Counter()
     for t in distinct:
         by_dtype[t.dtype.name] += t.numel
     unknown, dangerous = stand_in_classes(ckpt)
+    missing = ckpt.missing_bytes()
     return {
         "file": ckpt.path,
         "format": ckpt.format,
         "file_size": ckpt.file_size,
+        "missing_bytes": missing.to_json() if missing is not None else None,
         "meta": _jsonable(ckpt.meta),
         "summary": an.summary,
         "tensor_count": len(distinct),
@@ -140,6 +228,8 @@ def build_report(ckpt: Checkpoint, *, checksums: bool = False,
         "stand_in_classes": unknown,
         "dangerous_globals": [name for name, _ in dangerous],
         "tensors": tensors,
+        "values": value_records(ckpt.root),
+        "checksums_missing": sum(1 for rec in tensors if rec.get("sha256", "") is None) if checksums else 0,
         "warnings": warnings,
     }
 
@@ -165,18 +255,47 @@ def report_json(ckpt: Checkpoint, *, checksums: bool = False) -> str:
 
 
 # -- text ---------------------------------------------------------------------------------------------
-def _tensor_line(t: TensorRef) -> str:
+@dataclass(frozen=True)
+class TextLimits:
+    """How much of the tree ``report_text`` prints. ``None`` means no limit (``--all``)."""
+
+    depth: int | None = None                        # fold containers below this depth
+    max_items: int | None = DEFAULT_MAX_ITEMS       # entries shown per mapping, sequence or state_dict
+    max_lines: int | None = DEFAULT_MAX_LINES       # tree lines before the rest is summarised
+
+    @classmethod
+    def everything(cls, depth: int | None = None) -> "TextLimits":
+        return cls(depth, None, None)
+
+
+def _tensor_line(t: TensorRef, ctx: TreeContext | None = None) -> str:
+    """A state_dict row's text: shape, dtype, device, and the values of a small tensor (``= 6``)."""
     parts = [shape_text(t.shape), t.dtype.name, t.device]
     if t.kind not in ("tensor", "parameter"):
         parts.append(t.kind)
     if t.problem:
         parts.append(f"UNREADABLE: {t.problem}")
+    elif ctx is not None and is_small(t):
+        value = ctx.read_value(t)
+        if value is not None:
+            parts.append(f"= {small_value_text(value)}")
     return "  ".join(parts)
+
+
+def _tensor_value(t: TensorRef, ctx: TreeContext | None) -> str:
+    """A tensor shown as a value of its own (``loss: 0.0063 (float32 tensor)``), as torch prints it; a
+    bigger one by its shape, dtype and device."""
+    value = ctx.read_value(t) if ctx is not None and is_small(t) and not t.problem else None
+    if value is None:
+        return _tensor_line(t)
+    shape = f" {shape_text(t.shape)}" if t.shape else ""
+    where = f" on {t.device}" if t.device != "cpu" else ""
+    return f"{small_value_text(value)} ({t.dtype.name} tensor{shape}{where})"
 
 
 def _node_line(node: Node) -> str:
     if node.kind == "tensor":
-        return _tensor_line(node.value)
+        return _tensor_value(node.value, node.ctx)
     if node.kind in ("mapping", "sequence", "set", "object", "scheduler"):
         n, numel, *_ = node.totals()
         count = node.child_count_hint()
@@ -197,41 +316,121 @@ def _node_line(node: Node) -> str:
         opt = node.info
         return f"{opt.label}: {opt.n_states} parameter states, {len(opt.groups)} param group(s)"
     if node.kind == "param_state":
-        return f"state of {node.info}" if node.info else "parameter state"
+        # The note already names the parameter (and says when the name is inferred).
+        return f"state of {safe_text(node.note or node.info)}" if (node.note or node.info) else "parameter state"
     if node.kind == "group":
         n, numel, *_ = node.totals()
         return f"{counted(numel, 'parameter')} in {counted(n, 'tensor')}"
     return node.value_text()
 
 
-def iter_text_lines(root: Node, max_depth: int | None = None) -> Iterator[str]:
-    """The tree, one line per node: state_dict entries by full key, other levels nested."""
-    stack: list[tuple[Node, int]] = [(c, 0) for c in reversed(root.children())]
+def _more(indent: str, n: int, what: str = "entries") -> str:
+    return f"{indent}… {n:,} more {what} (--max-items N or --all to see them)"
+
+
+def _rows_as_state_dict(node: Node, depth: int) -> bool:
+    return node.kind == "state_dict" or (node.kind == "module" and depth == 0)
+
+
+def _node_lines(node: Node, depth: int, limits: TextLimits) -> Iterator[str]:
+    """The lines of ``node`` and what is under it: state_dict entries by full key, other levels nested.
+    Long containers show their first ``max_items`` entries and say how many more there are."""
+    cap = limits.max_items
+    stack: list[tuple[Node | str, int]] = [(node, depth)]
     while stack:
-        node, depth = stack.pop()
-        indent = "  " * depth
-        note = f"  ({safe_text(node.note)})" if node.note else ""
-        if node.kind == "state_dict" or (node.kind == "module" and depth == 0):
-            yield f"{indent}{node.name}: {_node_line(node)}"
-            if max_depth is not None and depth + 1 > max_depth:
-                n = len(node.tensors())
-                yield f"{indent}  … {n:,} entries folded (raise --depth to see them)"
-                continue
-            rows = [(key_text(p[-1]), t) for p, t in node.tensors()]
-            width = min(max((len(k) for k, _ in rows), default=0), 60)
-            for k, t in rows:
-                yield f"{indent}  {k:<{width}}  {_tensor_line(t)}"
+        item, d = stack.pop()
+        if isinstance(item, str):
+            yield item
             continue
-        line = f"{indent}{node.name}: {_node_line(node)}{note}"
-        yield line
-        if node.has_children and node.kind not in ("group",):
-            if max_depth is not None and depth + 1 > max_depth:
-                yield f"{indent}  … {node.child_count_hint():,} entries folded (raise --depth to see them)"
+        node = item
+        indent = "  " * d
+        if _rows_as_state_dict(node, d):
+            yield f"{indent}{node.name}: {_node_line(node)}"
+            rows = node.tensors()
+            if limits.depth is not None and d + 1 > limits.depth:
+                yield f"{indent}  … {len(rows):,} entries folded (raise --depth to see them)"
                 continue
-            stack.extend((c, depth + 1) for c in reversed(node.children()))
+            shown = rows if cap is None else rows[:cap]
+            keys = [key_text(p[-1]) for p, _ in shown]
+            width = min(max((len(k) for k in keys), default=0), 60)
+            for k, (_, t) in zip(keys, shown):
+                yield f"{indent}  {k:<{width}}  {_tensor_line(t, node.ctx)}"
+            if len(rows) > len(shown):
+                yield _more(indent + "  ", len(rows) - len(shown), "keys")
+            continue
+        note = node.note if node.note and node.kind != "param_state" else ""
+        yield f"{indent}{node.name}: {_node_line(node)}" + (f"  ({safe_text(note)})" if note else "")
+        if not node.has_children or node.kind == "group" or node.kind not in CONTAINER_KINDS:
+            continue
+        if limits.depth is not None and d + 1 > limits.depth:
+            yield f"{indent}  … {node.child_count_hint():,} entries folded (raise --depth to see them)"
+            continue
+        kids = node.children()
+        shown = kids if cap is None else kids[:cap]
+        if len(kids) > len(shown):
+            stack.append((_more(indent + "  ", len(kids) - len(shown)), d + 1))
+        stack.extend((c, d + 1) for c in reversed(shown))
 
 
-def report_text(ckpt: Checkpoint, *, depth: int | None = None) -> str:
+def _role_prefixes(an: Analysis | None) -> set[tuple]:
+    out: set[tuple] = set()
+    for path in (an.roles if an is not None else {}):
+        for i in range(len(path) + 1):
+            out.add(tuple(path[:i]))
+    return out
+
+
+def order_top(nodes: list[Node], an: Analysis | None) -> list[Node]:
+    """Top-level entries in reading order: one-line values first (``epoch``, ``loss``), then models,
+    optimizers and schedulers (and containers holding them), then bulky extras (logs, loops, callbacks),
+    each group in file order."""
+    roles = _role_prefixes(an)
+
+    def rank(n: Node) -> int:
+        if n.kind not in CONTAINER_KINDS:
+            return 0
+        if n.kind in ("state_dict", "module", "optimizer", "scheduler") or tuple(n.path) in roles:
+            return 1
+        return 2
+    return sorted(nodes, key=rank)
+
+
+def iter_text_lines(root: Node, max_depth: int | None = None, limits: TextLimits | None = None) -> Iterator[str]:
+    """The tree, one line per node, within ``limits`` (all of it when None). When the line budget runs
+    out, the remaining top-level entries are still listed, one summary line each."""
+    limits = limits or TextLimits.everything(max_depth)
+    if max_depth is not None and limits.depth is None:
+        limits = TextLimits(max_depth, limits.max_items, limits.max_lines)
+    top = order_top(root.children(), root.ctx.analysis if isinstance(root, Node) else None) \
+        if isinstance(root, Node) else root.children()
+    cap, budget = limits.max_items, limits.max_lines
+    # The top level is what a reader most needs (a smaller --max-items trims what is inside each entry).
+    shown_top = top if cap is None else top[:max(cap, DEFAULT_MAX_ITEMS)]
+    lines = 0
+    cut: str | None = None
+    for node in shown_top:
+        if cut is not None:
+            yield f"{node.name}: {_node_line(node)}"
+            continue
+        for line in _node_lines(node, 0, limits):
+            yield line
+            lines += 1
+            if budget is not None and lines >= budget:
+                cut = node.name
+                break
+        else:
+            continue
+        yield (f"  … the rest of {cut} and what follows it are summarised: the output stopped at {budget:,} "
+               f"lines (--all shows everything)")
+    if len(top) > len(shown_top):
+        yield _more("", len(top) - len(shown_top), "top-level entries")
+
+
+def report_text(ckpt: Checkpoint, *, depth: int | None = None, limits: TextLimits | None = None,
+                checksum_failures: list[str] | None = None) -> str:
+    """``ckptviewer info``'s text: what is missing first, then the file, the summary, the tree (bounded by
+    ``limits``: the defaults keep any file under a few hundred lines) and the warnings."""
+    limits = limits or TextLimits(depth)
     an = analyze(ckpt.root)
     root = build_tree(ckpt, an)
     entries = ckpt.tensor_entries()
@@ -243,7 +442,11 @@ def report_text(ckpt: Checkpoint, *, depth: int | None = None) -> str:
     for k in ("version", "format_version", "byteorder"):
         if k in ckpt.meta and not (k == "byteorder" and ckpt.meta[k] == "little"):
             meta_bits.append(f"{k.replace('_', ' ')} {ckpt.meta[k]}")
-    lines = [
+    lines = []
+    missing = ckpt.missing_bytes()
+    if missing is not None:        # said first: every number below describes tensors that are not there
+        lines.append(f"{missing.headline()}. {missing.advice()}")
+    lines += [
         f"File      {safe_text(ckpt.path)}  ({human_bytes(ckpt.file_size)}; {', '.join(meta_bits)})",
         f"Summary   {safe_text(an.summary)}",
         f"Tensors   {len(distinct):,} ({sum(t.numel for t in distinct):,} elements, "
@@ -256,16 +459,23 @@ def report_text(ckpt: Checkpoint, *, depth: int | None = None) -> str:
     layout = ckpt.meta.get("layout")       # sharded and distributed checkpoints: which files hold what
     if isinstance(layout, list):
         lines.extend(f"{'Layout' if i == 0 else '':<10}{safe_text(line, 300)}" for i, line in enumerate(layout[:16]))
+    if checksum_failures is not None:
+        n = len(distinct)
+        lines.append(f"Checksums {n - len(checksum_failures):,} of {n:,} tensors hashed"
+                     + (f"; {len(checksum_failures):,} cannot be (see the warnings)" if checksum_failures else ""))
     lines.append("")
     if root.kind in ("state_dict", "module", "tensor"):
-        lines.extend(iter_text_lines(_Wrapper(root), depth))
+        lines.extend(iter_text_lines(_Wrapper(root), limits=limits))
     else:
-        lines.extend(iter_text_lines(root, depth))
-    warnings = collect_warnings(ckpt, entries)
+        lines.extend(iter_text_lines(root, limits=limits))
+    warnings = collect_warnings(ckpt, entries) + list(checksum_failures or [])
     if warnings:
         lines.append("")
         lines.append(f"Warnings ({len(warnings)}):")
-        lines.extend(f"  - {safe_text(w, 400)}" for w in warnings)
+        shown = warnings if limits.max_items is None else warnings[:limits.max_items]
+        lines.extend(f"  - {safe_text(w, 400)}" for w in shown)
+        if len(warnings) > len(shown):
+            lines.append(_more("  ", len(warnings) - len(shown), "warnings"))
     return "\n".join(lines)
 
 

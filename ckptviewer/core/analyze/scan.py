@@ -41,7 +41,9 @@ import gc
 import os
 from collections import Counter
 
+from ..source.filebytes import file_bytes
 from ..util.errors import CheckpointError
+from ..util.locations import is_url, shown_location
 from .scanning import archives, zips
 from .scanning.blobs import MAX_PICKLES, Scanner, kind_of
 from .scanning.report import (CATEGORIES, COMPUTED, FRAMES, JIT_LOAD, NUMPY_LOAD, PLAIN_FILE, TORCH_LOAD,
@@ -52,8 +54,8 @@ from .scanning.walk import MAX_NAME, looks_like_pickle, walk_pickle
 MAX_INFLATE = zips.MAX_INFLATE
 
 __all__ = ["CATEGORIES", "COMPUTED", "FRAMES", "MAX_INFLATE", "MAX_NAME", "MAX_PICKLES", "CodeFinding", "GlobalUse",
-           "PickleScan", "ScanResult", "categorize", "finish", "scan_buffer", "scan_checkpoint", "scan_file",
-           "walk_pickle"]
+           "PickleScan", "ScanResult", "categorize", "finish", "missing_bytes_problem", "scan_buffer",
+           "scan_checkpoint", "scan_file", "walk_pickle"]
 
 
 def scan_file(path: str | os.PathLike, *, skip: frozenset[str] = frozenset(),
@@ -65,6 +67,8 @@ def scan_file(path: str | os.PathLike, *, skip: frozenset[str] = frozenset(),
     tensor records those pickles name (``data/0``, ``constants/1``), which are then not read either."""
     from ..source.local import close_quietly, map_file
     path = os.fspath(path)
+    if is_url(path):
+        return _scan_url(path, skip, known_storages)
     result = ScanResult(path)
     try:
         if os.path.isdir(path):
@@ -87,18 +91,60 @@ def scan_file(path: str | os.PathLike, *, skip: frozenset[str] = frozenset(),
         close_quietly(resources)
 
 
+def _scan_url(url: str, skip: frozenset[str], known_storages: frozenset[str] | None) -> ScanResult:
+    """A file at a URL: a zip's directory and pickles are fetched by range (tensors never are); formats
+    whose pickles are interleaved with data (legacy, tar, plain pickles) are downloaded first, their size
+    said before (``task.notice``)."""
+    from ..read.detect import sniff
+    from ..source.local import close_quietly, map_file
+    from ..source.remote import RemoteFolder, open_remote
+    result = ScanResult(shown_location(url))
+    resources: list = []
+    try:
+        target = open_remote(url)
+        if isinstance(target, RemoteFolder):
+            result.error = "this is a folder, not a file; scan the checkpoint files in it by their URLs"
+            return result
+        resources.append(target)
+        head = target.head(512)
+        if target.ranges and head and sniff(head, target.size) in ("zip", "safetensors"):
+            return scan_buffer(target, result.path, result, skip=skip, known_storages=known_storages)
+        why = "scanning this format needs the whole file" if target.ranges else "the server does not serve byte ranges"
+        buf, mapped = map_file(target.full_copy(why))
+        resources.extend(mapped)
+        return scan_buffer(buf, result.path, result, skip=skip, known_storages=known_storages)
+    except CheckpointError as e:
+        result.error = f"{e.message} {e.hint}".strip()
+        return result
+    finally:
+        close_quietly(resources)
+
+
 def scan_buffer(buf, path: str, result: ScanResult | None = None, *, skip: frozenset[str] = frozenset(),
                 known_storages: frozenset[str] | None = None) -> ScanResult:
-    """The safety report of a file held in ``buf`` (bytes or an mmap); ``path`` names it."""
+    """The safety report of a file held in ``buf`` (bytes, an mmap, or a remote file's ``FileBytes``);
+    ``path`` names it."""
     from ..read.detect import describe_other, sniff
     result = result or ScanResult(path)
-    size = len(buf)
+    src = file_bytes(buf)
+    size = src.size
     if size == 0:
         result.error = "the file is empty"
         return result
     ctx = Scanner(result, skip=skip, known_storages=known_storages)
-    head = bytes(buf[:512])
+    head = bytes(src.view(0, min(512, size)))
     kind = sniff(head, size)
+    if src.is_remote:
+        # Fetched by range: the zip is read through its directory (what torch.load reads), member by member.
+        if kind == "zip":
+            zips.scan_remote_zip(ctx, src)
+        elif kind == "safetensors":
+            result.format = "safetensors"
+            result.notes.append("safetensors files hold no pickle: loading one cannot run code")
+        else:
+            result.error = "this format is scanned from a downloaded copy"
+        return finish(result)
+    buf = src.buffer
     other = kind_of(head)
     # A zip's directory becomes one object per member, and nothing the scan builds is cyclic: pause the
     # cyclic collector meanwhile, as the reader does (it would walk 10^5 members again and again).
@@ -109,7 +155,9 @@ def scan_buffer(buf, path: str, result: ScanResult | None = None, *, skip: froze
             zips.scan_zip(ctx, buf, 0, size, label="", depth=0)
         elif kind == "torch-legacy":
             result.format = "torch-legacy"
-            ctx.legacy(buf, 0, size, label="", where="", loader=TORCH_LOAD)
+            found = ctx.legacy(buf, 0, size, label="", where="", loader=TORCH_LOAD)
+            if len(found) == 5 and found[-1].complete:
+                _legacy_storages(buf, result)
         elif kind == "tar" or other == "tar":
             archives.scan_tar(ctx, buf, 0, size, label="", depth=0)
         elif kind == "safetensors":
@@ -154,7 +202,28 @@ def scan_checkpoint(ckpt) -> ScanResult:
     result = ScanResult(ckpt.path, ckpt.format)
     for p in ckpt.pickles:
         result.pickles.append(PickleScan(p.pickle, Counter(p.counts)))
+    missing_bytes_problem(ckpt, result)
     return finish(result)
+
+
+def _legacy_storages(buf, result: ScanResult) -> None:
+    """The storages after a legacy file's five pickles hold no code, but a file cut short keeps all five
+    pickles and loses the storages: the reader locates each storage (headers only, no data) and a missing
+    one makes the file incomplete."""
+    from ..read.formats.torch_legacy import read_torch_legacy
+    try:
+        ckpt = read_torch_legacy(buf, result.path)
+    except CheckpointError as e:
+        result.problems.append(f"the storages after the pickles cannot be located ({e.message})")
+        return
+    missing_bytes_problem(ckpt, result)
+
+
+def missing_bytes_problem(ckpt, result: ScanResult) -> None:
+    """A file whose tensors lack bytes was read only in part: say so as a problem (exit status 2)."""
+    missing = ckpt.missing_bytes()
+    if missing is not None:
+        result.problems.append(f"{missing.headline()}. {missing.advice()}")
 
 
 def _scan_plain(ctx: Scanner, buf, other: str | None) -> None:

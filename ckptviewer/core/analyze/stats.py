@@ -32,6 +32,9 @@ from ..util.progress import Progress, run_steps
 
 DEFAULT_BINS = 128
 SAMPLE_SIZE = 1 << 16
+# A remote tensor bigger than this is sampled in this many runs of consecutive elements (see _sample_runs).
+REMOTE_SAMPLE_BYTES = 32 << 20
+REMOTE_SAMPLE_RUNS = 16
 # Tensors with fewer elements than this get no sampled preview: the exact pass is about as fast.
 SAMPLE_THRESHOLD = 1 << 20
 
@@ -136,6 +139,8 @@ def sample_values(t: TensorRef, size: int = SAMPLE_SIZE) -> np.ndarray:
     if n <= size:
         parts = [numbers_of(c, t.dtype.kind) for c in t.iter_values()]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
+    if getattr(t.storage.source, "remote", False) and t.is_contiguous and n * t.dtype.itemsize > REMOTE_SAMPLE_BYTES:
+        return _sample_runs(t, size)
     flat_idx = np.linspace(0, n - 1, size).round().astype(np.int64)
     coords = np.unravel_index(flat_idx, t.shape)
     elem = np.full(size, t.offset, dtype=np.int64)
@@ -151,6 +156,23 @@ def sample_values(t: TensorRef, size: int = SAMPLE_SIZE) -> np.ndarray:
     if raw.dtype.byteorder == ">":
         raw = raw.astype(raw.dtype.newbyteorder("<"))
     return numbers_of(to_numbers(np.ascontiguousarray(raw), t.dtype), t.dtype.kind)
+
+
+def _sample_runs(t: TensorRef, size: int) -> np.ndarray:
+    """A sample of a remote tensor as a few runs of consecutive elements: evenly spaced single elements
+    would touch every block of the tensor, so the sample would cost its whole download."""
+    n, isz = t.numel, t.dtype.itemsize
+    per = max(1, size // REMOTE_SAMPLE_RUNS)
+    dt = t.dtype.numpy
+    if t.storage.byteorder == "big" and isz > 1:
+        dt = dt.newbyteorder(">")
+    parts = []
+    for first in np.linspace(0, n - per, REMOTE_SAMPLE_RUNS).round().astype(np.int64):
+        raw = np.frombuffer(t.storage.source.view((t.offset + int(first)) * isz, per * isz), dtype=dt, count=per)
+        if raw.dtype.byteorder == ">":
+            raw = raw.astype(raw.dtype.newbyteorder("<"))
+        parts.append(numbers_of(to_numbers(np.ascontiguousarray(raw), t.dtype), t.dtype.kind))
+    return np.concatenate(parts)
 
 
 # -- statistics ---------------------------------------------------------------------------------------

@@ -86,9 +86,10 @@ def file_facts(ckpt: Checkpoint, *, max_nodes: int = MAX_NODES) -> FileFacts:
     facts.module_pids = bool(ckpt.meta.get("class_sources")) if isinstance(ckpt.meta, dict) else False
     storages = ckpt.storages.values()
     locations = Counter([st.location for st in storages])
-    for st in [st for st in storages if st.problem is not None
-               or (st.source is not None and st.source.size < st.nbytes)]:
+    for st in [st for st in storages if st.problem is not None or st.source is None
+               or st.source.size < st.nbytes]:
         facts.damaged.append(f"storage {st.key}: {st.problem}" if st.problem else
+                             f"storage {st.key} is missing from the file" if st.source is None else
                              f"storage {st.key} holds {st.source.size:,} of its {st.nbytes:,} bytes")
     facts.locations.update({str(k): n for k, n in locations.items()})
     facts.walk_complete = _walk(ckpt.root, facts, max_nodes)

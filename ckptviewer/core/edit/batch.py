@@ -13,6 +13,7 @@ from typing import Generator, Iterable
 
 from ..read.open import open_checkpoint
 from ..util.errors import CheckpointError, OperationError
+from ..util.locations import is_url
 from ..write.export import ExportOptions, ExportProgress, export_iter
 from .ops import apply_steps
 from .recipes import Recipe
@@ -35,7 +36,7 @@ def expand_inputs(paths: Iterable[str], recursive: bool = False) -> tuple[list[s
     files, skipped = [], []
     for p in paths:
         p = os.fspath(p)
-        if os.path.isdir(p):
+        if not is_url(p) and os.path.isdir(p):
             walker = os.walk(p) if recursive else [(p, [], sorted(os.listdir(p)))]
             for folder, _, names in walker:
                 for n in sorted(names):
@@ -47,7 +48,7 @@ def expand_inputs(paths: Iterable[str], recursive: bool = False) -> tuple[list[s
             files.append(p)
     seen, unique = set(), []
     for f in files:
-        key = os.path.realpath(f)
+        key = f if is_url(f) else os.path.realpath(f)
         if key not in seen:
             seen.add(key)
             unique.append(f)
@@ -63,7 +64,8 @@ def without_outputs(files: list[str], recipe: Recipe) -> tuple[list[str], list[s
 
 
 def planned_output(source: str, recipe: Recipe) -> tuple[str | None, str]:
-    """(output path or None to skip, why) under the recipe's exists rule; raises if it must fail."""
+    """(output path or None to skip, why) under the recipe's exists rule; raises if it must fail. Under the
+    default rule ("error") an output at least as new as its source counts as already converted: skipped."""
     out = recipe.output.output_path(source)
     if os.path.realpath(out) == os.path.realpath(source):
         raise OperationError(f"the output name {os.path.basename(out)} is the input itself; change the recipe's "
@@ -81,8 +83,20 @@ def planned_output(source: str, recipe: Recipe) -> tuple[str | None, str]:
             candidate = f"{stem}-{i}{ext}"
             if not os.path.exists(candidate):
                 return candidate, f"{os.path.basename(out)} exists; writing {os.path.basename(candidate)}"
-    raise OperationError(f"{os.path.basename(out)} already exists",
-                         hint="Change the recipe's 'exists' rule (or pass --force on the command line).")
+    # "error": a second run over the same files finds its own outputs. One at least as new as its source
+    # is that file already converted (skipped, not failed); an older one may be stale and stops that file.
+    if _mtime(out) >= _mtime(source):
+        return None, f"already converted: {os.path.basename(out)} exists (--force, or the recipe's 'exists' rule " \
+                     f"\"overwrite\", replaces it)"
+    raise OperationError(f"{os.path.basename(out)} already exists and is older than its source",
+                         hint="Pass --force on the command line (or set the recipe's 'exists' rule) to replace it.")
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def convert_iter(source: str, recipe: Recipe) -> Generator[ExportProgress, None, ConvertResult]:
@@ -94,9 +108,22 @@ def convert_iter(source: str, recipe: Recipe) -> Generator[ExportProgress, None,
         root, log = apply_steps(ckpt.root, recipe.steps)
         options = ExportOptions(fmt=recipe.output.format, non_tensors=recipe.output.non_tensors,
                                 overwrite=recipe.output.exists == "overwrite")
-        result = yield from export_iter(root, out, options, sources=[ckpt.path])
-    message = "; ".join(log.lines + result.notes + ([why] if why else []))
+        try:
+            result = yield from export_iter(root, out, options, sources=[ckpt.path])
+        except CheckpointError as e:
+            raise export_failure(ckpt, e) from None
+    message = "; ".join(log.lines + [f"warning: {w}" for w in result.warnings] + result.notes + ([why] if why else []))
     return ConvertResult(source, result.path, "done", message, result.size, result.seconds)
+
+
+def export_failure(ckpt, error: CheckpointError) -> CheckpointError:
+    """The error to report when exporting from ``ckpt`` failed: named after the file, and, when the file's
+    tensors lack bytes (a download cut short), saying that first rather than listing each tensor."""
+    missing = ckpt.missing_bytes()
+    if missing is not None and isinstance(error, OperationError):
+        return OperationError(f"{missing.headline()}, so it cannot be converted", path=ckpt.path,
+                              hint=missing.advice())
+    return error.with_path(ckpt.path)
 
 
 def convert_file(source: str, recipe: Recipe, progress=None) -> ConvertResult:

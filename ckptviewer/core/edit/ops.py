@@ -232,6 +232,10 @@ class Drop(Step):
     kind: ClassVar[str] = "drop"
 
     def apply(self, root, log):
+        # Resolve every path against the input first, then copy each parent once: dropping the 500 keys a
+        # warm-start fit names costs one copy of the state_dict, not 500.
+        groups: dict[tuple, tuple[Any, list]] = {}
+        lines: list[str] = []
         for text in self.paths:
             comps = keypath.parse(text)
             if not comps:
@@ -247,22 +251,34 @@ class Drop(Step):
                 else:
                     keys = [keypath._match_key(parent, last)] if _has(parent, last) else []
                 if not keys:
-                    raise OperationError(f"nothing named {last!r} under {keypath.format_path(parent_path) or 'the root'}")
+                    where = keypath.format_path(parent_path) or "the root"
+                    raise OperationError(f"nothing named {last!r} under {where}")
+            elif isinstance(parent, (list, tuple)):
+                keys = [keypath._match_key(parent, last) % max(len(parent), 1)]
+            else:
+                raise OperationError(f"{keypath.format_path(parent_path)} has no entries to drop")
+            groups.setdefault(parent_path, (parent, []))[1].extend(keys)
+            lines.append(f"dropped {len(keys)} entries matching {text!r}" if len(keys) > 1
+                         else f"dropped {keypath.format_path(parent_path + (keys[0],))}")
+        for parent_path, (parent, keys) in groups.items():
+            keys = list(dict.fromkeys(keys))
+            if isinstance(parent, dict):
                 new_parent = copy_container(parent)
                 for k in keys:
                     del new_parent[k]
                     log.changed.add(parent_path + (k,))
-                log.say(f"dropped {len(keys)} entr{'y' if len(keys) == 1 else 'ies'} matching "
-                        f"{text!r}" if len(keys) > 1 else f"dropped {keypath.format_path(parent_path + (keys[0],))}")
-            elif isinstance(parent, (list, tuple)):
-                idx = keypath._match_key(parent, last)
-                items = list(parent)
-                del items[idx]
-                new_parent = type(parent)(items) if isinstance(parent, list) else tuple(items)
-                log.say(f"dropped {keypath.format_path(parent_path + (idx,))}")
             else:
-                raise OperationError(f"{keypath.format_path(parent_path)} has no entries to drop")
+                gone = set(keys)
+                items = [x for i, x in enumerate(parent) if i not in gone]
+                new_parent = type(parent)(items) if isinstance(parent, list) else tuple(items)
             root = replace_at(root, parent_path, new_parent)
+            if len(lines) > 8:
+                where = keypath.format_path(parent_path) or "the root"
+                shown = ", ".join(str(k) for k in keys[:5]) + (f", and {len(keys) - 5} more" if len(keys) > 5 else "")
+                log.say(f"dropped {len(keys)} entr{'y' if len(keys) == 1 else 'ies'} of {where}: {shown}")
+        if len(lines) <= 8:
+            for line in lines:
+                log.say(line)
         return root
 
     def describe(self):
@@ -636,6 +652,15 @@ class SelectModel(Step):
     kind: ClassVar[str] = "select_model"
 
     def apply(self, root, log):
+        chosen, why = self.choose(root)
+        where = keypath.format_path(chosen.path) or "the root"
+        log.say(f"selected the model weights at {where} ({why})")
+        if not chosen.path and chosen.kind == "state_dict":
+            return unwrap(root)
+        return Select(keypath.format_path(chosen.path)).apply(root, EditLog())
+
+    def choose(self, root: Any):
+        """(the StateDictInfo of the model's weights, why that one) under ``root``."""
         from ..model.interpret import analyze
         found = [sd for sd in analyze(unwrap(root)).state_dicts if sd.kind in ("state_dict", "module")]
         if not found:
@@ -654,14 +679,34 @@ class SelectModel(Step):
             else:
                 chosen = max(found, key=lambda sd: sd.n_parameters)
                 why = f"the largest of {len(found)} candidates"
-        where = keypath.format_path(chosen.path) or "the root"
-        log.say(f"selected the model weights at {where} ({why})")
-        if not chosen.path and chosen.kind == "state_dict":
-            return unwrap(root)
-        return Select(keypath.format_path(chosen.path)).apply(root, EditLog())
+        return chosen, why
 
     def describe(self):
         return "Select the model's state_dict" + (f" (prefer {self.prefer})" if self.prefer else "")
+
+
+def tensors_only_selection(root: Any) -> tuple[Step | None, str]:
+    """For an output that holds tensors only (safetensors) from a file that holds other values too (a
+    training checkpoint): the step that keeps the model's state_dict when there is exactly one, and why;
+    ``(None, "")`` when nothing needs choosing. Several candidates raise an error naming ``--select`` for
+    each, so the user picks instead of a guess."""
+    from ..model.interpret import analyze
+    from ..model.walk import iter_leaves
+    root = unwrap(root)
+    if is_state_dict(root) or not any(not isinstance(v, TensorRef) for _, v in iter_leaves(root)):
+        return None, ""
+    models = [sd for sd in analyze(root).state_dicts if sd.kind in ("state_dict", "module")]
+    if len(models) == 1 and models[0].path:
+        where = keypath.format_path(models[0].path)
+        return Select(where), (f"safetensors holds tensors only: selected {where}, the only model state_dict in "
+                               f"the file (--select PATH chooses another part; --non-tensors drop keeps every "
+                               f"tensor of the file)")
+    if len(models) > 1:
+        options = " or ".join(f"--select {keypath.format_path(sd.path) or '/'}" for sd in models[:6])
+        raise OperationError(f"safetensors holds tensors only, and this file holds {len(models)} state_dicts "
+                             f"beside other values: choose one with {options}",
+                             hint="Or pass --non-tensors drop to write every tensor of the file.")
+    return None, ""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..util.errors import OperationError
+from ..util.locations import is_url, location_name
 from ..write.export import FORMATS
 from .ops import Cast, RemapDevice, SelectModel, Step, StripPrefix, WeightsOnlySafe, step_from_json
 
@@ -60,15 +61,18 @@ class OutputRule:
 
     def output_path(self, source: str) -> str:
         """Where the output of ``source`` goes (a plain file name in the output folder)."""
-        base = os.path.basename(source)
+        base = location_name(source)
         stem, ext = os.path.splitext(base)
         if base.endswith(".index.json"):
             stem, ext = base[: -len(".index.json")], ".index.json"
         ext = _SUFFIX[self.format] or (ext if ext and ext != ".safetensors" else ".pt")
-        name = self.name.format(stem=stem, ext=ext, name=base, parent=os.path.basename(os.path.dirname(
-            os.path.abspath(source))))
+        remote = is_url(source)
+        # A URL's "folder" is not a place to write: its outputs go to the current folder unless one is set.
+        parent = location_name(source.split("?", 1)[0].rsplit("/", 1)[0]) if remote else \
+            os.path.basename(os.path.dirname(os.path.abspath(source)))
+        name = self.name.format(stem=stem, ext=ext, name=base, parent=parent)
         name = sanitize_file_name(name)
-        folder = self.folder or os.path.dirname(os.path.abspath(source))
+        folder = self.folder or (os.getcwd() if remote else os.path.dirname(os.path.abspath(source)))
         return os.path.join(folder, name)
 
 

@@ -242,6 +242,59 @@ class TensorRef:
         return np.lib.stride_tricks.as_strided(base, shape=shape, strides=[st * isz for st in self.stride],
                                                writeable=False)
 
+    def read_view(self, offset: int, shape: tuple[int, ...], stride: tuple[int, ...]) -> np.ndarray:
+        """Raw elements of a sub-view of this tensor's storage (``offset``, ``shape`` and ``stride`` in elements,
+        as for the tensor itself), C-contiguous and little-endian, a cast view's conversion applied.
+
+        Only the bytes between the first and the last element touched are mapped, and only the pages of the
+        elements themselves are read: a plane of a huge tensor, or every 100th row of it, costs what it shows.
+        """
+        self._check_readable()
+        shape, stride = tuple(int(n) for n in shape), tuple(int(s) for s in stride)
+        if offset < 0 or any(n < 0 or s < 0 for n, s in zip(shape, stride)) or len(shape) != len(stride):
+            raise StorageError(f"a read of elements at {offset} shaped {list(shape)} is not a view of this tensor")
+        span = _span(shape, stride)
+        stored = self.stored_dtype
+        if span == 0:
+            return self._little(np.empty(shape, dtype=stored.numpy))
+        isz = stored.itemsize
+        buf = self.storage.source.view(offset * isz, span * isz)
+        base = np.frombuffer(buf, dtype=stored.numpy, count=span)
+        if self.storage.byteorder == "big" and isz > 1:
+            base = base.view(base.dtype.newbyteorder(">"))
+        view = np.lib.stride_tricks.as_strided(base, shape=shape, strides=[s * isz for s in stride], writeable=False)
+        # A copy, always: the result outlives the call (a table page, a plot) and must not pin the file's map.
+        return self._little(np.array(view, order="C"))
+
+    def take(self, offsets: np.ndarray) -> np.ndarray:
+        """Raw elements at storage element ``offsets`` (an int array of any shape), little-endian, a cast view's
+        conversion applied. Neighbours are read in runs of at most a chunk's bytes, so scattered elements (a
+        sample, a column of a huge matrix, a page of a transposed tensor) cost their own pages only."""
+        self._check_readable()
+        offsets = np.asarray(offsets, dtype=np.int64)
+        flat = offsets.reshape(-1)
+        stored = self.stored_dtype
+        isz = stored.itemsize
+        out = np.empty(flat.size, dtype=stored.numpy)
+        if flat.size:
+            order = np.argsort(flat, kind="stable")
+            ordered = flat[order]
+            if ordered[0] < 0:
+                raise StorageError(f"a read of element {int(ordered[0])} is outside the storage")
+            limit = max(1, CHUNK_BYTES // isz)
+            source = self.storage.source
+            i = 0
+            while i < ordered.size:
+                j = max(i + 1, int(np.searchsorted(ordered, ordered[i] + limit, side="left")))
+                base = int(ordered[i])
+                span = int(ordered[j - 1]) - base + 1
+                run = np.frombuffer(source.view(base * isz, span * isz), dtype=stored.numpy, count=span)
+                if self.storage.byteorder == "big" and isz > 1:
+                    run = run.view(run.dtype.newbyteorder(">"))
+                out[order[i:j]] = run[ordered[i:j] - base]      # copies (and swaps bytes when big-endian)
+                i = j
+        return self._little(out.reshape(offsets.shape))
+
     def rows_per_chunk(self, max_bytes: int) -> int:
         """How many rows (along dim 0) fit in about ``max_bytes``."""
         rows = self.shape[0] if self.shape else 1

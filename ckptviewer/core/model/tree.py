@@ -17,7 +17,16 @@ from ..util.units import human_bytes, shape_text
 from .interpret import Analysis, OptimizerInfo, StateDictInfo, analyze, is_state_dict
 from .objects import GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
 from .tensor import TensorRef
-from .walk import MAX_DEPTH, iter_distinct_tensors, iter_tensors, module_attrs, stand_in_children, unwrap
+from .values import is_small, small_value
+from .walk import (
+    MAX_DEPTH,
+    is_plain_values,
+    iter_distinct_tensors,
+    iter_tensors,
+    module_attrs,
+    stand_in_children,
+    unwrap,
+)
 
 CONTAINER_KINDS = {"mapping", "sequence", "set", "state_dict", "module", "optimizer", "group", "object",
                    "scheduler", "param_state"}
@@ -207,6 +216,15 @@ class Node:
         """A short rendering of a leaf value (scalars, strings, small sequences)."""
         return value_text(self.value)
 
+    def small_value(self, read: bool = False) -> tuple[bool, Any]:
+        """For a small tensor (``values.is_small``): (known?, its values). With ``read`` the bytes are read
+        now if they were not yet; without it nothing is read (what painting a row may do)."""
+        if self.kind != "tensor" or not is_small(self.value):
+            return True, None
+        if read:
+            return True, self.ctx.read_value(self.value)
+        return self.ctx.known_value(self.value)
+
     def __repr__(self) -> str:
         return f"<Node {self.name} {self.kind}>"
 
@@ -233,6 +251,8 @@ def value_text(v: Any, limit: int = 120) -> str:
     v = unwrap(v)
     if v is None:
         return "None"
+    if is_generic(v):       # before the int/float tests: numpy.float64 is a float subclass
+        return f"{v.item()!r} ({type(v).__name__})"
     if isinstance(v, bool):
         return str(v)
     if isinstance(v, int):
@@ -247,8 +267,6 @@ def value_text(v: Any, limit: int = 120) -> str:
         if v.size <= 8 and v.ndim <= 1:
             return safe_text(np.array2string(v, separator=", "), limit)
         return f"ndarray {v.dtype} {shape_text(v.shape)}"
-    if is_generic(v):
-        return f"{v.item()!r} ({type(v).__name__})"
     if isinstance(v, (TorchSize, TorchDevice, TorchEnum)):
         return repr(v) if not isinstance(v, TorchDevice) else f"device('{v}')"
     if isinstance(v, TensorRef):
@@ -275,13 +293,6 @@ def value_text(v: Any, limit: int = 120) -> str:
     if isinstance(v, (complex, range, slice)):
         return repr(v)
     return type(v).__name__
-
-
-def is_plain_values(v: Any) -> bool:
-    """A list/tuple of plain scalars: shown inline as one value rather than as a subtree."""
-    return (isinstance(v, (list, tuple)) and not isinstance(v, TorchSize)
-            and all(x is None or type(x) in (int, float, bool, str) and (type(x) is not str or len(x) < 40)
-                    for x in v))
 
 
 # -- node construction --------------------------------------------------------------------------------
@@ -485,13 +496,28 @@ def _optimizer_children(node: Node, an: Analysis | None) -> list[Node]:
 
 
 class TreeContext:
-    """What every node of one tree shares: the checkpoint and its analysis."""
+    """What every node of one tree shares: the checkpoint, its analysis, and the values of the small
+    tensors read so far (read on demand: ``info`` reads what it prints, the window reads in a worker, so
+    that painting a row never touches the file)."""
 
-    __slots__ = ("checkpoint", "analysis")
+    __slots__ = ("checkpoint", "analysis", "_values")
 
     def __init__(self, checkpoint, analysis: Analysis):
         self.checkpoint = checkpoint
         self.analysis = analysis
+        self._values: dict[int, tuple[TensorRef, Any]] = {}    # id -> (tensor kept alive, its values)
+
+    def read_value(self, t: TensorRef) -> Any:
+        """The values of a small tensor (see ``values.small_value``), read once; None when it has none."""
+        got = self._values.get(id(t))
+        if got is None:
+            got = self._values[id(t)] = (t, small_value(t) if is_small(t) else None)
+        return got[1]
+
+    def known_value(self, t: TensorRef) -> tuple[bool, Any]:
+        """(read yet?, values) without reading anything."""
+        got = self._values.get(id(t))
+        return (False, None) if got is None else (True, got[1])
 
 
 def build_tree(checkpoint, analysis: Analysis | None = None) -> Node:

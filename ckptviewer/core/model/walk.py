@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from ..util.lazynp import is_generic
-from .objects import Buildable, StandIn
+from .objects import Buildable, StandIn, TorchSize
 from .tensor import TensorRef
 
 MAX_DEPTH = 200
@@ -196,3 +196,45 @@ def numel_of(value: Any) -> int:
 
 def is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, complex, str, bytes)) or is_generic(value)
+
+
+def is_plain_values(v: Any) -> bool:
+    """A list/tuple of plain scalars: shown (and compared, and reported) as one value, not as a subtree."""
+    return (isinstance(v, (list, tuple)) and not isinstance(v, TorchSize)
+            and all(x is None or type(x) in (int, float, bool, str) and (type(x) is not str or len(x) < 40)
+                    for x in v))
+
+
+def iter_leaves(root: Any, max_nodes: int = MAX_NODES, *, tensors: bool = True) -> Iterator[tuple[tuple, Any]]:
+    """(key path, leaf) for tensors and plain values under ``root``, in tree order, with the key paths
+    :func:`iter_tensors` uses. Lists of plain values count as one leaf, an empty container is a leaf,
+    pickled modules contribute their state_dict; cycles are cut. ``tensors=False`` leaves tensors out
+    (cheaper than filtering them: a 100,000-key state_dict is not walked entry by entry)."""
+    stack: list[tuple[tuple, Any, tuple]] = [((), root, ())]
+    seen = 0
+    distinct: set[int] = set()
+    while stack:
+        path, value, anc = stack.pop()
+        seen += 1
+        if seen > max_nodes:
+            return
+        value = unwrap(value)
+        container = (isinstance(value, (dict, list, tuple, StandIn)) and not isinstance(value, TorchSize)
+                     and not is_plain_values(value))
+        if not container:
+            yield path, value
+            continue
+        if id(value) in anc or len(path) > MAX_DEPTH:
+            continue
+        distinct.add(id(value))
+        if seen > SHARED_PATHS_MIN and seen > SHARED_PATHS_FACTOR * len(distinct):
+            return       # an exponential object graph: as many paths as iter_tensors lists, no more
+        kids = children(value)
+        if not kids:
+            yield path, value
+            continue
+        inner = anc + (id(value),)
+        if tensors:
+            stack.extend((path + (k,), v, inner) for k, v in reversed(kids))
+        else:
+            stack.extend((path + (k,), v, inner) for k, v in reversed(kids) if type(v) is not TensorRef)

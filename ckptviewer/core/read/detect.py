@@ -11,6 +11,7 @@ import os
 from ..model.checkpoint import Checkpoint
 from ..source.local import close_quietly, map_file
 from ..util.errors import CheckpointError, NotACheckpointError
+from ..util.locations import is_url
 from .formats.safetensors_format import looks_safetensors, read_safetensors
 from .formats.torch_legacy import MAGIC_PREFIX, read_torch_legacy
 from .formats.torch_tar import looks_tar, read_torch_tar
@@ -61,8 +62,11 @@ def describe_other(head: bytes) -> str:
 
 
 def open_file(path: str | os.PathLike) -> Checkpoint:
-    """Open one checkpoint file, sniffed by its first bytes (never a folder or an index)."""
+    """Open one checkpoint file, sniffed by its first bytes (never a folder or an index). ``path`` may be a
+    URL (``https://``, ``hf://``, ``s3://``, ...): see :func:`open_url_file`."""
     path = os.fspath(path)
+    if is_url(path):
+        return open_url_file(path)
     try:
         if os.path.isdir(path):
             raise NotACheckpointError("this is a folder, not a checkpoint file", hint="")
@@ -85,6 +89,76 @@ def open_file(path: str | os.PathLike) -> Checkpoint:
     except BaseException:
         close_quietly(resources)
         raise
+
+
+def open_url_file(url: str) -> Checkpoint:
+    """Open one checkpoint file at a URL. Zip archives and safetensors files are read by range (the
+    directory, the pickle, the header; tensors when their values are read); formats that need a full read
+    (the legacy torch.save format, tar, plain pickles), and any file on a server that ignores ``Range``,
+    are downloaded into the cache first, their size said before (``source.remote.RemoteFile.full_copy``)."""
+    from ..source.remote import RemoteFolder, open_remote
+    try:
+        target = open_remote(url)
+    except CheckpointError as e:
+        raise e.with_path(url) from None
+    if isinstance(target, RemoteFolder):
+        raise NotACheckpointError("this is a folder, not a checkpoint file", path=target.name,
+                                  hint="Open a checkpoint file in it, or its shard index (*.index.json).")
+    return read_remote(target)
+
+
+def read_remote(rf) -> Checkpoint:
+    """Read the checkpoint in an open ``source.remote.RemoteFile`` (which the checkpoint then owns)."""
+    resources: list = [rf]
+    try:
+        if rf.size == 0:
+            raise NotACheckpointError("the file is empty", hint="Check the URL; the upload may have failed.")
+        head = rf.head(512)
+        kind = sniff(head, rf.size if rf.size_known else 1 << 62) if head else None
+        if rf.ranges and kind in ("zip", "safetensors"):
+            ckpt = read_source(rf, rf.name, resources=resources)
+        elif kind is None and head:
+            raise NotACheckpointError(f"this is {describe_other(head)}, not a checkpoint")
+        else:
+            why = (f"{_FULL_READ.get(kind, 'this format')} cannot be read in parts" if rf.ranges
+                   else "the server does not serve byte ranges")
+            buf, mapped = map_file(rf.full_copy(why))
+            resources = mapped + resources
+            ckpt = read_buffer(buf, rf.name, resources=resources)
+        ckpt.warnings.extend(rf.warnings)
+        return ckpt
+    except CheckpointError as e:
+        close_quietly(resources)
+        raise e.with_path(rf.name) from None
+    except BaseException:
+        close_quietly(resources)
+        raise
+    finally:
+        rf.reporting = False
+
+
+# Formats read only from a local copy of the whole file, as the download notice names them.
+_FULL_READ = {"torch-legacy": "the legacy torch.save format", "tar": "torch's oldest (tar) format",
+              "pickle": "a plain pickle"}
+
+
+def read_source(src, path: str, *, resources: list | None = None) -> Checkpoint:
+    """Read a zip archive or a safetensors file through a ``FileBytes`` (a remote file, read by range)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        head = bytes(src.view(0, min(512, src.size)))
+        kind = sniff(head, src.size)
+        if kind == "zip":
+            return read_torch_zip(src, path, resources=resources)
+        if kind == "safetensors":
+            return read_safetensors(src, path, resources=resources)
+        if src.is_remote:
+            raise NotACheckpointError(f"this is {describe_other(head)}, not a checkpoint")
+        return _read_buffer(src.buffer, path, resources=resources)
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def read_buffer(buf, path: str, *, resources: list | None = None) -> Checkpoint:

@@ -15,6 +15,7 @@ class ByteSource:
     """Where a storage's bytes live. ``size`` is how many bytes are really there."""
 
     size: int = 0
+    remote: bool = False           # reads go over the network (through the block cache), not to a local map
 
     def view(self, offset: int, length: int) -> memoryview:  # pragma: no cover - interface
         raise NotImplementedError

@@ -8,6 +8,23 @@ from __future__ import annotations
 
 import os
 
+from .locations import location_name, shown_location
+
+
+def join_sentences(first: str, *more: str) -> str:
+    """Join a message and its hints as sentences: "no such file. Check the path." (not "no such file Check
+    the path."). Each part after the first starts with a capital; a part that ends without punctuation gets a
+    full stop before the next one. Empty parts are left out."""
+    text = first.rstrip()
+    for part in more:
+        part = (part or "").strip()
+        if not part:
+            continue
+        if text and text[-1] not in ".!?:;":
+            text += "."
+        text = f"{text} {part[0].upper()}{part[1:]}" if text else part
+    return text
+
 
 class CheckpointError(Exception):
     """Base class: something about a checkpoint file (or a request about one) cannot be done.
@@ -20,22 +37,19 @@ class CheckpointError(Exception):
 
     def __init__(self, message: str, *, path: str | os.PathLike | None = None, hint: str | None = None):
         self.message = message
-        self.path = os.fspath(path) if path is not None else None
+        # A URL is kept redacted: an error is shown, logged and copied, and must never carry a credential.
+        self.path = shown_location(path) if path is not None else None
         self.hint = self.default_hint if hint is None else hint
         super().__init__(self._format())
 
     def _format(self) -> str:
-        text = self.message
-        if self.path:
-            text = f"{os.path.basename(self.path)}: {text}"
-        if self.hint:
-            text = f"{text} {self.hint}"
-        return text
+        return join_sentences(f"{location_name(self.path)}: {self.message}" if self.path else self.message,
+                              self.hint)
 
     def with_path(self, path: str | os.PathLike) -> "CheckpointError":
         """Return the same error naming ``path`` (used when a low layer did not know the file)."""
         if self.path is None:
-            self.path = os.fspath(path)
+            self.path = shown_location(path)
             self.args = (self._format(),)
         return self
 
@@ -43,8 +57,8 @@ class CheckpointError(Exception):
 class NotACheckpointError(CheckpointError):
     """The bytes are not any checkpoint format we know (an image, a text file, random bytes...)."""
 
-    default_hint = ("ckptviewer reads torch.save files (zip or legacy), TorchScript archives and .safetensors "
-                    "files; check that this is the file you meant.")
+    default_hint = ("Check that this is the file you meant: ckptviewer reads torch.save files (zip or legacy), "
+                    "TorchScript archives and .safetensors files.")
 
 
 class TruncatedFileError(CheckpointError):
@@ -84,3 +98,40 @@ class CancelledError(CheckpointError):
 
     def __init__(self, message: str = "cancelled", **kw):
         super().__init__(message, **kw)
+
+
+class RemoteError(CheckpointError):
+    """A checkpoint named by a URL could not be read over the network (the file itself may be fine).
+
+    Messages never hold credentials: URLs in them are redacted (``core.util.locations.redact``)."""
+
+
+class RemoteNotFoundError(RemoteError):
+    """The server, bucket or repository has no such file (HTTP 404)."""
+
+    default_hint = "Check the URL."
+
+
+class RemoteAccessError(RemoteError):
+    """The server refused access (HTTP 401/403, a gated or private repository, missing cloud credentials)."""
+
+
+class RemoteTimeoutError(RemoteError):
+    """The server did not answer in time, or could not be reached, even after retrying."""
+
+    default_hint = "Check the network connection and try again."
+
+
+class RemoteProtocolError(RemoteError):
+    """The server answered, but not with the file: an HTML page, a range it did not honour, bytes that
+    changed while they were read."""
+
+
+class OfflineMissError(RemoteError):
+    """The server cannot be reached and the bytes asked for were never fetched into the cache."""
+
+    default_hint = "Connect to the network and try again; only what was read before is available offline."
+
+
+class MissingDependencyError(CheckpointError):
+    """Reading this location needs an optional package that is not installed (s3fs, gcsfs, ...)."""

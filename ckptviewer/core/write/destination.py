@@ -26,7 +26,7 @@ def check_destination(dest: str, sources: Iterable[str], overwrite: bool) -> str
         if os.path.realpath(src) == real or (os.path.exists(dest) and os.path.exists(src)
                                              and os.path.samefile(src, dest)):
             raise OperationError("the destination is the file being read; choose another name",
-                                 hint="ckptviewer never changes a source file in place.")
+                                 hint="A source file is never changed in place.")
     if os.path.isdir(real):
         raise OperationError(f"{dest} is a folder")
     if os.path.exists(real) and not overwrite:

@@ -73,6 +73,7 @@ class ExportPlan:
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)     # written anyway, but the user should know
 
     @property
     def total_bytes(self) -> int:
@@ -80,6 +81,7 @@ class ExportPlan:
 
     def describe(self) -> list[str]:
         lines = [f"format: {self.fmt}; {len(self.tensors)} tensors, {self.total_bytes:,} bytes of tensor data"]
+        lines += [f"warning: {w}" for w in self.warnings]
         lines += [f"note: {n}" for n in self.notes]
         lines += [f"problem: {p}" for p in self.problems]
         return lines
@@ -100,6 +102,7 @@ class ExportResult:
     tensors: int
     seconds: float
     notes: list[str]
+    warnings: list[str] = field(default_factory=list)
 
 
 # -- planning ---------------------------------------------------------------------------------------------
@@ -121,7 +124,28 @@ def plan_export(root: Any, options: ExportOptions) -> ExportPlan:
         _check_tensor(path, t, problems)
     if isinstance(plain, TensorRef) or plain is None:
         notes.append("the output is a single value, not a mapping")
-    return ExportPlan(options.fmt, plain, tensors, _dedupe(notes), _dedupe(problems))
+    device_note = accelerator_note(t for _, t in tensors)
+    return ExportPlan(options.fmt, plain, tensors, _dedupe(notes), _dedupe(problems),
+                      warnings=[device_note] if device_note else [])
+
+
+def accelerator_note(tensors: Iterable[TensorRef]) -> str | None:
+    """A warning when a torch file would keep GPU (or other accelerator) locations: ``torch.load`` without
+    ``map_location`` then works only on a machine with that device."""
+    counts: dict[str, int] = {}
+    seen: set[int] = set()
+    for t in tensors:
+        if id(t) not in seen:
+            seen.add(id(t))
+            if t.device.split(":", 1)[0] not in ("cpu", "meta"):
+                counts[t.device] = counts.get(t.device, 0) + 1
+    if not counts:
+        return None
+    listed = ", ".join(f"{n:,} on {d}" for d, n in sorted(counts.items()))
+    first = sorted(counts)[0].split(":", 1)[0]
+    return (f"the output keeps accelerator locations ({listed}): torch.load opens it only on a machine "
+            f"with that device unless it is given map_location. To record them on the CPU, remap the devices "
+            f"(--map-location {first}=cpu, or Checkpoint > Remap Devices)")
 
 
 def _check_tensor(path: tuple, t: TensorRef, problems: list[str]) -> None:
@@ -224,7 +248,9 @@ def _plain_metadata(meta: dict) -> OrderedDict:
 
 def _plan_safetensors(plain: Any, options: ExportOptions, notes: list[str], problems: list[str]) -> ExportPlan:
     tensors: list[tuple[tuple, TensorRef]] = []
-    metadata: dict[str, str] = dict(options.metadata)
+    # Loaders look for {"format": "pt"} (transformers refuses a file without it; safetensors' own
+    # torch loader records it): always there, next to what the user asks for (which may set it too).
+    metadata: dict[str, str] = {"format": "pt", **options.metadata}
     non_tensors: list[str] = []
     names: dict[str, tuple] = {}
 
@@ -267,6 +293,8 @@ def _plan_safetensors(plain: Any, options: ExportOptions, notes: list[str], prob
             text = _metadata_text(v)
             if text is None:
                 notes.append(f"{label}: not a simple value; left out of the metadata")
+            elif label in metadata:
+                notes.append(f"{label}: the metadata already has an entry of that name; left out")
             else:
                 metadata[label] = text
     if any(len(p) > 1 for _, (p) in ((n, names[n]) for n in names)):
@@ -375,7 +403,7 @@ def export_iter(root: Any, dest: str, options: ExportOptions, *,
         except OSError:
             pass
     return ExportResult(real, options.fmt, os.path.getsize(real), len(plan.tensors),
-                        time.perf_counter() - started, plan.notes)
+                        time.perf_counter() - started, plan.notes, plan.warnings)
 
 
 # torch's save calls location taggers for each storage; ours answers from this table while we save.

@@ -97,7 +97,7 @@ def plan_shards(root: Any, index_path: str, options: ExportOptions, shard_size: 
         raise OperationError(f"sharded output is named by its index: {os.path.basename(index_path)} does not end "
                              f"in {INDEX_SUFFIX}", hint="Use e.g. OUTDIR/model.safetensors.index.json.")
     plan = plan_export(root, options)
-    notes = list(plan.notes)
+    notes = [f"WARNING: {w}" for w in plan.warnings] + list(plan.notes)
     if plan.problems:
         raise OperationError("cannot export: " + "; ".join(plan.problems[:6])
                              + (f"; and {len(plan.problems) - 6} more" if len(plan.problems) > 6 else ""))

@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Generator
+from typing import Any, Generator
 
 from ...core.analyze.info import collect_warnings, stand_in_classes
-from ...core.model.checkpoint import Checkpoint
+from ...core.model.checkpoint import Checkpoint, MissingBytes
 from ...core.model.interpret import Analysis, analyze
 from ...core.model.tree import Node, build_tree
-from ...core.read.open import open_checkpoint
+from ...core.read.open import checkpoints_in_folder, open_checkpoint
+from ...core.util.errors import RemoteError
+from ...core.util.locations import location_name, normalize_location
 from ...core.util.progress import Progress
 from ..panels.safety_report import SafetyReport, build_report, file_scan, refused_scan
 from ..panels.torch_load_report import build_torch_load_report
@@ -24,6 +26,8 @@ from ..widgets.gc_pause import gc_paused
 # Build at most this many nodes ahead of time (the rest is built when rows are expanded).
 PREBUILD_NODES = 60_000
 PREBUILD_LEVELS = 3
+# Values of small tensors read ahead for the rows shown first (the rest when their rows are painted).
+PREBUILD_VALUES = 500
 
 
 @dataclass
@@ -42,6 +46,7 @@ class LoadedFile:
     safety: SafetyReport                               # the imports report (banner and Safety panel)
     warmed: set[int] = field(default_factory=set)     # ids of nodes whose totals are computed
     seconds: float = 0.0
+    missing: MissingBytes | None = None                # tensors whose bytes the file lacks (said first)
 
     def close(self) -> None:
         self.checkpoint.close()
@@ -67,12 +72,14 @@ def load_steps(path: str) -> Generator[Progress, None, LoadedFile]:
 
 def _load_steps(path: str) -> Generator[Progress, None, LoadedFile]:
     t0 = time.perf_counter()
-    path = os.path.abspath(os.fspath(path))
-    name = os.path.basename(path)
+    path = normalize_location(path)
+    name = location_name(path)
     yield Progress(0, 5, f"Reading {name}")
     try:
         ckpt = open_checkpoint(path)
     except Exception as e:
+        if isinstance(e, RemoteError):          # the network failed, not the file: nothing to scan
+            raise RefusedFile(e, None) from e
         yield Progress(0, 5, f"Scanning what {name} would import")
         raise RefusedFile(e, refused_scan(path)) from e
     try:
@@ -91,11 +98,12 @@ def _load_steps(path: str) -> Generator[Progress, None, LoadedFile]:
         by_dtype: dict[str, int] = {}
         for t in distinct:
             by_dtype[t.dtype.name] = by_dtype.get(t.dtype.name, 0) + t.numel
+        missing = ckpt.missing_bytes()
         yield Progress(5, 5, f"Opened {name}")
         return LoadedFile(path, ckpt, an, root, unknown, dangerous, warnings, len(distinct),
                           sum(t.numel for t in distinct), sum(t.nbytes for t in distinct),
                           dict(sorted(by_dtype.items(), key=lambda kv: -kv[1])), safety, warmed,
-                          time.perf_counter() - t0)
+                          time.perf_counter() - t0, missing)
     except BaseException:
         ckpt.close()
         raise
@@ -126,23 +134,44 @@ def prebuild_steps(root: Node, name: str, stage: int, stages: int) -> Generator[
     top = root.children() if root.has_children else [root]
     warm = [root] + top + [c for n in top[:200] if n.has_children and n.row < 200
                            for c in n.children()[:200]]
+    values_read = 0
     for i, node in enumerate(warm):
         if node.has_children:
             node.totals()
             warmed.add(id(node))
+        elif node.kind == "tensor" and values_read < PREBUILD_VALUES:
+            node.small_value(read=True)      # the Value column of the rows shown first: no "…" flash
+            values_read += 1
         if i % 50 == 0:
             yield Progress(stage + 1, stages, f"Counting parameters in {name}")
     return warmed
 
 
 def totals_steps(nodes: list[Node]) -> Generator[None, None, list[Node]]:
-    """Compute ``totals()`` of ``nodes`` (metadata only) for the heavy columns; returns the nodes."""
+    """Compute ``totals()`` of ``nodes`` (metadata only) for the heavy columns, and read the values of the
+    small tensors among them for the Value column; returns the nodes."""
     done = []
     for node in nodes:
-        node.totals()
+        if node.kind == "tensor":
+            node.small_value(read=True)
+        else:
+            node.totals()
         done.append(node)
         yield None
     return done
+
+
+def value_steps(node: Node) -> Generator[None, None, Any]:
+    """The values of a small tensor (``Node.small_value``): a few bytes, read off the GUI thread."""
+    yield None
+    return node.small_value(read=True)[1]
+
+
+def folder_steps(folder: str) -> Generator[Progress, None, list[str]]:
+    """The checkpoints in a folder that is not itself one (each file sniffed by its first bytes: reads,
+    so off the GUI thread)."""
+    yield Progress(0, 1, f"Looking for checkpoints in {os.path.basename(folder.rstrip(os.sep)) or folder}")
+    return checkpoints_in_folder(folder)
 
 
 def demo_steps(folder: str) -> Generator[Progress, None, str]:

@@ -43,6 +43,9 @@ def summary_lines(f: LoadedFile) -> dict[str, str]:
         bits.append(f"metadata {shown}")
     lines = {"file": f"{safe_text(f.path, 300)}",
              "format": " · ".join(bits)}
+    if f.missing is not None:        # said first, apart from safety: the numbers below describe absent bytes
+        head = f.missing.headline()
+        lines["missing"] = f"{head[:1].upper()}{head[1:]}. {f.missing.advice()}"
     dtypes = ", ".join(f"{name} {count:,}" for name, count in list(f.numel_by_dtype.items())[:6])
     lines["tensors"] = (f"{counted(f.n_tensors, 'tensor')}, {counted(f.numel, 'element')}, {human_bytes(f.nbytes)}"
                         + (f" — {dtypes}" if dtypes else ""))
@@ -73,6 +76,9 @@ def strip_offers(analysis: Analysis) -> list[tuple[tuple, str, str]]:
 
 MAX_STRIP_OFFERS = 4
 SAFETY_TINTS = {CLEAN: "rgba(31, 138, 76, 0.16)", INCOMPLETE: "rgba(214, 140, 30, 0.22)"}
+# Missing bytes: a warning of its own (not the safety verdict's green or orange), above everything else.
+MISSING_STYLE = "background: rgba(217, 83, 79, 0.20); border: 1px solid rgba(217, 83, 79, 0.6); " \
+                "border-radius: 3px; padding: 4px;"
 BANNER_STYLE = "#strip-banner { background: rgba(52, 152, 219, 0.14); border-radius: 3px; }"
 EDITS_STYLE = "background: rgba(230, 126, 34, 0.16); border-radius: 3px; padding: 3px;"
 
@@ -114,6 +120,8 @@ class SummaryStrip(QFrame):
 
     def set_file(self, f: LoadedFile) -> None:
         lines = summary_lines(f)
+        if "missing" in lines:
+            self._label("missing", "⚠ " + lines["missing"], bold=True, style=MISSING_STYLE)
         self._label("roles", lines["roles"], bold=True)
         self._label("format", lines["format"])
         self._label("tensors", lines["tensors"])

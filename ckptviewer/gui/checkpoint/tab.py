@@ -6,7 +6,6 @@ the old computation and drops its late results.
 """
 from __future__ import annotations
 
-import os
 from collections import deque
 from typing import Any
 
@@ -32,22 +31,28 @@ from ...core.analyze.stats import Histogram, TensorStats, tensor_steps
 from ...core.model.tensor import TensorRef
 from ...core.model.tree import Node
 from ...core.model.walk import iter_tensors
+from ...core.util.locations import location_name, normalize_location
 from ...core.util.progress import Progress
 from ...core.util.textsafe import key_text, path_text, safe_text
 from ..panels.details import DetailsPanel
+from ..panels.health import HealthPanel
 from ..panels.histogram import HistogramPanel
 from ..panels.safety import SafetyBanner, SafetyPanel
 from ..panels.safety_report import CLEAN, INCOMPLETE, SafetyReport
+from ..panels.values import ValuesPanel
 from ..widgets.drop_zone import CompareZone
 from ..widgets.messages import error_text
 from ..widgets.settings import Settings
 from ..widgets.theme import level_icon
 from ..widgets.workers import TaskRunner, WorkerError
+from .health_view import HealthController
 from .loading import LoadedFile, load_steps, totals_steps
 from .search import FindBar, SearchIndex, SearchResult, SliceRunner, tree_search_steps
+from .small_values import start_value
 from .summary import SummaryStrip
 from .tab_edits import TabEditsMixin
 from .tree_model import CheckpointTreeModel, KeyFilterProxy, compile_matcher, find_node
+from .values_view import ValuesController
 
 EXPAND_ALL_LIMIT = 20_000
 AUTO_EXPAND_TOP = 12
@@ -105,6 +110,8 @@ def build_queue() -> BuildQueue:
 
 
 class CheckpointTab(TabEditsMixin, QWidget):
+    values_ctl: ValuesController | None = None      # made with the tab's content, once loaded
+    health_ctl: HealthController | None = None
     loaded = Signal(object)              # the tab
     failed = Signal(object, object)      # the tab, the WorkerError
     status_message = Signal(str)
@@ -114,7 +121,7 @@ class CheckpointTab(TabEditsMixin, QWidget):
 
     def __init__(self, path: str, settings: Settings, parent: QWidget | None = None):
         super().__init__(parent)
-        self.path = os.path.abspath(path)
+        self.path = normalize_location(path)     # a URL stays a URL (its credentials already taken out)
         self.file_key: tuple[int, int] | None = None     # (device, inode), set by the window
         self.settings = settings
         self.file: LoadedFile | None = None
@@ -142,7 +149,7 @@ class CheckpointTab(TabEditsMixin, QWidget):
         loading = QWidget(self)
         ll = QVBoxLayout(loading)
         ll.addStretch(1)
-        self.loading_label = QLabel(f"Opening {safe_text(os.path.basename(self.path))}…", loading)
+        self.loading_label = QLabel(f"Opening {safe_text(location_name(self.path))}…", loading)
         self.loading_label.setTextFormat(Qt.TextFormat.PlainText)
         self.loading_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.loading_bar = QProgressBar(loading)
@@ -156,7 +163,7 @@ class CheckpointTab(TabEditsMixin, QWidget):
     # -- loading --------------------------------------------------------------------------------
     @property
     def title(self) -> str:
-        return os.path.basename(self.path)
+        return location_name(self.path)
 
     @property
     def is_loaded(self) -> bool:
@@ -266,10 +273,50 @@ class CheckpointTab(TabEditsMixin, QWidget):
         self._auto_expand()
         self.details.set_note_provider(self.edit_note)
         self._init_edits(f)
+        self._init_values()
         self._show_safety(f.safety)
         if f.safety.is_dangerous:
             self._safety_auto = True
             self.side_tabs.setCurrentWidget(self.safety_panel)
+
+    def _init_values(self) -> None:
+        """The Values and Health side tabs (their widgets and workers live in their own modules)."""
+        self.values_panel = ValuesPanel(self.side_tabs)
+        self.side_tabs.insertTab(1, self.values_panel, "Values")
+        self.health_panel = HealthPanel(self.side_tabs)
+        self.side_tabs.insertTab(2, self.health_panel, "Health")
+        self.values_ctl = ValuesController(self, self.values_panel)
+        self.health_ctl = HealthController(self, self.health_panel)
+        self.session.state_changed.connect(lambda *_: self.health_ctl.view_changed())
+        self.side_tabs.currentChanged.connect(self._on_side_tab_changed)
+
+    def _on_side_tab_changed(self, _index: int) -> None:
+        current = self.side_tabs.currentWidget()
+        self.values_ctl.set_visible(current is self.values_panel)
+        if current is self.health_panel and not self.health_ctl.started:
+            self.health_ctl.start()
+
+    def show_values(self, path: str | None = None) -> bool:
+        """Bring the Values tab forward, for the entry at key path ``path`` (as `convert --select` takes it)
+        when given. Returns False when there is no such entry."""
+        if self.file is None:
+            return False
+        found = self.values_ctl.reveal(path) if path else True
+        self.side_tabs.setCurrentWidget(self.values_panel)
+        return found
+
+    def export_selected_values(self) -> None:
+        node = self.current_node()
+        if node is None or node.kind != "tensor":
+            self.status_message.emit("Select a tensor to export its values.")
+            return
+        self.values_ctl.export_values(node)
+
+    def show_health(self) -> None:
+        if self.file is not None:
+            self.side_tabs.setCurrentWidget(self.health_panel)
+            if not self.health_ctl.started:
+                self.health_ctl.start()
 
     # -- safety report --------------------------------------------------------------------------
     @property
@@ -393,8 +440,11 @@ class CheckpointTab(TabEditsMixin, QWidget):
             self._safety_auto = False
             self.side_tabs.setCurrentWidget(self.v_split)
         self.runner.cancel("stats")
+        self.runner.cancel("value")
         self.runner.cancel("details-totals")
         self.last_stats = None
+        if self.values_ctl is not None:
+            self.values_ctl.show_node(node)
         if node is None:
             self.details.show_message("Select an entry in the tree to see its details.")
             self.histogram.clear()
@@ -422,6 +472,8 @@ class CheckpointTab(TabEditsMixin, QWidget):
     def _start_stats(self, node: Node) -> None:
         t: TensorRef = node.value
         self.histogram.clear()
+        if t.readable and start_value(self, node):
+            return                      # a single value: shown as such, no statistics or histogram
         if not t.readable:
             self.details.set_stats_error(f"Values cannot be read: {safe_text(t.problem or 'no stored values', 300)}")
             self.histogram.clear("No values to plot.")
@@ -682,6 +734,8 @@ class CheckpointTab(TabEditsMixin, QWidget):
         menu.addAction(a1)
         menu.addAction(a2)
         self._add_edit_actions(menu, self.node_at(idx))
+        if self.values_ctl is not None:
+            self.values_ctl.add_actions(menu, self.node_at(idx))
         self.context_menu = menu
         menu.popup(self.view.viewport().mapToGlobal(pos))
 

@@ -5,6 +5,8 @@ node itself. Children are exposed in batches through ``canFetchMore``/``fetchMor
 with 100,000 keys costs the view only the rows it has been scrolled to. The columns that sum over a
 container's tensors (DType, Parameters, Size, Device) are "heavy": until a container's totals are
 known the cell shows an ellipsis, the totals are computed in a worker, and ``dataChanged`` repaints.
+The Value column of a small tensor (a ``num_batches_tracked`` counter, a 0-d loss) works the same way:
+its few bytes are read in that worker, never while painting.
 
 Hazard: ``createIndex(row, col, node)`` stores a bare pointer to the Python object without a
 reference. The nodes stay alive because the tree (``self._root`` and every node's children list)
@@ -28,6 +30,8 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QFont
 
 from ...core.model.tree import CONTAINER_KINDS, Node
+from ...core.model.values import is_small
+from ...core.model.values import value_text as small_value_text
 from ...core.util.textsafe import safe_text
 from ..widgets.qtcompat import top_up
 from ..widgets.theme import is_dark, kind_color, kind_icon, kind_label, plain_tooltip
@@ -44,6 +48,7 @@ LEAF_VALUE_KINDS = {"scalar", "string", "none", "values", "ndarray", "unreadable
 AnyIndex = QModelIndex | QPersistentModelIndex
 EDIT_COLOR_LIGHT = "#b35900"     # entries an edit changed, and the rows above them
 EDIT_COLOR_DARK = "#f0a04b"
+_HEALTH_TINTS = {"error": QColor(220, 50, 40, 60), "warning": QColor(230, 160, 30, 60)}
 
 # Role and flag values as plain ints/objects: data() runs thousands of times per repaint, and
 # comparing enum members is several times slower than comparing ints.
@@ -52,6 +57,7 @@ _DECORATION = Qt.ItemDataRole.DecorationRole.value
 _TOOLTIP = Qt.ItemDataRole.ToolTipRole.value
 _FOREGROUND = Qt.ItemDataRole.ForegroundRole.value
 _FONT = Qt.ItemDataRole.FontRole.value
+_BACKGROUND = Qt.ItemDataRole.BackgroundRole.value
 _ALIGN = Qt.ItemDataRole.TextAlignmentRole.value
 _RIGHT = int((Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter).value)
 _FLAGS = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
@@ -88,6 +94,21 @@ class CheckpointTreeModel(QAbstractItemModel):
         self._bold_italic = QFont(self._bold)
         self._bold_italic.setItalic(True)
         self._edit_color = QColor(EDIT_COLOR_DARK if is_dark() else EDIT_COLOR_LIGHT)
+        # Tensors the health check found something on: path -> (worst severity, kinds, details).
+        self._health: dict[tuple, tuple[str, str, str]] = {}
+
+    def set_health_marks(self, marks: dict[tuple, tuple[str, str, str]]) -> None:
+        """Mark the rows of tensors with health findings (tinted for errors and warnings, named in the Value
+        column, detailed in the tooltip); an empty dict removes the marks."""
+        if not marks and not self._health:
+            return
+        self._health = marks
+        self._texts.clear()
+        self.layoutAboutToBeChanged.emit()
+        self.layoutChanged.emit()
+
+    def health_mark(self, node: Node) -> tuple[str, str, str] | None:
+        return self._health.get(node.path) if self._health and node.kind == "tensor" else None
 
     def set_marks(self, marks: dict[tuple, str], containing: dict[tuple, int] | None = None) -> None:
         """Mark the entries an edit changed (italic, coloured, noted in the Value column and tooltip).
@@ -260,6 +281,11 @@ class CheckpointTreeModel(QAbstractItemModel):
             return None
         if role == _ALIGN:
             return _RIGHT if col in (COL_NUMEL, COL_SIZE) else None
+        if role == _BACKGROUND:
+            mark = self.health_mark(node) if self._health else None
+            if mark is not None and mark[0] in _HEALTH_TINTS:
+                return _HEALTH_TINTS[mark[0]]
+            return None
         if role == _FONT:
             bold = col == COL_NAME and node.kind in ("state_dict", "module", "optimizer")
             if self._marks and col in (COL_NAME, COL_VALUE) and self.mark_of(node):
@@ -272,7 +298,7 @@ class CheckpointTreeModel(QAbstractItemModel):
 
     def _row_texts(self, node: Node) -> tuple[str, ...]:
         texts = tuple(self.cell_text(node, c) for c in range(_NCOLS))
-        if PENDING not in texts[HEAVY[0]:HEAVY[-1] + 1] or node.kind not in CONTAINER_KINDS:
+        if PENDING not in texts:
             self._texts[id(node)] = texts
         return texts
 
@@ -301,13 +327,26 @@ class CheckpointTreeModel(QAbstractItemModel):
             mark = self.mark_of(node)
             if mark:
                 text = f"{text} · ✎ {mark}" if text else f"✎ {mark}"
+            health = self.health_mark(node)
+            if health is not None:
+                sign = "⚠" if health[0] in ("error", "warning") else "·"
+                text = f"{text} · {sign} {health[1]}" if text else f"{sign} {health[1]}"
             return text
         return ""
 
     def _value_text(self, node: Node) -> str:
         if node.kind == "tensor":
             t = node.value
-            return safe_text(f"unreadable: {t.problem}", 80) if t.problem else ""
+            if t.problem:
+                return safe_text(f"unreadable: {t.problem}", 80)
+            if not is_small(t):
+                return ""
+            # A counter or a 0-d loss shows its value; its bytes are read in a worker (as totals are).
+            known, value = node.small_value()
+            if not known:
+                self._want(node)
+                return PENDING
+            return safe_text(small_value_text(value), 120) if value is not None else ""
         if node.kind in LEAF_VALUE_KINDS:
             return safe_text(node.value_text(), 120)
         if node.kind == "object":
@@ -326,6 +365,9 @@ class CheckpointTreeModel(QAbstractItemModel):
             text = path_text(node.path) if node.path else node.name
             if node.note:
                 text += "\n" + safe_text(node.note)
+            health = self.health_mark(node)
+            if health is not None:
+                text += "\nHealth check:\n" + health[2]
             if self._marks:
                 mark = self.mark_of(node)
                 below = self._containing.get(node.path, 0) if node.has_children else 0
@@ -338,6 +380,8 @@ class CheckpointTreeModel(QAbstractItemModel):
             return kind_label(node.kind)
         if col == COL_VALUE and node.kind in LEAF_VALUE_KINDS:
             return safe_text(node.value_text(), 1000)
+        if col == COL_VALUE and self.health_mark(node) is not None:
+            return "Health check:\n" + self.health_mark(node)[2]
         return None
 
     # -- heavy columns --------------------------------------------------------------------------
@@ -368,7 +412,7 @@ class CheckpointTreeModel(QAbstractItemModel):
                 continue
             idx = self._existing_index(node)
             if idx is not None:
-                self.dataChanged.emit(self.createIndex(idx, HEAVY[0], node), self.createIndex(idx, HEAVY[-1], node),
+                self.dataChanged.emit(self.createIndex(idx, HEAVY[0], node), self.createIndex(idx, COL_VALUE, node),
                                       [Qt.ItemDataRole.DisplayRole])
 
     def forget_wanted(self) -> None:

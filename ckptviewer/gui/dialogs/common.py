@@ -2,7 +2,6 @@
 preview table of old -> new key names."""
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt
@@ -22,6 +21,7 @@ from PySide6.QtWidgets import (
 from ...core.edit.ops import RenameRow
 from ...core.model import keypath
 from ...core.util.errors import CheckpointError
+from ...core.util.locations import location_name
 from ...core.util.textsafe import key_text, path_text
 from ..widgets.theme import plain_tooltip
 
@@ -55,7 +55,7 @@ def error_line(err: CheckpointError) -> str:
     """One sentence (and the hint) for an error shown in a dialog."""
     msg = err.message[:1].upper() + err.message[1:]
     if err.path:
-        msg = f"{os.path.basename(err.path)}: {err.message}"
+        msg = f"{location_name(err.path)}: {err.message}"
     msg = msg.rstrip(".") + "."
     return f"{msg} {err.hint}" if err.hint else msg
 

@@ -28,6 +28,7 @@ from ...core.edit.recipes import sanitize_file_name
 from ...core.model import keypath
 from ...core.model.interpret import Analysis
 from ...core.util.errors import OperationError
+from ...core.util.locations import is_url, location_name
 from ...core.util.textsafe import path_text, safe_text
 from ...core.util.units import human_bytes
 from ...core.write.destination import check_destination
@@ -66,17 +67,14 @@ def subtrees(analysis: Analysis) -> tuple[list[Subtree], int]:
 
 
 def default_destination(source: str, fmt: str, subtree: tuple | None, tail: str | None = None) -> str:
-    """``<stem>-edited.<ext>`` (or ``<stem>-<entry>``, ``<stem>-<tail>``) beside the source, not an existing
-    file."""
-    folder = os.path.dirname(os.path.abspath(source))
-    base = os.path.basename(source)
+    """``<stem>-edited.<ext>`` (or ``<stem>-<entry>``, ``<stem>-<tail>``) beside the source (in the home folder
+    for a remote source), not an existing file."""
+    folder = os.path.expanduser("~") if is_url(source) else os.path.dirname(os.path.abspath(source))
+    base = location_name(source)
     stem, ext = os.path.splitext(base)
     if base.endswith(".pth.tar"):
         stem, ext = base[: -len(".pth.tar")], ".pth.tar"
-    if fmt == "safetensors":
-        ext = ".safetensors"
-    elif ext not in TORCH_SUFFIXES and ext != ".pth.tar":
-        ext = ".pt"
+    ext = format_suffix(fmt, ext)
     tail = tail or ("edited" if not subtree else str(subtree[-1])[:60])
     name = sanitize_file_name(f"{stem}-{tail}")
     candidate = os.path.join(folder, name + ext)
@@ -87,10 +85,25 @@ def default_destination(source: str, fmt: str, subtree: tuple | None, tail: str 
     return candidate
 
 
+def format_suffix(fmt: str, ext: str = "") -> str:
+    """The file suffix of an output in ``fmt``: ``.safetensors``, or for torch files the source's ``.pt`` /
+    ``.pth`` when it has one and ``.pt`` otherwise (a ``.tar``, ``.bin`` or ``.ckpt`` name would say that
+    the file is something it is not)."""
+    if fmt == "safetensors":
+        return ".safetensors"
+    return ext if ext in (".pt", ".pth") else ".pt"
+
+
+def _split_suffix(path: str) -> tuple[str, str]:
+    if path.endswith(".pth.tar"):
+        return path[: -len(".pth.tar")], ".pth.tar"
+    return os.path.splitext(path)
+
+
 def with_suffix_for(dest: str, fmt: str) -> str:
     """``dest`` with its suffix switched to match ``fmt`` (only between the suffixes we know)."""
-    stem, ext = os.path.splitext(dest)
-    if fmt == "safetensors" and ext in TORCH_SUFFIXES:
+    stem, ext = _split_suffix(dest)
+    if fmt == "safetensors" and (ext in TORCH_SUFFIXES or ext == ".pth.tar"):
         return stem + ".safetensors"
     if fmt != "safetensors" and ext == ".safetensors":
         return stem + ".pt"
@@ -234,7 +247,12 @@ class ExportDialog(StepDialog):
 
     def _on_format_changed(self, index: int) -> None:
         self.state.fmt = self.format_combo.itemData(index)
-        switched = with_suffix_for(self.state.dest, self.state.fmt)
+        if self._dest_is_default:        # the name we chose: choose it again, with this format's suffix
+            switched = default_destination(self.state.source, self.state.fmt,
+                                           self.state.choices[self.state.subtree].path,
+                                           "weights-only" if self.state.weights_only_safe else None)
+        else:
+            switched = with_suffix_for(self.state.dest, self.state.fmt)
         if switched != self.state.dest:
             self._set_dest(switched, keep_default=self._dest_is_default)
         self._sync_format_widgets()

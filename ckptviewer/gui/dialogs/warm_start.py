@@ -2,8 +2,10 @@
 
 The target file is opened in a worker (metadata only). The dialog shows what
 ``load_state_dict(strict=False)`` would report (``warmstart.compare``) and the renames
-``warmstart.suggest`` proposes; the user accepts them one by one, the report updating after each, and
-OK returns one Rename step per accepted suggestion.
+``warmstart.suggest`` proposes; the user accepts them one by one, the report updating after each, or
+fits the state_dict in one click (``warmstart.plan_fit``, what ``convert --fit-to`` does: the renames,
+then unexpected keys and keys of another shape dropped). OK returns one Rename step per accepted
+suggestion and, after a fit, one Drop step. The lists open on the first kind of problem there is.
 """
 from __future__ import annotations
 
@@ -29,8 +31,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.analyze.warmstart import Suggestion, WarmStartReport, accept, compare, suggest
-from ...core.edit.ops import Rename, find_state_dicts
+from ...core.analyze.warmstart import Suggestion, WarmStartReport, accept, compare, plan_fit, suggest
+from ...core.edit.ops import Drop, Rename, Step, find_state_dicts
+from ...core.model import keypath
 from ...core.model.tensor import TensorRef
 from ...core.util.progress import Progress
 from ...core.util.textsafe import key_text, safe_text
@@ -90,6 +93,7 @@ class WarmStartState:
         self.target: TargetFile | None = None
         self.target_index = 0
         self.accepted: list[Suggestion] = []
+        self.dropped: list[str] = []          # keys a fit drops (named after the accepted renames)
         self.report: WarmStartReport | None = None
         self.suggestions: list[Suggestion] = []
 
@@ -98,21 +102,42 @@ class WarmStartState:
         return cls(find_state_dicts(root))
 
     def working_source(self) -> dict:
-        """The chosen state_dict with the accepted suggestions applied (a preview, through the core)."""
+        """The chosen state_dict with the accepted suggestions applied and a fit's drops made (a preview,
+        through the core)."""
         sd = self.sources[self.source_index][1]
         for s in self.accepted:
             sd = accept(sd, s)
+        if self.dropped:
+            gone = set(self.dropped)
+            sd = {k: v for k, v in sd.items() if k not in gone}
         return sd
+
+    def fit(self) -> None:
+        """Do what ``convert --fit-to`` does on top of what is accepted: the best renames in turn, then
+        drop the keys that still would not load (unexpected, or of another shape)."""
+        if self.target is None or not self.target.state_dicts or not self.sources:
+            return
+        plan = plan_fit(self.working_source(), self.target.state_dicts[self.target_index].tensors)
+        self.accepted.extend(plan.renames)
+        self.dropped.extend(plan.drop_unexpected + [k for k, _, _ in plan.drop_shape])
+        self.refresh()
+
+    @property
+    def can_fit(self) -> bool:
+        rep = self.report
+        return rep is not None and bool(rep.unexpected_keys or rep.shape_mismatches or self.suggestions)
 
     def set_source(self, index: int) -> None:
         if index != self.source_index:
             self.source_index = index
             self.accepted.clear()
+            self.dropped.clear()
             self.refresh()
 
     def set_target(self, target: TargetFile) -> None:
         self.target = target
         self.accepted.clear()
+        self.dropped.clear()
         self.target_index = self.best_target_index()
         self.refresh()
 
@@ -128,6 +153,7 @@ class WarmStartState:
         if index != self.target_index:
             self.target_index = index
             self.accepted.clear()
+            self.dropped.clear()
             self.refresh()
 
     def refresh(self) -> None:
@@ -144,15 +170,23 @@ class WarmStartState:
         return s
 
     def take_back(self) -> None:
-        if self.accepted:
+        """Undo the last thing accepted: a fit's drops first, then renames one at a time."""
+        if self.dropped:
+            self.dropped.clear()
+            self.refresh()
+        elif self.accepted:
             self.accepted.pop()
             self.refresh()
 
-    def steps(self) -> list[Rename]:
+    def steps(self) -> list[Step]:
         if not self.sources:
             return []
-        at = at_text(self.sources[self.source_index][0])
-        return [Rename((s.rule,), at) for s in self.accepted]
+        path = self.sources[self.source_index][0]
+        at = at_text(path)
+        out: list[Step] = [Rename((s.rule,), at) for s in self.accepted]
+        if self.dropped:
+            out.append(Drop(tuple(keypath.format_path(tuple(path) + (k,)) for k in self.dropped)))
+        return out
 
 
 class WarmStartDialog(StepDialog):
@@ -218,9 +252,16 @@ class WarmStartDialog(StepDialog):
         self.accept_button.clicked.connect(self._on_accept_clicked)
         self.take_back_button = QPushButton("Take back the last", box)
         self.take_back_button.clicked.connect(self._on_take_back)
+        self.fit_button = QPushButton("Fit to the target", box)
+        self.fit_button.setObjectName("warm-start-fit")
+        self.fit_button.setToolTip("Accept the renames that make the most keys match, then drop the keys that still "
+                                   "would not load (unexpected ones, and those of another shape, such as a new "
+                                   "classifier head): what `ckptviewer convert --fit-to` does")
+        self.fit_button.clicked.connect(self._on_fit_clicked)
         self.accepted_label = plain_label("", box)
         row.addWidget(self.accept_button)
         row.addWidget(self.take_back_button)
+        row.addWidget(self.fit_button)
         row.addWidget(self.accepted_label, 1)
         bl.addLayout(row)
         self.body.addWidget(box)
@@ -325,9 +366,9 @@ class WarmStartDialog(StepDialog):
             counts = (len(rep.matched), len(rep.missing_keys), len(rep.unexpected_keys), len(rep.shape_mismatches))
             for i, (name, n) in enumerate(zip(names, counts)):
                 self.lists.setTabText(i, f"{name} ({n:,})")
-            if self.lists.widget(self.lists.currentIndex()) is self.matched_list and not rep.matched:
-                # Nothing matches yet: show the first list that says why.
-                first = next((i for i, n in enumerate(counts) if n), 0)
+            if self.lists.widget(self.lists.currentIndex()) is self.matched_list and not rep.loads_strictly:
+                # Open on the problems: the first list that says why the weights do not load as they are.
+                first = next((i for i, n in enumerate(counts) if n and i > 0), 0)
                 self.lists.setCurrentIndex(first)
             text = rep.summary()
             if rep.loads_strictly:
@@ -342,16 +383,23 @@ class WarmStartDialog(StepDialog):
             self.suggestion_list.addItem("No rename would match more keys." if not rep.loads_strictly
                                          else "Nothing to suggest: every key matches.")
         accepted = self.state.accepted
-        self.accepted_label.setText(("Accepted: " + "; ".join(safe_text(s.reason.split(':')[0], 80) for s in accepted))
-                                    if accepted else "")
+        done = [safe_text(s.reason.split(':')[0], 80) for s in accepted]
+        if self.state.dropped:
+            done.append(f"drop {len(self.state.dropped):,} key{'s' if len(self.state.dropped) != 1 else ''}")
+        self.accepted_label.setText(("Accepted: " + "; ".join(done)) if done else "")
         self._update_buttons()
 
     def _update_buttons(self) -> None:
         has = bool(self.state.suggestions) and 0 <= self.suggestion_list.currentRow() < len(self.state.suggestions)
         self.accept_button.setEnabled(has)
-        self.take_back_button.setEnabled(bool(self.state.accepted))
-        n = len(self.state.accepted)
-        self.set_ok(n > 0, f"Apply {n} rename{'s' if n != 1 else ''}" if n else "Apply renames")
+        self.take_back_button.setEnabled(bool(self.state.accepted or self.state.dropped))
+        self.fit_button.setEnabled(self.state.can_fit)
+        n, d = len(self.state.accepted), len(self.state.dropped)
+        if d:
+            text = f"Apply the fit ({n} rename{'s' if n != 1 else ''}, {d:,} key{'s' if d != 1 else ''} dropped)"
+        else:
+            text = f"Apply {n} rename{'s' if n != 1 else ''}" if n else "Apply renames"
+        self.set_ok(n > 0 or d > 0, text)
 
     def accept_suggestion(self, index: int) -> Suggestion:
         s = self.state.accept_suggestion(index)
@@ -363,11 +411,18 @@ class WarmStartDialog(StepDialog):
         if 0 <= row < len(self.state.suggestions):
             self.accept_suggestion(row)
 
+    def fit(self) -> None:
+        self.state.fit()
+        self._show_report()
+
+    def _on_fit_clicked(self) -> None:
+        self.fit()
+
     def _on_take_back(self) -> None:
         self.state.take_back()
         self._show_report()
 
-    def steps(self) -> list[Rename]:
+    def steps(self) -> list[Step]:
         return self.state.steps()
 
     def done(self, result: int) -> None:
@@ -375,7 +430,7 @@ class WarmStartDialog(StepDialog):
         super().done(result)
 
     @classmethod
-    def ask(cls, parent: QWidget | None, root: Any) -> list[Rename]:
+    def ask(cls, parent: QWidget | None, root: Any) -> list[Step]:
         dlg = cls(parent, root)
         try:
             return dlg.steps() if dlg.run() else []

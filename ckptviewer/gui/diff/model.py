@@ -22,6 +22,7 @@ from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap
 from ...core.analyze.diff import STATUS_TEXT
 from ...core.model.tensor import TensorRef
 from ...core.model.tree import value_text
+from ...core.model.values import value_text as small_value_text
 from ...core.util.textsafe import safe_text
 from ...core.util.units import shape_text
 from ..widgets.qtcompat import top_up
@@ -341,6 +342,8 @@ class DiffTreeModel(QAbstractItemModel):
             if status == "same" and e.device_change:
                 text += f" (saved on {safe_text(e.device_change, 40)})"
             return text
+        if col in (COL_A, COL_B) and e.values is not None and status not in ("pending", "only_a", "only_b"):
+            return safe_text(small_value_text(e.values[0 if col == COL_A else 1]), 80)   # a counter: its value
         if col == COL_A:
             return "" if status == "only_b" else side_text(e.a)
         if col == COL_B:

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 from ...core.analyze.diff import COUNT_TEXT, STATUS_TEXT, STATUSES
 from ...core.model.tensor import TensorRef
 from ...core.model.tree import value_text
+from ...core.util.locations import is_url, location_name
 from ...core.util.progress import Progress
 from ...core.util.textsafe import safe_text
 from ...core.util.units import human_bytes, shape_text
@@ -66,8 +67,9 @@ FILE_FILTER = "Checkpoints (*.pt *.pth *.tar *.bin *.ckpt *.safetensors *.pkl);;
 def ask_compare_paths(parent: QWidget, current: str | None, start: str = "") -> tuple[str, str] | None:
     """Ask for the files of a comparison: B for the current file, or A then B."""
     if current:
-        b, _ = QFileDialog.getOpenFileName(parent, f"Compare {os.path.basename(current)} with…",
-                                           start or os.path.dirname(current), FILE_FILTER)
+        b, _ = QFileDialog.getOpenFileName(parent, f"Compare {location_name(current)} with…",
+                                           start or ("" if is_url(current) else os.path.dirname(current)),
+                                           FILE_FILTER)
         return (current, b) if b else None
     a, _ = QFileDialog.getOpenFileName(parent, "Compare: choose the first checkpoint (A)", start, FILE_FILTER)
     if not a:
@@ -116,7 +118,7 @@ class DiffTab(QWidget):
     # -- layout ---------------------------------------------------------------------------------
     @property
     def title(self) -> str:
-        a, b = os.path.basename(self.setup.path_a), os.path.basename(self.setup.path_b)
+        a, b = location_name(self.setup.path_a), location_name(self.setup.path_b)
         return f"{a} ⇄ {b}"
 
     def _build(self) -> None:
@@ -267,7 +269,7 @@ class DiffTab(QWidget):
         self._show_setup(self.setup)
 
     def _show_setup(self, setup: DiffSetup) -> None:
-        a, b = os.path.basename(setup.path_a), os.path.basename(setup.path_b)
+        a, b = location_name(setup.path_a), location_name(setup.path_b)
         self.label_a.setText(f"A: {safe_text(a, 80)}")
         self.label_a.setToolTip(safe_text(setup.path_a, 400))
         self.label_b.setText(f"B: {safe_text(b, 80)}")
@@ -297,8 +299,8 @@ class DiffTab(QWidget):
         self.comparing = False
         self.compare_done = False
         self._show_setup(setup)
-        self.loading_label.setText(f"Opening {safe_text(os.path.basename(setup.path_a))} and "
-                                   f"{safe_text(os.path.basename(setup.path_b))}…")
+        self.loading_label.setText(f"Opening {safe_text(location_name(setup.path_a))} and "
+                                   f"{safe_text(location_name(setup.path_b))}…")
         if self.session is None:
             self.stack.setCurrentIndex(0)
         self.compare_button.setEnabled(False)
@@ -343,7 +345,10 @@ class DiffTab(QWidget):
         counts = session.run.counts()
         nothing_shared = session.run.entries and counts["only_a"] + counts["only_b"] == len(session.run.entries)
         if not nothing_shared:
-            self.hint_label.hide()
+            # How the sides were lined up (a checkpoint's one state_dict against a bare one, a prefix
+            # stripped), said in words; nothing when they were compared as they are.
+            self.hint_label.setText(safe_text("; ".join(session.notes), 800) if session.notes else "")
+            self.hint_label.setVisible(bool(session.notes))
             return
         tips = []
         if not session.setup.model_only:

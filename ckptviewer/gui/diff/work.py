@@ -16,14 +16,13 @@ entry only after the batch naming it has arrived; until then the tree shows the 
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Generator
 
 import numpy as np
 
-from ...core.analyze.diff import STATUSES, DiffOptions, DiffRun, select_and_strip
+from ...core.analyze.diff import STATUSES, DiffOptions, DiffRun, align_sides, select_and_strip
 from ...core.analyze.stats import (
     SAMPLE_SIZE,
     SAMPLE_THRESHOLD,
@@ -38,6 +37,7 @@ from ...core.edit.ops import SelectModel, apply_steps
 from ...core.model.checkpoint import Checkpoint
 from ...core.model.tensor import CHUNK_BYTES, TensorRef
 from ...core.read.open import open_checkpoint
+from ...core.util.locations import location_name
 from ...core.util.progress import Progress
 from ...core.util.textsafe import MAX_SHOWN, key_text
 from ..widgets.gc_pause import gc_paused
@@ -171,12 +171,18 @@ def build_diff_tree(run: DiffRun) -> tuple[DiffNode, list[DiffNode]]:
     root = DiffNode(None, "(root)")
     leaves: list[DiffNode] = []
     for i, e in enumerate(run.entries):
-        levels = _levels(tuple(e.path))
+        path = tuple(e.path)
+        levels = _levels(path)
+        # An optimizer state entry's id is labelled with its parameter's name, as the checkpoint tab does.
+        k, param = run._param(path) if run.param_names else (0, "")
+        named_level = len(_levels(path[:k])) - 1 if param else -1
         node = root
-        for key, piece, sep in levels[:-1]:
+        for depth, (key, piece, sep) in enumerate(levels[:-1]):
             g = node._groups.get(key) if node._groups is not None else None
             if g is None:
                 label = _label(piece)
+                if depth == named_level:
+                    label = f"{label} ({key_text(param)})"
                 g = node._group(key, label, label if node is root else node.prefix + sep + label)
             node = g
         if levels:
@@ -240,6 +246,7 @@ class DiffSession:
     seconds: float = 0.0
     chart_entries: list[int] = field(default_factory=list)   # entry indices of the per-layer chart, key order
     chart_labels: list[str] = field(default_factory=list)    # their keys as text
+    notes: list[str] = field(default_factory=list)           # how the sides were lined up (core.diff.align_sides)
 
     def close(self) -> None:
         for c in {id(self.ckpt_a): self.ckpt_a, id(self.ckpt_b): self.ckpt_b}.values():
@@ -273,7 +280,7 @@ def prepare_steps(setup: DiffSetup, reuse: tuple[Checkpoint, Checkpoint] | None 
 def _prepare_steps(setup: DiffSetup, reuse: tuple[Checkpoint, Checkpoint] | None
                    ) -> Generator[Progress, None, DiffSession]:
     t0 = time.perf_counter()
-    name_a, name_b = os.path.basename(setup.path_a), os.path.basename(setup.path_b)
+    name_a, name_b = location_name(setup.path_a), location_name(setup.path_b)
     opened: list[Checkpoint] = []
     try:
         if reuse is not None:
@@ -288,13 +295,14 @@ def _prepare_steps(setup: DiffSetup, reuse: tuple[Checkpoint, Checkpoint] | None
         yield Progress(2, 4, "Lining up the keys")
         side_a = comparison_side(ckpt_a.root, setup.select_a, setup.strip_prefix, setup.model_only)
         side_b = comparison_side(ckpt_b.root, setup.select_b, setup.strip_prefix, setup.model_only)
+        side_a, side_b, notes = align_sides(side_a, side_b, strip=not setup.strip_prefix, flags=False)
         run = DiffRun(side_a, side_b, setup.options())
         yield Progress(3, 4, "Building the tree")
         root, leaves = build_diff_tree(run)
         chart = [i for i, e in enumerate(run.entries) if chartable(e)]
         labels = [leaves[i].prefix for i in chart]
         yield Progress(4, 4, "Comparing")
-        return DiffSession(setup, ckpt_a, ckpt_b, run, root, leaves, time.perf_counter() - t0, chart, labels)
+        return DiffSession(setup, ckpt_a, ckpt_b, run, root, leaves, time.perf_counter() - t0, chart, labels, notes)
     except BaseException:
         for c in opened:          # cancelled or failed: nothing of ours stays open
             c.close()

@@ -1,7 +1,9 @@
 """The details panel: everything known about the selected node, plus its statistics when computed.
 
 It is rebuilt for each selection from the core node (metadata only; nothing here reads tensor bytes).
-Statistics arrive later from a worker through :meth:`DetailsPanel.set_stats`. File-provided text is
+Statistics arrive later from a worker through :meth:`DetailsPanel.set_stats`, and the values of a small
+tensor (a counter, a 0-d loss) through :meth:`DetailsPanel.set_value` when the tree has not read them yet;
+a single-element tensor shows its value and no statistics. File-provided text is
 shown through ``safe_text`` in plain-text widgets only.
 """
 from __future__ import annotations
@@ -28,6 +30,8 @@ from ...core.analyze.stats import TensorStats
 from ...core.model.interpret import OptimizerInfo, StateDictInfo
 from ...core.model.tensor import TensorRef
 from ...core.model.tree import CONTAINER_KINDS, Node
+from ...core.model.values import is_small
+from ...core.model.values import value_text as small_value_text
 from ...core.util.progress import Progress
 from ...core.util.textsafe import key_text, path_text, safe_text
 from ...core.util.units import human_bytes, shape_text
@@ -71,6 +75,7 @@ class DetailsPanel(QScrollArea):
         self._note: Callable[[Node], str] | None = None
         self.stat_labels: dict[str, QLabel] = {}
         self.stats_status: QLabel | None = None
+        self.value_label: QLabel | None = None
         self.facts: dict[str, str] = {}
         self._body = QWidget()
         self.setWidget(self._body)
@@ -100,6 +105,7 @@ class DetailsPanel(QScrollArea):
         self._body = body
         self.stat_labels = {}
         self.stats_status = None
+        self.value_label = None
         self.facts = {}
 
     def show_message(self, text: str) -> None:
@@ -182,7 +188,16 @@ class DetailsPanel(QScrollArea):
                 rows.append(("Shared storage", f"same storage as {shown}{more}"))
         if t.problem:
             rows.append(("Problem", safe_text(t.problem, 300)))
-        self._form(rows)
+        small = is_small(t) and not t.problem
+        if small:
+            # A counter (num_batches_tracked, an optimizer's step) or a 0-d loss is read as its value.
+            known, value = node.small_value()
+            rows.insert(0, ("Value", self._value_text(value) if known else "reading…"))
+        form = self._form(rows)
+        if small:
+            self.value_label = form.itemAt(0, QFormLayout.ItemRole.FieldRole).widget()
+            if t.numel == 1:
+                return                      # one value: no min/max/mean, no one-bin histogram
         self._heading("Statistics")
         self.stats_status = plain_label("Waiting…" if t.readable else "Values cannot be read.", self._body,
                                         select=False)
@@ -193,6 +208,17 @@ class DetailsPanel(QScrollArea):
             self.stat_labels[key] = lab
             form.addRow(plain_label(label + ":", self._body, wrap=False, select=False), lab)
         self._lay.addLayout(form)
+
+    @staticmethod
+    def _value_text(value: Any) -> str:
+        return safe_text(small_value_text(value), 400) if value is not None else "cannot be read"
+
+    def set_value(self, value: Any) -> None:
+        """The small tensor's values, read by a worker after the panel was built."""
+        if self.value_label is not None:
+            text = self._value_text(value)
+            self.value_label.setText(text)
+            self.facts["Value"] = text
 
     def set_stats_progress(self, p: Progress) -> None:
         if self.stats_status is not None and "stat:min" not in self.facts:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ...core.analyze.scan import CATEGORIES, PickleScan, ScanResult, finish, scan_checkpoint, scan_file
 from ...core.analyze.scanning.report import JIT_LOAD, PLAIN_FILE, TORCH_LOAD
+from ...core.util.locations import MASK, is_url
 from ...core.util.textsafe import safe_text
 from ...core.util.units import counted
 
@@ -183,7 +184,10 @@ def file_scan(ckpt) -> ScanResult:
     """The scan of an opened checkpoint: the reader's record, plus, for a zip archive, the light pass
     over its pickle members the reader did not read (those it read are not walked twice)."""
     reader = scan_checkpoint(ckpt)
-    if ckpt.format not in FULL_SCAN_FORMATS or not os.path.isfile(ckpt.path):
+    # A remote zip is walked too (its pickle members by range, mostly from the cache by now), unless its
+    # URL lost a signature to redaction and could not be fetched again.
+    remote = is_url(ckpt.path) and MASK not in ckpt.path
+    if ckpt.format not in FULL_SCAN_FORMATS or not (remote or os.path.isfile(ckpt.path)):
         return reader
     # The tensor records the reader's pickles name: raw bytes the light pass need not read.
     known = frozenset(k if k.startswith("constants/") else f"data/{k}" for k in getattr(ckpt, "storages", {}) or {})
@@ -209,7 +213,7 @@ def merge_scans(reader: ScanResult, light: ScanResult) -> ScanResult:
             merged[p.name] = PickleScan(p.name, Counter(p.counts), where=f"{p.name} (central directory, as "
                                         f"{loader} reads it)", loader=loader)
     out.pickles = list(merged.values())
-    out.problems = list(light.problems)
+    out.problems = list(dict.fromkeys(reader.problems + light.problems))
     out.notes = list(light.notes)
     out.anomalies = list(light.anomalies)
     out.code = list(light.code)

@@ -26,6 +26,9 @@ class ActionSpec:
 
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("file.open", "&File", "&Open…", "open_dialog", SK.Open, "Open one or more checkpoints"),
+    ActionSpec("file.open_url", "&File", "Open &URL…", "open_url_dialog", "Ctrl+L",
+               "Open a checkpoint by its URL (https://, hf://ORG/REPO/FILE, s3://, gs://); only the bytes needed "
+               "are fetched"),
     ActionSpec("file.open_folder", "&File", "Open &Folder…", "open_folder_dialog", "Ctrl+Shift+O",
                "Open a sharded checkpoint's folder (with an *.index.json) or a torch.distributed.checkpoint "
                "folder (with .metadata)"),
@@ -58,8 +61,15 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("checkpoint.export", "&Checkpoint", "&Export…", "edits.export", SK.Save,
                "Write the edited checkpoint (or a part of it) to a new file", needs_tab=True,
                separator_before=True),
+    ActionSpec("checkpoint.export_values", "&Checkpoint", "Export &Values…", "export_values", None,
+               "Write the selected tensor's values to a .npy or .csv file", needs_tab=True),
+    ActionSpec("checkpoint.health", "&Checkpoint", "Check &Health", "check_health", "Ctrl+Shift+H",
+               "Read every tensor once: NaN/Inf, zeroed or constant weights, dead rows, duplicates, outliers",
+               needs_tab=True, separator_before=True),
     ActionSpec("view.expand_all", "&View", "&Expand All", "expand_all", "Ctrl+E", needs_tab=True),
     ActionSpec("view.collapse_all", "&View", "&Collapse All", "collapse_all", "Ctrl+Shift+E", needs_tab=True),
+    ActionSpec("view.values", "&View", "&Values of Selection", "show_values", "Ctrl+Shift+V",
+               "Show the selected tensor's values: a heatmap, plot or number, and a table", needs_tab=True),
     ActionSpec("view.cancel", "&View", "Cancel &Running Work", "cancel_work", "Ctrl+.", needs_tab=True,
                separator_before=True),
     ActionSpec("help.about", "&Help", "&About ckptviewer", "show_about"),

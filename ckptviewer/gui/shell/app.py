@@ -18,6 +18,7 @@ from PySide6.QtCore import QEvent, QObject, QTimer, qInstallMessageHandler  # no
 from PySide6.QtGui import QFileOpenEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from ...core.util.locations import normalize_location  # noqa: E402
 from ..widgets.qtcompat import top_up  # noqa: E402
 from ..widgets.resources import app_icon  # noqa: E402
 from ..widgets.settings import Settings  # noqa: E402
@@ -50,11 +51,12 @@ class FileOpenFilter(QObject):
 class ScreenshotDriver(QObject):
     """Waits until every file is loaded and every worker is idle, selects a tensor, saves a PNG, quits."""
 
-    def __init__(self, window: MainWindow, out: str, app: QApplication):
+    def __init__(self, window: MainWindow, out: str, app: QApplication, select: str | None = None):
         super().__init__(window)
         self._window = window
         self._out = out
         self._app = app
+        self._select = select
         self._start = time.monotonic()
         self._selected = False
         self._quiet_ticks = 0
@@ -75,6 +77,10 @@ class ScreenshotDriver(QObject):
             self._selected = True
             tab = w.current_tab()
             if tab is not None and tab.is_loaded:
+                if self._select:
+                    if not tab.show_values(self._select):
+                        print(f"ckptviewer: --select {self._select}: {w.status_text.text()}", file=sys.stderr)
+                    return
                 node = tab.first_tensor()
                 if node is not None:
                     tab.select_node(node)
@@ -108,7 +114,7 @@ def _quiet_offscreen_plugin() -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the window for parsed command-line ``args`` (see ``cli._gui_parser``); returns the exit code."""
-    files = [os.path.abspath(p) for p in getattr(args, "files", []) or []]
+    files = [normalize_location(p) for p in getattr(args, "files", []) or []]   # URLs: see open_paths
     demo = bool(getattr(args, "demo", False))
     screenshot = getattr(args, "screenshot", None)
     single = not getattr(args, "new_window", False) and not screenshot
@@ -146,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if screenshot:
         window.resize(1440, 900)
         if not scene:
-            driver = ScreenshotDriver(window, os.path.abspath(screenshot), app)
+            driver = ScreenshotDriver(window, os.path.abspath(screenshot), app, getattr(args, "select", None))
     reserve_timer = QTimer(window)       # see qtcompat: keeps a defective binding from aborting
     reserve_timer.timeout.connect(top_up)
     reserve_timer.start(2000)
@@ -163,6 +169,14 @@ def run(args: argparse.Namespace) -> int:
             scratch.cleanup()
             return 2
     elif files:
+        select = getattr(args, "select", None)
+        if select and not screenshot:
+            pending = [select]
+
+            def reveal(tab) -> None:        # the first tab that loads shows the entry
+                if pending:
+                    tab.show_values(pending.pop())
+            window.tab_opened.connect(reveal)
         window.open_paths(files)
     if demo:
         window.open_demo()

@@ -34,9 +34,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.read.open import is_checkpoint_folder
+from ...core.source.net import fetched_bytes
+from ...core.source.remote import prepare_location
+from ...core.util.locations import is_url, redact, shown_location
 from ...core.util.progress import Progress
 from ...core.util.textsafe import safe_text
-from ..checkpoint.loading import RefusedFile, demo_steps
+from ...core.util.units import human_bytes
+from ..checkpoint.loading import RefusedFile, demo_steps, folder_steps
 from ..checkpoint.tab import CheckpointTab
 from ..diff.tab import DiffTab, ask_compare_paths
 from ..diff.work import DiffSetup
@@ -76,8 +81,25 @@ def refused_message(message: str, report: SafetyReport) -> str:
     return message
 
 
+REMOTE_DROP_SCHEMES = ("http", "https", "hf", "s3", "gs")
+
+
 def paths_from_urls(urls: Iterable[QUrl]) -> list[str]:
-    return [u.toLocalFile() for u in urls if u.isLocalFile() and u.toLocalFile()]
+    """Local files, and links (a browser drags ``text/uri-list``) to remote checkpoints."""
+    out = []
+    for u in urls:
+        if u.isLocalFile():
+            if u.toLocalFile():
+                out.append(u.toLocalFile())
+        elif u.scheme().lower() in REMOTE_DROP_SCHEMES and u.host():
+            out.append(u.toString(QUrl.ComponentFormattingOption.FullyEncoded))
+    return out
+
+
+def start_folder(recent: list[str]) -> str:
+    """Where a file dialog starts: the newest recent local file's folder, else the home folder."""
+    local = [p for p in recent if not is_url(p)]
+    return os.path.dirname(local[0]) if local else str(Path.home())
 
 
 class WelcomePage(QWidget):
@@ -167,6 +189,7 @@ class MainWindow(QMainWindow):
         self._demo_dirs: list[str] = []
         self._closing = False
         self.runner = TaskRunner(self)
+        self._folders_listed = 0
         self.actions_by_id: dict[str, QAction] = {}
         self._about: AboutDialog | None = None
         self._last_message = ""
@@ -201,7 +224,13 @@ class MainWindow(QMainWindow):
         self.cancel_button.setText("Cancel")
         self.cancel_button.clicked.connect(self.cancel_work)
         self.cancel_button.hide()
+        self.net_label = QLabel("", self)        # bytes fetched over the network, once there are any
+        self.net_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.net_label.setToolTip("Bytes of remote checkpoints fetched over the network by this window "
+                                  "(cached ones are not fetched again)")
+        self.net_label.hide()
         self.statusBar().addWidget(self.status_text, 1)
+        self.statusBar().addPermanentWidget(self.net_label)
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.cancel_button)
 
@@ -252,7 +281,7 @@ class MainWindow(QMainWindow):
         files = self.settings.recent_files()
         self.recent_menu.clear()
         for path in files:
-            action = self.recent_menu.addAction(safe_text(path, 200))
+            action = self.recent_menu.addAction(safe_text(shown_location(path), 200))
             action.setData(path)
             action.triggered.connect(lambda _checked=False, p=path: self.open_paths([p]))
         if not files:
@@ -269,12 +298,18 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
 
     # -- the one way in -------------------------------------------------------------------------
-    def open_paths(self, paths: Iterable[str | os.PathLike]) -> list[CheckpointTab]:
-        """Open each path in a tab (or show the tab that has it). Failures go to the message bar."""
+    def open_paths(self, paths: Iterable[str | os.PathLike], *, expand: bool = True) -> list[CheckpointTab]:
+        """Open each path in a tab (or show the tab that has it). Failures go to the message bar.
+
+        A folder that is one checkpoint (sharded, distributed) opens as one tab; any other folder opens
+        each checkpoint in it, once a worker has found them (``expand``)."""
         tabs, new = [], []
         for raw in paths:
-            path = os.path.abspath(os.fspath(raw))
-            key = file_key(path)
+            path = prepare_location(os.fspath(raw))      # a URL loses its user:password@ here
+            if expand and not is_url(path) and os.path.isdir(path) and not is_checkpoint_folder(path):
+                self._open_folder_contents(path)
+                continue
+            key = None if is_url(path) else file_key(path)
             existing = self.tab_for_path(path, key)
             if existing is not None:
                 self.tabs.setCurrentWidget(existing)
@@ -290,7 +325,7 @@ class MainWindow(QMainWindow):
             tab.work_progressed.connect(self._on_work_progressed)
             tab.compare_requested.connect(self.open_diff)
             index = self.tabs.addTab(tab, safe_text(tab.title, 60))
-            self.tabs.setTabToolTip(index, plain_tooltip(safe_text(path, 400)))
+            self.tabs.setTabToolTip(index, plain_tooltip(safe_text(shown_location(path), 400)))
             self.tabs.setCurrentIndex(index)
             tabs.append(tab)
             new.append(tab)
@@ -302,6 +337,24 @@ class MainWindow(QMainWindow):
         self._sync_stack()
         self.raise_and_activate()
         return tabs
+
+    def _open_folder_contents(self, folder: str) -> None:
+        self._folders_listed += 1
+        self.runner.submit(f"folder-{self._folders_listed}", folder_steps, folder,
+                           on_progress=self._on_work_progressed,
+                           on_result=lambda found: self._on_folder_listed(folder, found),
+                           on_error=lambda err: self._report_failure(
+                               folder, f"Could not look into {safe_text(folder, 300)}: {error_text(err.exc)}",
+                               err.details))
+
+    def _on_folder_listed(self, folder: str, found: list[str] | None) -> None:
+        if found is None:
+            return
+        # None found: open the folder itself, so that the reader says why it is not a checkpoint.
+        self.open_paths(found or [folder], expand=False)
+        if found:
+            self.show_status(f"Opened {len(found)} checkpoint{'s' if len(found) != 1 else ''} from "
+                             f"{safe_text(os.path.basename(folder), 200)}")
 
     def tab_for_path(self, path: str, key: tuple[int, int] | None = None) -> CheckpointTab | None:
         """The tab showing ``path`` (the same file or folder under another name too). ``key`` is the
@@ -344,7 +397,7 @@ class MainWindow(QMainWindow):
         report = tab.safety
         if index < 0 or report is None:
             return
-        tip = safe_text(tab.path, 400)
+        tip = safe_text(shown_location(tab.path), 400)
         if report.is_dangerous:
             self.tabs.setTabIcon(index, level_icon(report.level))
             tip += "\n" + report.verdict
@@ -363,25 +416,32 @@ class MainWindow(QMainWindow):
         self._report_failure(tab.path, message, details, danger=report is not None and report.is_dangerous)
 
     def _report_failure(self, path: str, message: str, details: str, *, danger: bool = False) -> None:
-        full = f"File: {path}\n\n{message}\n\n{details}".strip()
+        full = redact(f"File: {shown_location(path)}\n\n{message}\n\n{details}").strip()
         self.messages.add_error(message, full, danger=danger)
         self.show_status(message)
         self.open_failed.emit(path, message)
 
     # -- other ways in --------------------------------------------------------------------------
     def open_dialog(self) -> None:
-        start = os.path.dirname(self.settings.recent_files()[0]) if self.settings.recent_files() else str(Path.home())
+        start = start_folder(self.settings.recent_files())
         paths, _ = QFileDialog.getOpenFileNames(self, "Open checkpoints", start, FILE_FILTER)
         if paths:
             self.open_paths(paths)
 
     def open_folder_dialog(self) -> None:
         """Open a folder: a sharded checkpoint (its *.index.json) or a torch.distributed.checkpoint."""
-        recent = self.settings.recent_files()
-        start = os.path.dirname(recent[0]) if recent else str(Path.home())
-        folder = QFileDialog.getExistingDirectory(self, "Open a sharded or distributed checkpoint folder", start)
+        start = start_folder(self.settings.recent_files())
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of checkpoints (or a sharded or distributed "
+                                                          "checkpoint)", start)
         if folder:
             self.open_paths([folder])
+
+    def open_url_dialog(self) -> None:
+        """File > Open URL…: a checkpoint on the Hub, in a bucket or behind https, read by range."""
+        from ..dialogs.open_url import OpenUrlDialog
+        url = OpenUrlDialog.ask(self)
+        if url:
+            self.open_paths([url])
 
     def open_demo(self) -> None:
         folder = tempfile.mkdtemp(prefix="ckptviewer-demo-")
@@ -483,6 +543,15 @@ class MainWindow(QMainWindow):
     def collapse_all(self) -> None:
         self._call_tab("collapse_all")
 
+    def show_values(self) -> None:
+        self._call_tab("show_values")
+
+    def check_health(self) -> None:
+        self._call_tab("show_health")
+
+    def export_values(self) -> None:
+        self._call_tab("export_selected_values")
+
     def cancel_work(self) -> None:
         self._call_tab("cancel_work")
         self.show_status("Cancelled")
@@ -499,6 +568,10 @@ class MainWindow(QMainWindow):
         self.status_text.setText(self._last_message)
 
     def _on_work_progressed(self, p: Progress | None) -> None:
+        fetched = fetched_bytes()
+        if fetched:
+            self.net_label.setText(f"Fetched {human_bytes(fetched)}")
+            self.net_label.show()
         if p is None or not isinstance(p, Progress):
             if not self.has_pending_work():
                 self.progress.hide()
@@ -529,7 +602,7 @@ class MainWindow(QMainWindow):
 
     def open_diff(self, path_a: str, path_b: str, setup: DiffSetup | None = None) -> DiffTab:
         """Open a diff tab of A against B (or show the one already open for this pair)."""
-        setup = setup or DiffSetup(os.path.abspath(os.fspath(path_a)), os.path.abspath(os.fspath(path_b)))
+        setup = setup or DiffSetup(prepare_location(os.fspath(path_a)), prepare_location(os.fspath(path_b)))
         for tab in self.diff_tabs():
             if (tab.setup.path_a, tab.setup.path_b) == (setup.path_a, setup.path_b):
                 self.tabs.setCurrentWidget(tab)

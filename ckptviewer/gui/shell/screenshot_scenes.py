@@ -3,6 +3,8 @@
 
 * ``diff``: FILE_A FILE_B open in a diff tab; once compared, the key that changed most is selected and
   the PNG is taken when its histograms are drawn.
+* ``health``: FILE open with its Health tab: the check runs, the tree is expanded to the first finding's
+  tensor and the PNG is taken once everything is drawn.
 * ``convert``: the Convert panel converts the files (recipe ``$CKPTVIEWER_SCREENSHOT_RECIPE``, default
   ``clean-dataparallel``) into a scratch folder, never beside them; the PNG is taken mid-batch, when
   one file is done and another is being written (or at the end if the batch is too quick for that).
@@ -17,7 +19,7 @@ from PySide6.QtWidgets import QApplication
 
 SCENE_ENV = "CKPTVIEWER_SCREENSHOT_SCENE"
 RECIPE_ENV = "CKPTVIEWER_SCREENSHOT_RECIPE"
-SCENES = ("diff", "convert")
+SCENES = ("diff", "convert", "health")
 TIMEOUT_S = 180.0
 
 
@@ -97,10 +99,46 @@ class ConvertScene(_SceneDriver):
             self._shoot()
 
 
+class HealthScene(_SceneDriver):
+    def __init__(self, window, files: list[str], out: str, app: QApplication):
+        super().__init__(window, out, app)
+        if not files:
+            raise ValueError("the health scene needs a file: --screenshot OUT.png FILE")
+        self._tab = window.open_paths(files[:1])[0]
+        self._stage = 0
+        self._quiet = 0
+        self._timer.start()
+
+    def _on_tick(self) -> None:
+        tab = self._tab
+        if self._timed_out() or tab.error is not None:
+            self._shoot()
+            return
+        if not tab.is_loaded or tab.has_pending_work():
+            self._quiet = 0
+            return
+        if self._stage == 0:
+            self._stage = 1
+            tab.show_health()
+            return
+        if self._stage == 1:
+            self._stage = 2
+            report = tab.health_ctl.report
+            if report is not None and report.findings:
+                tab.select_path(tuple(report.findings[0].key), "tensor")
+                tab.side_tabs.setCurrentWidget(tab.health_panel)
+            return
+        self._quiet += 1
+        if self._quiet >= 5:
+            self._shoot()
+
+
 def start_scene(name: str, window, files: list[str], out: str, app: QApplication, scratch: str,
                 recipe: str = "clean-dataparallel") -> _SceneDriver:
     if name == "diff":
         return DiffScene(window, files, out, app)
     if name == "convert":
         return ConvertScene(window, files, out, app, scratch, recipe)
+    if name == "health":
+        return HealthScene(window, files, out, app)
     raise ValueError(f"unknown screenshot scene {name!r}; use one of {', '.join(SCENES)}")

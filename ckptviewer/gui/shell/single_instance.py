@@ -15,6 +15,8 @@ import os
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
+from ...core.util.locations import normalize_location
+
 ENV_VAR = "CKPTVIEWER_INSTANCE"
 MAX_MESSAGE = 256 * 1024
 MAX_PATHS = 200
@@ -30,7 +32,8 @@ def instance_name() -> str:
 
 
 def encode_message(paths: list[str], demo: bool = False) -> bytes:
-    return (json.dumps({"paths": [os.path.abspath(p) for p in paths][:MAX_PATHS], "demo": bool(demo)}) + "\n").encode()
+    return (json.dumps({"paths": [normalize_location(p) for p in paths][:MAX_PATHS], "demo": bool(demo)})
+            + "\n").encode()
 
 
 def decode_message(data: bytes) -> tuple[list[str], bool]:

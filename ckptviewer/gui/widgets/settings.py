@@ -11,6 +11,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 
+from ...core.util.locations import is_url, normalize_location, shown_location
+
 MAX_RECENT = 10
 ENV_VAR = "CKPTVIEWER_SETTINGS"
 
@@ -37,13 +39,15 @@ class Settings:
         if isinstance(raw, str):
             raw = [raw]
         files = [str(p) for p in (raw or []) if isinstance(p, str) and p]
-        kept = [p for p in dict.fromkeys(files) if os.path.exists(p)][:MAX_RECENT]
+        # URLs are kept (there is no cheap way to know one is gone); local files that are gone are dropped.
+        kept = [p for p in dict.fromkeys(files) if is_url(p) or os.path.exists(p)][:MAX_RECENT]
         if kept != files:
             self._set_recent(kept)
         return kept
 
     def add_recent_file(self, path: str | os.PathLike) -> list[str]:
-        path = os.path.abspath(os.fspath(path))
+        # A URL is stored redacted: no user:password@, no signature or token in its query.
+        path = shown_location(normalize_location(path))
         files = [path] + [p for p in self.recent_files() if p != path]
         self._set_recent(files[:MAX_RECENT])
         return files[:MAX_RECENT]

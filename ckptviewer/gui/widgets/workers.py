@@ -28,6 +28,7 @@ from PySide6.QtCore import QObject, QThreadPool, Signal
 
 from ...core.util.errors import CancelledError
 from ...core.util.progress import Progress
+from ...core.util.task import task_context
 from .qtcompat import top_up
 
 # Progress steps (a Progress, or None) are sent at most this often per worker; the newest one waiting is
@@ -92,6 +93,27 @@ class GeneratorWorker:
         return self._done.wait(timeout)
 
     def run(self) -> None:
+        # Waits inside one step (a network fetch, a download) report and check for cancel through the
+        # thread's task context (core.util.task): progress reaches the GUI and Cancel stops the wait.
+        self._inside_last = 0.0
+        with task_context(report=self._report_inside, notice=self._notice_inside, cancelled=self._cancel.is_set):
+            self._run()
+
+    def _report_inside(self, step: Any) -> None:
+        now = time.monotonic()
+        if self._cancel.is_set() or now - self._inside_last < PROGRESS_INTERVAL_S:
+            return
+        self._inside_last = now
+        try:
+            self.signals.progressed.emit(self.id, step)
+        except RuntimeError:        # the window is gone; nobody to tell
+            pass
+
+    def _notice_inside(self, text: str) -> None:
+        self._inside_last = 0.0
+        self._report_inside(Progress(0, 0, text))
+
+    def _run(self) -> None:
         sig = self.signals
         try:
             if self._cancel.is_set():

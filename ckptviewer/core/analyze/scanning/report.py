@@ -15,7 +15,8 @@ FRAMES = "<frames>"            # the module of a FRAME divergence: two unpickler
 
 CATEGORIES = ("dangerous", "unknown", "safe")
 _SAFE_REASON = "rebuilt by ckptviewer's own code (tensor rebuilders, containers, numpy values)"
-_UNKNOWN_REASON = "not imported: shown as an inert stand-in (a model's own class, a config object, ...)"
+_UNKNOWN_REASON = ("not imported: shown as an inert stand-in (a model's own class, a config object, ...); "
+                   "torch.load refuses it by default since torch 2.6 (weights_only=True)")
 _COMPUTED_REASON = ("a STACK_GLOBAL whose module or name is computed while loading, not a literal: "
                     "only running the file would tell what it imports")
 _FRAMES_REASON = ("the pickle's FRAME boundaries do not match its opcodes: pickle.py stops there, but Python's "
@@ -156,17 +157,24 @@ class ScanResult:
             return (f"DANGEROUS: {'; and '.join(parts)}. ckptviewer never imports or calls anything a file names, "
                     f"so it is safe to inspect here; do not load it with torch.load(weights_only=False) or "
                     f"torch.jit.load unless you trust its source.{odd}")
+        if self.broken and self.pickles and all(p.complete for p in self.pickles) and self.problems:
+            return ("INCOMPLETE: every pickle was read to its end and names nothing dangerous, but the file is "
+                    f"not whole: {self.problems[0]}{odd}")
         if self.broken:
             return ("INCOMPLETE: the file is broken, so only part of it could be scanned; nothing dangerous "
                     f"was seen in that part.{odd}")
         if not self.pickles:
             return f"clean: a {self.format or 'file'} without pickles cannot run code when loaded.{odd}"
         unknown = sum(1 for g in self.globals if g.category == "unknown")
-        tail = (f"; {unknown} unknown class{'es' if unknown != 1 else ''} would be imported by plain "
-                f"torch.load (shown as stand-ins here)" if unknown else "")
         runs = (f" {len(self.code)} TorchScript method{'s' if len(self.code) != 1 else ''} would run at "
                 f"torch.jit.load, with no file, process or native-code calls." if self.code else "")
-        return f"clean: no dangerous globals{tail}.{runs}{odd}"
+        if not unknown:
+            return f"clean: no dangerous globals.{runs}{odd}"
+        n = f"{unknown} class{'es' if unknown != 1 else ''} that {'are' if unknown != 1 else 'is'} not torch's own"
+        them = "them" if unknown != 1 else "it"
+        return (f"clean: no dangerous globals. The file names {n} (shown as stand-ins here): torch.load refuses "
+                f"{them} by default since torch 2.6 (weights_only=True), and torch.load(weights_only=False) would "
+                f"import {them}. Run `ckptviewer doctor FILE` to see how to load it.{runs}{odd}")
 
     def to_json(self) -> dict:
         return {

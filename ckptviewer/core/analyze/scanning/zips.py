@@ -47,6 +47,25 @@ class _Zip:
         self.ctx, self.buf, self.start, self.end, self.label, self.depth = ctx, buf, start, end, label, depth
         self.top = depth == 0
         self.found = 0                        # pickles found in this archive
+        self.remote = False                   # a remote file (FileBytes): members fetched by range
+
+    def data_start(self, i: int) -> int:
+        """Where entry ``i``'s bytes start, as torch reads it (after its local header), or -1."""
+        if not self.remote:
+            return self.layout.data_start[i]
+        try:
+            return self.archive.data_offset(self.archive.entries[i])
+        except CheckpointError as e:
+            self.ctx.problem(e.message)
+            return -1
+
+    def bytes_of(self, start: int, stop: int, cap: int = MAX_INFLATE):
+        """(buffer, start, stop) holding bytes [start, stop) of the file: a view of the map, or for a remote
+        file the bytes fetched by range (at most ``cap`` of them)."""
+        if not self.remote:
+            return self.buf, start, stop
+        data = bytes(self.buf.view(start, min(stop - start, cap)))
+        return data, 0, len(data)
 
     # -- labels and loaders --------------------------------------------------------------------------
     def name_label(self, name: str, prefix: str = "") -> str:
@@ -67,12 +86,16 @@ class _Zip:
         try:
             archive = ZipArchive(self.buf, name=self.label or ctx.result.path, start=self.start, end=self.end)
         except CheckpointError as e:
+            if self.remote:
+                ctx.problem(f"the zip directory is unreadable ({e.message}); download the file and scan the copy "
+                            f"to walk the members from their local headers")
+                return
             ctx.problem(f"{self.label + ': ' if self.label else ''}the zip directory is unreadable ({e.message}); "
                         f"scanning members found by their local headers instead")
             self.scan_without_directory()
             return
         self.archive = archive
-        lay = layout(archive)
+        lay = None if self.remote else layout(archive)
         self.layout = lay
         names = archive.order
         data_pkls = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
@@ -81,7 +104,8 @@ class _Zip:
         first = archive.entries[0].name if archive.entries else ""
         top = first.split("/", 1)[0] + "/" if "/" in first else None
         torch_pkl = top + "data.pkl" if top and top + "data.pkl" in archive.members else None
-        script = any(n.startswith(prefix + "code/") for n in names) or prefix + "constants.pkl" in archive
+        code_prefix = prefix + "code/"
+        script = any(n.startswith(code_prefix) for n in names) or prefix + "constants.pkl" in archive
         self.script = script
         if self.top:
             ctx.result.format = ("torchscript" if script else "torch-zip" if data_pkls else
@@ -90,8 +114,10 @@ class _Zip:
             ctx.anomaly(self.tag(w))
         for a in directory_anomalies(archive, prefix if data_pkls else None, overlaps=False):
             ctx.anomaly(self.tag(a))
-        for a in lay.anomalies:
+        for a in lay.anomalies if lay is not None else ():
             ctx.anomaly(self.tag(a))
+        if self.remote:
+            self.prefetch(prefix)
 
         entries = archive.entries
         order = list(range(len(entries)))
@@ -123,6 +149,9 @@ class _Zip:
             # torch.jit.load reads TorchScript's debug pickles (source ranges) with its own unpickler.
             jit = script and m.name.endswith(".debug_pkl") and m.name.startswith(prefix + "code/")
             self.member(i, JIT_LOAD if jit and archive.members[m.name] is m else UNPACKING)
+        if self.remote:
+            self.finish_remote(script, prefix, data_pkls)
+            return
         for i, local in lay.local.items():
             self.local_reading(i, local)
         for lo, hi in lay.gaps:
@@ -144,6 +173,26 @@ class _Zip:
         if self.top and not data_pkls and not self.found and not ctx.result.pickles:
             ctx.note("a zip archive without data.pkl or other pickles")
 
+    def prefetch(self, prefix: str) -> None:
+        """A remote file: say ahead which members will be read (all but the tensor records), so they come in
+        few requests."""
+        known = {prefix + k for k in self.ctx.known_storages or ()}
+        ranges = [(m.header_offset, min(m.header_offset + 30 + 2 * m.name_size + 128 + m.compressed_size, self.end))
+                  for m in self.archive.entries if m.name not in known and "/data/" not in m.name]
+        self.buf.prefetch(ranges)
+
+    def finish_remote(self, script: bool, prefix: str, data_pkls: list) -> None:
+        ctx = self.ctx
+        for w in self.archive.warnings:          # local headers of the members read by range
+            ctx.anomaly(self.tag(w))
+        if script:
+            self.torchscript_code(prefix)
+        if self.top and not data_pkls and not self.found and not ctx.result.pickles:
+            ctx.note("a zip archive without data.pkl or other pickles")
+        ctx.note("a remote file is scanned through its directory, as torch.load reads it: the members it lists "
+                 "were fetched by range and sniffed, but the local headers of the tensor records, bytes between "
+                 "members and data after the archive were not read; download the file and scan the copy for that")
+
     def tag(self, text: str) -> str:
         return f"{self.label}: {text}" if self.label else text
 
@@ -156,8 +205,10 @@ class _Zip:
     # -- one member, read as the directory says ---------------------------------------------------------
     def member(self, i: int, loader: str) -> list:
         ctx, archive, m = self.ctx, self.archive, self.archive.entries[i]
-        start = self.layout.data_start[i]
         last = archive.members[m.name] is m
+        if self.top and ctx.skip and last and self.name_label(m.name, self.prefix) in ctx.skip and self.remote:
+            return []                           # the caller has its globals; remote: not fetched again
+        start = self.data_start(i)
         label = self.name_label(m.name, self.prefix) + ("" if last else f" (entry {i + 1}, an earlier duplicate)")
         view = "central directory" if last else "central directory, an earlier entry of a duplicated name"
         if m.flags & REFUSED_FLAGS:
@@ -174,7 +225,7 @@ class _Zip:
                         f"are in the file; scanned as far as they go")
             stop = self.end
         # numpy.load reads an .npz member with Python's zipfile, which refuses a local name that differs.
-        local = self.layout.local.get(i)
+        local = self.layout.local.get(i) if self.layout is not None else None
         npy_loader = self.loader(NUMPY_LOAD) if last and not m.flags & REFUSED_FLAGS \
             and (local is None or local[0] == m.name) else None
         return self.content(start, stop, m.method, m.size, label=label, where=where, loader=self.loader(loader),
@@ -183,7 +234,7 @@ class _Zip:
     def may_diverge(self, start: int, m) -> bool:
         """A pickle with frames (protocol 4 or 5) may read differently in two unpicklers: walk it even when
         the caller has its globals (the reader does not look at frames)."""
-        head = bytes(self.buf[start:start + 2])
+        head = bytes(self.bytes_of(start, start + 2)[0][:2]) if self.remote else bytes(self.buf[start:start + 2])
         return m.method != 0 or len(head) < 2 or head[0] != 0x80 or head[1] >= 4
 
     def content(self, start: int, stop: int, method: int, size: int, *, label: str, where: str, loader: str,
@@ -193,17 +244,19 @@ class _Zip:
         no reader gets anything from it, so it is a note, not a problem."""
         ctx = self.ctx
         if method == 0:
-            found = ctx.content(self.buf, start, stop, label=label, where=where, loader=loader, named=named,
+            buf, start, stop = self.bytes_of(start, stop)
+            found = ctx.content(buf, start, stop, label=label, where=where, loader=loader, named=named,
                                 npy_loader=npy_loader, depth=self.depth)
             if crc is not None and (found or stop - start <= MAX_CRC):
-                self.check_crc(name, zlib.crc32(memoryview(self.buf)[start:stop]), crc)
+                self.check_crc(name, zlib.crc32(memoryview(buf)[start:stop]), crc)
             self.found += len(found)
             return found
         report = ctx.note if other_view else ctx.problem
         if method not in (8, 12):
             report(f"zip member {name!r} uses compression method {method}; not scanned")
             return []
-        raw = memoryview(self.buf)[start:stop]
+        buf, start, stop = self.bytes_of(start, stop)
+        raw = memoryview(buf)[start:stop]
         head, _, problem = _decompress(raw, method, SNIFF)
         if not ctx.worth_reading(head, named, label):
             return []
@@ -297,10 +350,11 @@ class _Zip:
             name = m.name
             if not (name.startswith(prefix + "code/") and name.endswith(".py")) or archive.members[name] is not m:
                 continue
-            start = self.layout.data_start[i]
+            start = self.data_start(i)
             if start < 0 or m.flags & REFUSED_FLAGS:
                 continue
-            raw = memoryview(self.buf)[start:min(start + m.compressed_size, self.end)]
+            buf, lo, hi = self.bytes_of(start, min(start + m.compressed_size, self.end), MAX_CODE_TOTAL)
+            raw = memoryview(buf)[lo:hi]
             if m.method == 0:
                 data, complete, problem = bytes(raw[:MAX_CODE]), len(raw) <= MAX_CODE, None
             else:
@@ -362,3 +416,14 @@ def _decompress(raw, method: int, cap: int) -> tuple[bytes, bool, str | None]:
     if not d.eof:
         return data, False, "its compressed data ends early"
     return data, True, None
+
+
+def scan_remote_zip(ctx, src) -> None:
+    """A zip fetched by range (a remote ``FileBytes``): its directory, then each member but the tensor records
+    its pickles name, as torch.load reads them; what only the local headers show needs the whole file."""
+    z = _Zip(ctx, src, 0, src.size, "", 0)
+    z.remote = True
+    try:
+        z.scan()
+    except CheckpointError as e:
+        ctx.problem(f"{e.message}; download the file and scan the copy to walk the members from their local headers")

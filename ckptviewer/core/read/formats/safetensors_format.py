@@ -17,7 +17,7 @@ from ...model.checkpoint import Checkpoint
 from ...model.dtypes import BY_SAFETENSORS
 from ...model.objects import Unreadable
 from ...model.tensor import StorageRef, TensorRef, contiguous_strides
-from ...source.regions import MappedRegion
+from ...source.filebytes import file_bytes
 from ...util.errors import CorruptFileError, LimitExceededError, TruncatedFileError
 
 MAX_HEADER = 100 * 1000 * 1000
@@ -42,17 +42,20 @@ def _no_duplicates(pairs):
 
 
 def read_safetensors(buf, path: str, *, resources: list | None = None) -> Checkpoint:
-    size = len(buf)
+    """Read a safetensors file held in ``buf`` (a buffer, or a FileBytes such as a remote file: only the
+    header is read now, each tensor's bytes when its values are)."""
+    src = file_bytes(buf, path)
+    size = src.size
     if size < 8:
         raise TruncatedFileError("the safetensors header length is cut off")
-    (n,) = struct.unpack_from("<Q", buf, 0)
+    (n,) = struct.unpack("<Q", src.view(0, 8))
     if n > MAX_HEADER:
         raise LimitExceededError(f"the safetensors header declares {n:,} bytes (the limit is {MAX_HEADER:,})")
     if 8 + n > size:
         raise TruncatedFileError(f"the safetensors header declares {n:,} bytes but the file has {size - 8:,}")
     try:
         # Decoded straight from the map: a copy of the bytes first would double a 100 MB header's cost.
-        header = json.loads(str(memoryview(buf)[8:8 + n], "utf-8"), object_pairs_hook=_no_duplicates)
+        header = json.loads(str(src.view(8, n), "utf-8"), object_pairs_hook=_no_duplicates)
     except CorruptFileError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -96,7 +99,7 @@ def read_safetensors(buf, path: str, *, resources: list | None = None) -> Checkp
             raise CorruptFileError(f"tensor {name!r}: {dt.name} {list(shape_t)} needs {expected:,} bytes, "
                                    f"data_offsets give {end - begin:,}")
         st = StorageRef(name, dt, end - begin, "cpu", typed=True,
-                        source=MappedRegion(buf, data_start + begin, end - begin))
+                        source=src.region(data_start + begin, end - begin))
         storages[name] = st
         root[name] = TensorRef(st, 0, shape_t, contiguous_strides(shape_t), dt)
     spans.sort()

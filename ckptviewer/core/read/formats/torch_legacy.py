@@ -93,12 +93,14 @@ def read_torch_legacy(buf, path: str, *, resources: list | None = None) -> Check
             break
         if pos + 8 > size:
             _mark_missing(table, keys[i:], warnings, "the file ends before its header")
+            meta["cut_short"] = f"storage record {key}"
             break
         (count,) = struct.unpack_from("<q", buf, pos)
         itemsize = st.dtype.itemsize if st.dtype else 1
         nbytes = count * itemsize
         if count < 0 or pos + 8 + nbytes > size:
             st.problem = f"storage record {key} declares {count:,} elements but the file ends first"
+            meta["cut_short"] = f"storage record {key}"
             _mark_missing(table, keys[i + 1:], warnings, "an earlier record is truncated")
             warnings.append(st.problem)
             break

@@ -9,8 +9,8 @@ archives add ``code/``, ``constants.pkl`` (tensors in ``constants/``) and ``.dat
 from __future__ import annotations
 
 from ...model.checkpoint import Checkpoint, PickleGlobals
-from ...source.regions import ByteSource, BytesRegion, DeferredRegion, release_map_range
-from ...util.errors import CheckpointError, CorruptFileError, NotACheckpointError, StorageError
+from ...source.regions import ByteSource, BytesRegion, DeferredRegion
+from ...util.errors import CheckpointError, CorruptFileError, NotACheckpointError, StorageError, TruncatedFileError
 from ..pickle.unpickle import StorageTable, unpickle
 from .zipreader import PICKLE_MAX_RATIO, ZipArchive, directory_anomalies, inflate
 
@@ -46,7 +46,11 @@ class ZipMemberSource(ByteSource):
             self._start = self.archive.data_offset(self.member)
         if offset < 0 or length < 0 or offset + length > self.size:
             raise StorageError(f"read of bytes {offset}..{offset + length} outside a record of {self.size} bytes")
-        return memoryview(self.archive.buf)[self._start + offset:self._start + offset + length]
+        return self.archive.src.view(self._start + offset, length)
+
+    @property
+    def remote(self) -> bool:
+        return self.archive.src.is_remote
 
     def describe(self) -> str:
         return f"zip member {self.member.name}"
@@ -57,11 +61,10 @@ class ZipMemberSource(ByteSource):
         return self._start
 
     def release(self, offset: int, length: int) -> None:
-        release_map_range(self.archive.buf, self._begin() + offset, length)
+        self.archive.src.release(self._begin() + offset, length)
 
     def file_location(self, offset: int) -> tuple[str, int] | None:
-        path = getattr(self.archive.buf, "path", None)
-        return (path, self._begin() + offset) if path else None
+        return self.archive.src.file_location(self._begin() + offset)
 
 
 def _source(archive: ZipArchive, name: str) -> ByteSource | None:
@@ -75,6 +78,20 @@ def _source(archive: ZipArchive, name: str) -> ByteSource | None:
     return DeferredRegion(m.size, lambda: inflate(archive.raw(name), m.size, name), f"compressed zip member {name}")
 
 
+def _prefetch_records(archive: ZipArchive, prefix: str) -> None:
+    """Say ahead which records opening reads (the pickles and the small records, with their local headers),
+    so a remote file fetches them together instead of one round trip each. Free for a local file."""
+    if not archive.src.is_remote:
+        return
+    ranges = []
+    for rec in ("data.pkl", "constants.pkl") + _SMALL_RECORDS:
+        m = archive.members.get(prefix + rec)
+        if m is not None:
+            # The local header's name and extra field are not known yet; torch pads them to 64 bytes.
+            ranges.append((m.header_offset, m.header_offset + 30 + 2 * len(m.name.encode()) + 128 + m.compressed_size))
+    archive.src.prefetch(ranges)
+
+
 def _bad_sizes(name: str) -> bytes:
     raise StorageError(f"stored zip member {name!r} has two different sizes")
 
@@ -85,12 +102,30 @@ def read_torch_zip(buf, path: str, *, resources: list | None = None, start: int 
     an archive embedded in a bigger file in place: its records stay views of ``buf``."""
     warnings: list[str] = []
     pickles: list[PickleGlobals] = []
-    archive = ZipArchive(buf, name=path, start=start, end=end)
+    try:
+        archive = ZipArchive(buf, name=path, start=start, end=end)
+    except TruncatedFileError as cut:
+        # A download cut short loses the directory at the end, not what comes before it: read the members
+        # from their local headers, so the file still shows what it holds and says what is missing.
+        try:
+            archive = ZipArchive(buf, name=path, start=start, end=end, recover=True)
+        except CheckpointError:
+            raise cut from None
+        warnings.append("the zip archive was cut short (it has no end record); its members were found from "
+                        "their local headers" + (f", and the file ends inside {archive.cut}" if archive.cut else ""))
     warnings.extend(archive.warnings)
     archive.warnings = warnings          # local header oddities found when a record is first read land here
+    cut_short = archive.cut
     prefix = _find_prefix(archive)
     warnings.extend(directory_anomalies(archive, prefix))
+    if archive.cut and archive.cut == prefix + "data.pkl":
+        raise TruncatedFileError(f"the file was cut short inside data.pkl, after {archive.end - archive.start:,} "
+                                 f"bytes: nothing it holds can be listed")
+    _prefetch_records(archive, prefix)
     meta: dict = {"archive": prefix.rstrip("/") or "(none)"}
+    if cut_short is not None:
+        # torch.load needs the directory this file lost (the doctor says so; the tensors say what is missing)
+        meta["cut_short"] = cut_short or "the zip directory"
     for rec in _SMALL_RECORDS:
         if prefix + rec in archive:
             try:

@@ -12,6 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from ...source.filebytes import file_bytes
 from ...util.errors import CorruptFileError, LimitExceededError, TruncatedFileError, UnsupportedFormatError
 
 _EOCD = struct.Struct("<4sHHHHIIH")            # end of central directory (22 bytes)
@@ -50,12 +51,16 @@ class ZipMember:
 class ZipArchive:
     """The members of a zip held in ``buf`` (bytes or an mmap). ``warnings`` collects oddities."""
 
-    def __init__(self, buf, *, name: str = "archive", start: int = 0, end: int | None = None):
+    def __init__(self, buf, *, name: str = "archive", start: int = 0, end: int | None = None,
+                 recover: bool = False):
         # [start, end) of ``buf`` is the archive: a torch.save archive embedded in a bigger file (a
         # torch.distributed.checkpoint chunk) is read in place, its offsets relative to ``start``.
+        # ``buf`` is a buffer (a map, bytes) or a FileBytes (a remote file): every read goes through
+        # ``self.src``, so the directory and each header are fetched by range when the file is remote.
+        self.src = file_bytes(buf, name)
         if end is None:
-            end = len(buf)
-        if not 0 <= start <= end <= len(buf):
+            end = self.src.size
+        if not 0 <= start <= end <= self.src.size:
             raise CorruptFileError(f"an embedded archive at bytes {start}..{end} lies outside the file")
         self.buf = buf
         self.name = name
@@ -69,7 +74,74 @@ class ZipArchive:
         self.entries: list[ZipMember] = []
         self.cd_start = self.cd_end = self.eocd = -1
         self.shift = start
-        self._parse()
+        self.cut: str | None = None          # set when the archive was read from its local headers
+        if recover:
+            self._parse_local()
+        else:
+            self._parse()
+
+    # ------------------------------------------------------------------------------------------
+    def _parse_local(self) -> None:
+        """An archive without its directory (a download cut short): walk the local headers from the
+        start. torch writes each member's sizes in a data descriptor after its bytes, so a member ends at
+        the first descriptor whose size field equals the distance from the member's start (a chance
+        match inside tensor bytes would also have to name that distance). The member the cut falls in
+        keeps the bytes that are there; members after it do not exist. Nothing is read but headers."""
+        buf = None if self.src.is_remote else self.src.buffer
+        if not hasattr(buf, "find"):
+            # Finding where each member ends means reading all of it: not done over the network (nor for
+            # an archive held in another kind of buffer).
+            raise TruncatedFileError("the zip archive has no end record (the file was cut short)")
+        pos, size = self.start, self.end
+        while pos + _LFH.size <= size and len(self.members) < MAX_ENTRIES:
+            sig, _v, flags, method, _t, _d, crc, csize, usize, nlen, xlen = _LFH.unpack_from(buf, pos)
+            if sig != b"PK\x03\x04":
+                break
+            data = pos + _LFH.size + nlen + xlen
+            if data > size:
+                break
+            name = bytes(buf[pos + 30:pos + 30 + nlen]).decode("utf-8" if flags & 0x800 else "cp437", "replace")
+            if flags & 0x1 or flags & 0x40 or flags & 0x2000:
+                raise UnsupportedFormatError(f"zip member {name!r} is encrypted")
+            if name in self.members:
+                raise CorruptFileError(f"the zip archive holds two members named {name!r}")
+            after = 0
+            if flags & 0x8 or csize == 0xFFFFFFFF:
+                found = self._descriptor(data)
+                if found is None:
+                    csize = usize = size - data           # the cut falls inside this member
+                    self.cut = name
+                else:
+                    crc, csize, usize, after = found
+            elif data + csize > size:
+                csize = usize = size - data
+                self.cut = name
+            self.members[name] = ZipMember(name, method, flags, crc, csize, usize, pos, data, -1, None, nlen)
+            self.entries.append(self.members[name])
+            self.order.append(name)
+            if self.cut is not None:
+                return
+            pos = data + csize + after
+        if not self.members:
+            raise TruncatedFileError("the zip archive has no end record (the file was cut short), and no "
+                                     "member could be found from the start of the file")
+        self.cut = self.cut or ""
+
+    def _descriptor(self, data: int) -> tuple[int, int, int, int] | None:
+        """(crc, compressed size, size, descriptor length) of the member whose bytes start at ``data``."""
+        buf, size = self.src.buffer, self.end
+        p = buf.find(b"PK\x07\x08", data, size)
+        while p >= 0:
+            if p + 16 <= size:
+                crc, c32, u32 = struct.unpack_from("<III", buf, p + 4)
+                if c32 == p - data:
+                    return crc, c32, u32, 16
+            if p + 24 <= size:
+                crc, c64, u64 = struct.unpack_from("<IQQ", buf, p + 4)
+                if c64 == p - data:
+                    return crc, c64, u64, 24
+            p = buf.find(b"PK\x07\x08", p + 1, size)
+        return None
 
     # ------------------------------------------------------------------------------------------
     def _find_eocd(self) -> int:
@@ -77,37 +149,50 @@ class ZipArchive:
         if size - self.start < _EOCD.size:
             raise TruncatedFileError("the zip archive is shorter than its end record")
         lo = max(self.start, size - _EOCD.size - 0xFFFF)
-        pos = self.buf.rfind(b"PK\x05\x06", lo, size)
+        # The end record and, when torch wrote them, the zip64 records before it: one read of the tail.
+        tail_lo = max(self.start, lo - _EOCD64_LOC.size - _EOCD64.size)
+        self._tail = (tail_lo, bytes(self.src.view(tail_lo, size - tail_lo)))
+        tail = self._tail[1]
+        pos = tail.rfind(b"PK\x05\x06", lo - tail_lo)
+        pos = pos + tail_lo if pos >= 0 else -1
         while pos >= 0:
             if pos + _EOCD.size <= size:
-                comment_len = _EOCD.unpack_from(self.buf, pos)[7]
+                comment_len = _EOCD.unpack_from(tail, pos - tail_lo)[7]
                 if pos + _EOCD.size + comment_len <= size:
                     if pos + _EOCD.size + comment_len < size:
                         self.warnings.append(f"{size - pos - _EOCD.size - comment_len} bytes follow the end of "
                                              f"the zip archive (a polyglot or appended data)")
                     return pos
-            pos = self.buf.rfind(b"PK\x05\x06", lo, pos)
+            found = tail.rfind(b"PK\x05\x06", lo - tail_lo, pos - tail_lo)
+            pos = found + tail_lo if found >= 0 else -1
         raise TruncatedFileError("the zip archive has no end record (the file was cut short)")
 
+    def _read_at(self, pos: int, length: int) -> bytes:
+        """Bytes [pos, pos + length), from the tail already read when they lie in it."""
+        tail_lo, tail = self._tail
+        if tail_lo <= pos and pos + length <= tail_lo + len(tail):
+            return tail[pos - tail_lo:pos - tail_lo + length]
+        return bytes(self.src.view(pos, length))
+
     def _parse(self) -> None:
-        buf = self.buf
         size = self.end
         eocd = self._find_eocd()
-        _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, _ = _EOCD.unpack_from(buf, eocd)
+        _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, _ = _EOCD.unpack(self._read_at(eocd, _EOCD.size))
         cd_end_expected = eocd
         loc = eocd - _EOCD64_LOC.size
         needs64 = n_total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF
-        if loc >= self.start and buf[loc:loc + 4] == b"PK\x06\x07":
+        if loc >= self.start and self._read_at(loc, 4) == b"PK\x06\x07":
             # torch always writes zip64 end records; the central directory ends where they begin.
-            _, _, rec_off, _ = _EOCD64_LOC.unpack_from(buf, loc)
+            _, _, rec_off, _ = _EOCD64_LOC.unpack(self._read_at(loc, _EOCD64_LOC.size))
             rec_off += self.start
-            if (rec_off + _EOCD64.size > loc or buf[rec_off:rec_off + 4] != b"PK\x06\x06") \
-                    and buf[loc - _EOCD64.size:loc - _EOCD64.size + 4] == b"PK\x06\x06":
+            if (rec_off + _EOCD64.size > loc or self._read_at(rec_off, 4) != b"PK\x06\x06") \
+                    and loc - _EOCD64.size >= self.start and self._read_at(loc - _EOCD64.size, 4) == b"PK\x06\x06":
                 # Data before the archive shifts the locator's offset too; the record sits right before it.
                 rec_off = loc - _EOCD64.size
-            if rec_off < self.start or rec_off + _EOCD64.size > loc or buf[rec_off:rec_off + 4] != b"PK\x06\x06":
+            if rec_off < self.start or rec_off + _EOCD64.size > loc or self._read_at(rec_off, 4) != b"PK\x06\x06":
                 raise CorruptFileError("the zip64 end record is missing or misplaced")
-            (_, _, _, _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset) = _EOCD64.unpack_from(buf, rec_off)
+            (_, _, _, _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset) = _EOCD64.unpack(
+                self._read_at(rec_off, _EOCD64.size))
             cd_end_expected = rec_off
         elif needs64:
             raise CorruptFileError("the zip64 end record locator is missing")
@@ -122,12 +207,16 @@ class ZipArchive:
         if shift > self.start:
             self.warnings.append(f"{shift - self.start} bytes precede the zip archive (a polyglot or "
                                  f"self-extracting file)")
-        pos = cd_offset + shift
-        end = pos + cd_size
-        self.cd_start, self.cd_end, self.eocd = pos, end, eocd
+        # The whole directory in one read (one fetch for a remote file), parsed in memory; positions
+        # below stay file positions, ``base`` turns them into positions in ``buf``.
+        base = cd_offset + shift
+        buf = self._read_at(base, cd_size)
+        pos = 0
+        end = cd_size
+        self.cd_start, self.cd_end, self.eocd = base, base + cd_size, eocd
         self.shift = shift              # bytes before the archive's own offset 0 (prepended data)
         for i in range(n_total):
-            entry_pos = pos
+            entry_pos = base + pos
             if pos + _CDH.size > end:
                 raise CorruptFileError(f"the zip central directory ends inside entry {i}")
             (sig, _vmade, _vneed, flags, method, _t, _d, crc, csize, usize, nlen, xlen, clen, disk_start,
@@ -144,7 +233,7 @@ class ZipArchive:
             hoff += shift
             member = ZipMember(name, method, flags, crc, csize, usize, hoff, -1, entry_pos, None, nlen)
             # Oddities that concern one member are recorded, not raised: the archive's other members stay
-            # readable, and what the member holds is refused only when it is read (see member_anomalies).
+            # readable, and what the member holds is refused only when it is read (see directory_anomalies).
             if flags & REFUSED_FLAGS:
                 member.problem = (f"zip member {name!r} is encrypted or patched (flags 0x{flags:04x}): torch.load and "
                                   f"zipfile refuse it")
@@ -164,14 +253,16 @@ class ZipArchive:
             return member.data_offset
         if member.problem is not None:
             raise (UnsupportedFormatError if member.flags & REFUSED_FLAGS else CorruptFileError)(member.problem)
-        buf = self.buf
         h = member.header_offset
-        sig, _v, flags, method, _t, _d, _crc, _cs, _us, nlen, xlen = _LFH.unpack_from(buf, h)
+        sig, _v, flags, method, _t, _d, _crc, _cs, _us, nlen, xlen = _LFH.unpack(self.src.view(h, _LFH.size))
         if sig != b"PK\x03\x04":
             raise CorruptFileError(f"zip member {member.name!r} has no local header where the directory says")
+        if h + 30 + nlen > self.end:
+            raise TruncatedFileError(f"zip member {member.name!r} has a local header cut off by the end of the file")
         # torch (miniz) reads a member as its central directory entry says and skips the local header's
         # name and extra fields without comparing them; so do we, with a warning when they disagree.
-        self.warnings.extend(local_header_anomalies(buf, member, flags, method, nlen))
+        local_name = bytes(self.src.view(h + 30, nlen)).decode("utf-8" if flags & 0x800 else "cp437", "replace")
+        self.warnings.extend(local_header_anomalies(member, local_name, flags, method))
         start = h + 30 + nlen + xlen
         if start + member.compressed_size > self.end:
             raise TruncatedFileError(f"zip member {member.name!r} ends past the end of the file")
@@ -182,7 +273,7 @@ class ZipArchive:
         """The member's stored bytes (compressed if it is compressed), as a view of the buffer."""
         m = self.members[name]
         start = self.data_offset(m)
-        return memoryview(self.buf)[start:start + m.compressed_size]
+        return self.src.view(start, m.compressed_size)
 
     def read(self, name: str, *, check_crc: bool = False, limit: int = MAX_INFLATED,
              max_ratio: int = MAX_RATIO) -> bytes:
@@ -247,11 +338,9 @@ def _zip64_extra(extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, 
 
 
 # -- archive anomalies (issue 13): each is a warning, and the member is read as torch reads it ---------------
-def local_header_anomalies(buf, member: ZipMember, flags: int, method: int, nlen: int) -> list[str]:
+def local_header_anomalies(member: ZipMember, local_name: str, flags: int, method: int) -> list[str]:
     """How ``member``'s local header disagrees with its central directory entry (name, method, encryption)."""
     out = []
-    h = member.header_offset
-    local_name = bytes(buf[h + 30:h + 30 + nlen]).decode("utf-8" if flags & 0x800 else "cp437", "replace")
     if local_name != member.name:
         out.append(f"zip member {member.name!r} is named {local_name!r} in its local header (torch.load reads "
                    f"the directory's name; Python's zipfile refuses the member)")

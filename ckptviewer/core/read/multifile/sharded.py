@@ -16,8 +16,11 @@ file name in the index's folder (no ``../``, no absolute path, no link that lead
 """
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
+import urllib.parse
+from collections import Counter
 from typing import Any
 
 from ...model.checkpoint import Checkpoint, PickleGlobals
@@ -25,10 +28,12 @@ from ...model.objects import Unreadable
 from ...model.tensor import TensorRef
 from ...source.local import close_quietly
 from ...util.errors import CheckpointError, CorruptFileError, LimitExceededError, NotACheckpointError
+from ...util.locations import is_url, location_name, shown_location
 from ...util.units import human_bytes
 
 MAX_INDEX_BYTES = 64 << 20        # a 100,000-tensor index is a few MB
 MAX_SHARDS = 100_000
+REMOTE_SHARDS_AT_ONCE = 8
 INDEX_SUFFIX = ".index.json"
 
 
@@ -83,13 +88,21 @@ def _no_duplicates(pairs):
     return out
 
 
-def read_index(path: str) -> tuple[dict[str, str], dict]:
-    """Parse and check an index file: (weight_map in file order, metadata)."""
-    size = os.path.getsize(path)
-    if size > MAX_INDEX_BYTES:
-        raise LimitExceededError(f"the index is {size:,} bytes (the limit is {MAX_INDEX_BYTES:,})")
-    with open(path, "rb") as f:
-        raw = f.read(MAX_INDEX_BYTES + 1)
+def read_index(path: str, data: bytes | None = None) -> tuple[dict[str, str], dict]:
+    """Parse and check an index file (or its bytes, ``data``): (weight_map in file order, metadata)."""
+    if data is None and is_url(path):
+        from ...source.remote import read_small
+        data, _ = read_small(path, MAX_INDEX_BYTES + 1)
+    if data is None:
+        size = os.path.getsize(path)
+        if size > MAX_INDEX_BYTES:
+            raise LimitExceededError(f"the index is {size:,} bytes (the limit is {MAX_INDEX_BYTES:,})")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_INDEX_BYTES + 1)
+    else:
+        if len(data) > MAX_INDEX_BYTES:
+            raise LimitExceededError(f"the index is over {MAX_INDEX_BYTES:,} bytes")
+        raw = bytes(data)
     try:
         doc = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_no_duplicates)
     except CorruptFileError:
@@ -115,13 +128,30 @@ def read_index(path: str) -> tuple[dict[str, str], dict]:
     return weight_map, metadata
 
 
-def read_sharded(index_path: str) -> Checkpoint:
-    """Open a sharded checkpoint from its index file (see the module notes)."""
-    from ..detect import open_file
+def remote_sibling(index_url: str, name: Any) -> tuple[str | None, str | None]:
+    """(URL, None) of a shard named ``name`` next to a remote index; (None, why not) when the name is not a
+    plain file name (a hostile index could name ``../other-repo/x`` or an absolute URL)."""
+    if not isinstance(name, str) or not name:
+        return None, "the file name is not a string"
+    if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name or "://" in name or "?" in name \
+            or "#" in name:
+        return None, f"{name[:80]!r} is not a plain file name next to the index"
+    base = index_url.split("?", 1)[0].split("#", 1)[0]
+    base = base[:base.rfind("/") + 1]
+    if base.lower().startswith(("http://", "https://")):
+        return base + urllib.parse.quote(name), None
+    return base + name, None
 
-    index_path = os.path.abspath(index_path)
+
+def read_sharded(index_path: str, *, index_bytes: bytes | None = None) -> Checkpoint:
+    """Open a sharded checkpoint from its index file (see the module notes). ``index_path`` may be a URL
+    (its shards are then the URLs beside it, opened concurrently and read by range); ``index_bytes`` is the
+    index's content when the caller has already read it."""
+    remote = is_url(index_path)
+    if not remote:
+        index_path = os.path.abspath(index_path)
     folder = os.path.dirname(index_path)
-    weight_map, metadata = read_index(index_path)
+    weight_map, metadata = read_index(index_path, index_bytes)
     warnings: list[str] = []
     shard_names = list(dict.fromkeys(weight_map.values()))
     if len(shard_names) > MAX_SHARDS:
@@ -130,23 +160,26 @@ def read_sharded(index_path: str) -> Checkpoint:
     problems: dict[str, str] = {}
     shards_meta: list[dict] = []
     resources: list[Any] = []
+    per_shard = Counter(weight_map.values())
     try:
+        located = {name: (remote_sibling(index_path, name) if remote else plain_file_in(folder, name))
+                   for name in shard_names}
+        results = _open_shards({n: p for n, (p, _) in located.items() if p is not None}, remote)
         for name in shard_names:
-            entry: dict = {"file": name, "tensors": sum(1 for v in weight_map.values() if v == name)}
+            entry: dict = {"file": name, "tensors": per_shard[name]}
             shards_meta.append(entry)
-            path, why = plain_file_in(folder, name)
+            path, why = located[name]
             if path is None:
                 problems[name] = why
-            elif not os.path.exists(path):
+            elif not remote and not os.path.exists(path):
                 problems[name] = f"shard {name} is missing"
-            elif not os.path.isfile(path):
+            elif not remote and not os.path.isfile(path):
                 problems[name] = f"shard {name} is not a regular file"     # a FIFO would block the reader
             else:
-                try:
-                    ck = open_file(path)
-                except CheckpointError as e:
-                    problems[name] = f"shard {name} cannot be read: {e.message}"
-                else:
+                ck = results.get(name)
+                if isinstance(ck, CheckpointError):
+                    problems[name] = f"shard {name} cannot be read: {ck.message}"
+                elif ck is not None:
                     resources.append(ck)
                     opened[name] = ck
                     entry["format"] = ck.format
@@ -161,7 +194,7 @@ def read_sharded(index_path: str) -> Checkpoint:
         raise
     formats = sorted({e["format"] for e in shards_meta if "format" in e})
     meta: dict = {
-        "index": os.path.basename(index_path),
+        "index": location_name(index_path),
         "shards": shards_meta,
         "shard_format": formats[0] if len(formats) == 1 else ", ".join(formats) or "none readable",
     }
@@ -178,8 +211,50 @@ def read_sharded(index_path: str) -> Checkpoint:
         layout.append(f"... and {len(shards_meta) - 12} more shard files")
     meta["layout"] = layout
     fmt = f"sharded {meta['shard_format']}" if len(formats) == 1 else "sharded"
-    return Checkpoint(index_path, fmt, root, storages=storages, warnings=warnings, meta=meta, pickles=pickles,
-                      file_size=os.path.getsize(index_path) + total, resources=resources)
+    index_size = len(index_bytes) if index_bytes is not None else (0 if remote else os.path.getsize(index_path))
+    return Checkpoint(shown_location(index_path), fmt, root, storages=storages, warnings=warnings, meta=meta,
+                      pickles=pickles, file_size=index_size + total, resources=resources)
+
+
+def _open_shards(paths: dict[str, str], remote: bool) -> dict[str, Checkpoint | CheckpointError]:
+    """Open each shard (local ones one after another; remote ones a few at a time, since each costs a
+    round trip or two); a shard's error is its result, the others still open."""
+    from ..detect import open_file
+
+    def one(path: str) -> Checkpoint | CheckpointError:
+        if not remote and not os.path.isfile(path):
+            return CheckpointError("not a regular file")       # reported by the caller
+        try:
+            return open_file(path)
+        except CheckpointError as e:
+            return e
+
+    if not remote or len(paths) <= 1:
+        return {name: one(path) for name, path in paths.items()}
+    from ...util.task import adopt_context, check_cancelled, current_context
+    ctx = current_context()
+
+    def in_context(path: str) -> Checkpoint | CheckpointError:
+        with adopt_context(ctx):
+            return one(path)
+    out: dict[str, Checkpoint | CheckpointError] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=REMOTE_SHARDS_AT_ONCE) as pool:
+        futures = {name: pool.submit(in_context, path) for name, path in paths.items()}
+        try:
+            for name, fut in futures.items():
+                out[name] = fut.result()
+                check_cancelled()
+        except BaseException:
+            for fut in futures.values():
+                fut.cancel()
+            for res in out.values():
+                if isinstance(res, Checkpoint):
+                    res.close()
+            for fut in futures.values():
+                if fut.done() and not fut.cancelled() and isinstance(fut.result(), Checkpoint):
+                    fut.result().close()
+            raise
+    return out
 
 
 def _shard_mapping(ck: Checkpoint) -> dict | None:
