@@ -460,5 +460,7 @@ def looks_like_pickle(scan: PickleScan) -> bool:
     tensor bytes stop at their first bytes without naming one; a pickle that runs code names one."""
     if scan.complete:
         return True
+    # An extension code (EXT1/2/4) is not evidence: two bytes of tensor data make one, and unpickling it
+    # needs a registry a normal process does not have.
     return any(type(m) is str and type(n) is str and _IDENT.match(m) is not None and _IDENT.match(n) is not None
-               for m, n in scan.counts)
+               and not (m == "copyreg" and n.startswith("extension_code_")) for m, n in scan.counts)

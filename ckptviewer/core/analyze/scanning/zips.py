@@ -327,13 +327,23 @@ class _Zip:
             ctx.result.format = "torch-zip" if any(e.name.endswith("data.pkl") for e in entries) else "zip"
         self.prefix = ""
         before = len(ctx.result.pickles)
+        # The object pickles first: the tensor records they name are raw bytes (sniffing them would only
+        # find chance opcodes in tensor data).
+        entries.sort(key=lambda e: not e.name.endswith(("data.pkl", "constants.pkl")))
+        storages: set[str] = set()
         for e in entries:
+            if e.name in storages:
+                continue
             if e.truncated:
                 ctx.problem(f"zip member {e.name!r} is cut short; scanned as far as it goes")
-            self.content(e.data_start, e.data_end, e.method, e.size, label=self.name_label(e.name),
-                         where=self.where(e.name, "local header; the directory is unreadable"),
-                         loader=self.loader(UNPACKING), named=_is_pickle_name(e.name), crc=None, npy_loader=None,
-                         name=e.name)
+            found = self.content(e.data_start, e.data_end, e.method, e.size, label=self.name_label(e.name),
+                                 where=self.where(e.name, "local header; the directory is unreadable"),
+                                 loader=self.loader(UNPACKING), named=_is_pickle_name(e.name), crc=None,
+                                 npy_loader=None, name=e.name)
+            if e.name.endswith(("data.pkl", "constants.pkl")):
+                folder = "constants/" if e.name.endswith("constants.pkl") else "data/"
+                base = e.name[: -len("constants.pkl" if folder == "constants/" else "data.pkl")]
+                storages.update(f"{base}{folder}{k}" for s in found for k in s.storage_keys)
         for a, b in loose:
             ctx.blob(self.buf, a, b, label=self.sub_label(f"bytes {a}..{b} outside the local entries"),
                      where=f"{self.outer_where()}bytes {a}..{b}", loader=self.loader("a person or a custom loader"),
