@@ -31,6 +31,7 @@ _CDH_DTYPE = np.dtype([("sig", "<u4"), ("made", "<u2"), ("need", "<u2"), ("flags
                        ("nlen", "<u2"), ("xlen", "<u2"), ("clen", "<u2"), ("disk", "<u2"), ("iattr", "<u2"),
                        ("eattr", "<u4"), ("hoff", "<u4")])
 _LOCAL_SIG = 0x04034B50
+_CD_SIG = 0x02014B50
 _DESC_SIG = 0x08074B50
 MAX_LOCAL_ENTRIES = 100_000     # local headers walked in one byte range
 MAX_DESCRIPTOR_SEARCH = 4096    # candidate data descriptors tried for one stored member of unknown size
@@ -83,7 +84,7 @@ def layout(archive: ZipArchive) -> Layout:
     # The directory's fields, gathered from its bytes (one Python pass over 10^5 entries would cost more
     # than the rest together); zip64 values come from the parsed entries.
     cd_pos = np.fromiter(map(attrgetter("directory_offset"), entries), np.int64, n)
-    cd = _gather(arr, cd_pos, 46).copy().view(_CDH_DTYPE)[:, 0] if n else np.zeros(0, _CDH_DTYPE)
+    cd = _gather(arr, cd_pos, 46).view(_CDH_DTYPE)[:, 0] if n else np.zeros(0, _CDH_DTYPE)
     offs = cd["hoff"].astype(np.int64) + archive.shift
     csize = cd["csize"].astype(np.int64)
     cd_usize = cd["usize"].astype(np.int64)
@@ -95,9 +96,12 @@ def layout(archive: ZipArchive) -> Layout:
     cd_crc = cd["crc"].astype(np.int64)
     cd_nlen = cd["nlen"].astype(np.int64)
     ok = (offs >= start) & (offs + _LFH.size <= end)
-    heads = np.zeros(n, _LFH_DTYPE)
-    if ok.any():
-        heads[ok] = _gather(arr, offs[ok], _LFH.size).copy().view(_LFH_DTYPE)[:, 0]
+    if ok.all():
+        heads = _gather(arr, offs, _LFH.size).view(_LFH_DTYPE)[:, 0]
+    else:
+        heads = np.zeros(n, _LFH_DTYPE)
+        if ok.any():
+            heads[ok] = _gather(arr, offs[ok], _LFH.size).view(_LFH_DTYPE)[:, 0]
     has_sig = ok & (heads["sig"] == _LOCAL_SIG)
     nlen = heads["nlen"].astype(np.int64)
     xlen = heads["xlen"].astype(np.int64)
@@ -144,8 +148,7 @@ def layout(archive: ZipArchive) -> Layout:
 
     # Where each member's bytes end: its data, then a data descriptor when the local flags say so.
     span_end = np.where(readable, data_end, offs)
-    desc = _descriptor_lengths(arr, data_end, end, cd_crc, csize, cd_usize,
-                               readable & ((heads["flags"] & 0x8) != 0))
+    desc = _descriptor_lengths(arr, data_end, end, buf, cd_crc, csize, readable & ((heads["flags"] & 0x8) != 0))
     span_end = span_end + desc
     order = np.argsort(offs, kind="stable")
     s_offs, s_end = offs[order], span_end[order]
@@ -180,30 +183,24 @@ def layout(archive: ZipArchive) -> Layout:
     return out
 
 
-def _descriptor_lengths(arr: np.ndarray, data_end: np.ndarray, end: int, crc: np.ndarray, csize: np.ndarray,
-                        usize: np.ndarray, want: np.ndarray) -> np.ndarray:
-    """The length of the data descriptor after each member (0 where there is none that matches its
-    directory entry): an optional signature, the CRC, then 32-bit or 64-bit sizes."""
-    n = data_end.size
-    out = np.zeros(n, np.int64)
+def _descriptor_lengths(arr: np.ndarray, data_end: np.ndarray, end: int, buf, crc: np.ndarray, csize: np.ndarray,
+                        want: np.ndarray) -> np.ndarray:
+    """The length of the data descriptor after each member whose local flags announce one: its signature,
+    the CRC and 32-bit sizes (16 bytes) or 64-bit ones (24: when a header, not a header's worth of zeros,
+    follows at 24). One without a signature (rare; torch always writes it) is checked on its own."""
+    out = np.zeros(data_end.size, np.int64)
     idx = np.flatnonzero(want & (data_end + 28 <= end))
-    if not idx.size:
-        return out
-    raw = _gather(arr, data_end[idx], 28)
-    u32 = np.ascontiguousarray(raw[:, :28]).view("<u4")     # 7 words at 0, 4, ..., 24
-    sig = u32[:, 0] == _DESC_SIG
-    lengths = np.zeros(idx.size, np.int64)
-    for with_sig in (True, False):
-        base = 1 if with_sig else 0
-        rows = sig if with_sig else ~sig
-        crc_ok = rows & (u32[:, base] == (crc[idx] & 0xFFFFFFFF).astype(np.uint32))
-        short = (crc_ok & (u32[:, base + 1] == (csize[idx] & 0xFFFFFFFF).astype(np.uint32))
-                 & (u32[:, base + 2] == (usize[idx] & 0xFFFFFFFF).astype(np.uint32)))
-        lo = np.ascontiguousarray(raw[:, 4 * (base + 1):4 * (base + 1) + 16]).view("<u8")
-        long_ = (crc_ok & ~short & (lo[:, 0] == csize[idx].astype(np.uint64))
-                 & (lo[:, 1] == usize[idx].astype(np.uint64)))
-        lengths = np.where(short, 4 * base + 12, np.where(long_, 4 * base + 20, lengths))
-    out[idx] = lengths
+    if idx.size:
+        words = _gather(arr, data_end[idx], 28).view("<u4")          # words at +0, +4, ..., +24
+        has = words[:, 0] == _DESC_SIG
+        after16 = (words[:, 4] == _LOCAL_SIG) | (words[:, 4] == _CD_SIG)
+        after24 = (words[:, 6] == _LOCAL_SIG) | (words[:, 6] == _CD_SIG)
+        out[idx] = np.where(has, np.where(~after16 & after24, 24, 16), 0)
+        for k in np.flatnonzero(~has).tolist():                       # no signature: CRC and sizes must match
+            i = int(idx[k])
+            out[i] = _descriptor_at(buf, int(data_end[i]), end, int(crc[i]), int(csize[i]))
+    for i in np.flatnonzero(want & (data_end + 28 > end) & (data_end < end)).tolist():   # the last bytes
+        out[i] = _descriptor_at(buf, int(data_end[i]), end, int(crc[i]), int(csize[i]))
     return out
 
 
