@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import copy
 import hashlib
 import subprocess
@@ -37,12 +38,32 @@ def flatten(obj, prefix=()):
     elif isinstance(obj, nn.Module):
         for name, value in obj.state_dict(keep_vars=True).items():
             yield list(prefix) + [name], value
+        yield from module_attribute_tensors(obj, prefix)
     elif isinstance(obj, dict):
         for k, v in obj.items():
             yield from flatten(v, prefix + (k,))
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
             yield from flatten(v, prefix + (i,))
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for name, v in vars(obj).items():        # an object pickled with its __dict__: by attribute name
+            yield from flatten(v, prefix + (name,))
+
+
+def module_attribute_tensors(module: nn.Module, prefix=()):
+    """What a pickled module holds outside its state_dict, keyed as ckptviewer lists it: non-persistent
+    buffers under [submodule, "__dict__", "_buffers", name], plain tensor attributes (and tensors in lists,
+    tuples and dicts held as attributes) under [submodule, "__dict__", name, ...]; the module itself has no
+    submodule component."""
+    for mod_name, mod in module.named_modules():
+        base = list(prefix) + ([mod_name] if mod_name else []) + ["__dict__"]
+        for name in mod._non_persistent_buffers_set:
+            if mod._buffers.get(name) is not None:
+                yield base + ["_buffers", name], mod._buffers[name]
+        for name, value in vars(mod).items():
+            if name in ("_parameters", "_buffers", "_modules") or isinstance(value, nn.Module):
+                continue
+            yield from flatten(value, tuple(base + [name]))
 
 
 @contextlib.contextmanager

@@ -629,6 +629,7 @@ def test_checkpoint_menu_lists_the_edit_actions(qtbot, window, ckpts):
     menus = {m.title(): m for m in window.menuBar().findChildren(type(window.recent_menu))}
     checkpoint = [a.text() for a in menus["&Checkpoint"].actions() if a.text()]
     assert checkpoint[:5] == ["Remap &Devices…", "&Rename Keys…", "&Strip Prefix…", "&Warm Start Check…", "&Export…"]
+    assert checkpoint[-2:] == ["Check &Health", "&Verify Integrity"]
     edit = [a.objectName() for a in menus["&Edit"].actions() if a.objectName()]
     assert edit[:2] == ["edit.undo", "edit.redo"]
     assert window.actions_by_id["edit.undo"].shortcut().toString() == "Ctrl+Z"

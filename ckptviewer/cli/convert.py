@@ -76,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target-select", metavar="PATH",
                    help="the state_dict inside TARGET (e.g. model_state_dict) for --check-against and --fit-to")
     p.add_argument("-f", "--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--force-bad-crc", action="store_true",
+                   help="write tensors even when their bytes fail the source zip's CRC-32 check (a damaged file)")
     p.add_argument("-n", "--dry-run", action="store_true", help="show what would change and be written; write nothing")
     return p
 
@@ -148,7 +150,8 @@ def run(argv: list[str]) -> int:
             sharded = bool(args.shard_size) or is_index_path(args.output or "")
             fmt = args.format or (sharded_format(args.output or "") if sharded else format_for_path(args.output or ""))
             options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force,
-                                    metadata=dict(_pair(m, "--metadata") for m in args.metadata))
+                                    metadata=dict(_pair(m, "--metadata") for m in args.metadata),
+                                    force_bad_crc=args.force_bad_crc)
             steps = steps_from_args(args)
             pick, why = None, ""
             if fmt == "safetensors" and not args.select and args.non_tensors == "error" and not args.fit_to:

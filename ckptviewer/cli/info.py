@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .common import err, internal_error
+from .common import drain, err, internal_error
 
 HELP = "show a checkpoint's tree, tensors, values and summary"
 
@@ -23,6 +23,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per file (a list for several files)")
     p.add_argument("--checksums", action="store_true", help="add each tensor's sha256 (reads every tensor)")
     p.add_argument("--depth", type=int, default=None, metavar="N", help="fold the tree below N levels")
+    p.add_argument("--verify", action="store_true",
+                   help="read every zip member once and check its CRC-32 (exit status 1 if one fails)")
     p.add_argument("--max-items", type=int, default=None, metavar="N",
                    help=f"entries shown per mapping, list or state_dict (default {DEFAULT_MAX_ITEMS}); the line "
                         f"limit grows with it")
@@ -53,8 +55,16 @@ def run(argv: list[str]) -> int:
     for i, path in enumerate(paths):
         try:
             with open_checkpoint(path) as ckpt:
+                integrity = None
+                if args.verify:
+                    from ..core.analyze.integrity import verify_steps
+                    integrity = drain(verify_steps(ckpt))
+                    if not integrity.ok:
+                        status = max(status, 1)
                 if args.json:
                     report = build_report(ckpt, checksums=args.checksums)
+                    if integrity is not None:
+                        report["integrity"] = integrity.as_json()
                     reports.append(report)
                     failed = report["checksums_missing"]
                 else:
@@ -63,6 +73,9 @@ def run(argv: list[str]) -> int:
                     if i:
                         print()
                     print(report_text(ckpt, limits=limits, checksum_failures=failures))
+                    if integrity is not None:
+                        print()
+                        print("\n".join(integrity.lines()))
                 if failed:
                     err(f"{ckpt.name}: {failed:,} tensor checksum{'s' if failed != 1 else ''} cannot be computed "
                         f"(their bytes are missing or unreadable)")

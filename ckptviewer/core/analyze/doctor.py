@@ -475,6 +475,17 @@ def _devices(d: Diagnosis, facts: FileFacts) -> None:
 
 def _not_one_file(d: Diagnosis, ckpt: Checkpoint) -> Diagnosis:
     d.loads = False
+    if ckpt.format in ("torch-export", "aotinductor"):
+        # A .pt2 archive: torch.load refuses it (no data.pkl); torch.export.load reads a program (and
+        # unpickles parts of it with weights_only=False), aoti_load_package loads compiled native code.
+        loader = ("torch.export.load(FILE), which unpickles some of its parts with weights_only=False"
+                  if ckpt.format == "torch-export" else
+                  "torch._inductor.aoti_load_package(FILE), which loads and runs its compiled library")
+        d.reasons.append(Reason("not_one_file", f"a .pt2 archive ({ckpt.format}): torch.load does not read it; "
+                                f"it loads with {loader}",
+                                "To get its weights as a plain checkpoint, convert it (below)."))
+        d.convert = _convert_command(d.path, safe=False)
+        return d
     what = ("a torch.distributed.checkpoint folder" if ckpt.format == "torch-dcp" else
             f"a {ckpt.format} checkpoint (an index and its shard files)")
     d.reasons.append(Reason("not_one_file", f"{what}: torch.load reads one file",

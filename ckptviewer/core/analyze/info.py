@@ -13,11 +13,12 @@ from typing import Any, Callable, Iterator
 from ..model.checkpoint import Checkpoint
 from ..model.interpret import Analysis, analyze
 from ..model.objects import GlobalRef, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
+from ..model.sparse import SparseTensorRef, nested_shapes, quantizer_info, special_facts
 from ..model.tensor import TensorRef
 from ..model.tree import CONTAINER_KINDS, Node, TreeContext, build_tree, value_text
 from ..model.values import is_small, json_number, small_value
 from ..model.values import value_text as small_value_text
-from ..model.walk import iter_leaves
+from ..model.walk import is_attribute_path, iter_leaves
 from ..read.pickle.reconstructors import classify
 from ..util.errors import CheckpointError
 from ..util.lazynp import is_generic, is_ndarray
@@ -69,6 +70,18 @@ def collect_warnings(ckpt: Checkpoint, entries: list[tuple[list, TensorRef]]) ->
     return out
 
 
+def integrity_warnings(entries: list, records: list[dict], warnings: list[str]) -> None:
+    """Mark tensors whose bytes were read and fail their zip CRC-32 check (a warning on the tensor and
+    one in the file's list; the values stay readable)."""
+    for (key, t), rec in zip(entries, records):
+        err = t.integrity_error
+        if err:
+            rec.setdefault("warnings", []).append(err)
+            line = f"tensor {path_text(key)}: {err}"
+            if line not in warnings:
+                warnings.append(line)
+
+
 def _json_key(k: Any) -> Any:
     if type(k) is str or type(k) is int:
         return k
@@ -99,12 +112,38 @@ def tensor_record(key: list, t: TensorRef, shared: dict[str, list]) -> dict:
             rec["shares_storage_with"] = others[:8]
     if t.subclass:
         rec["subclass"] = t.subclass
+    if t.extra is not None or t.kind not in ("tensor", "parameter") or t.dtype.lanes > 1:
+        if t.logical_shape != t.shape:
+            rec["logical_shape"] = list(t.logical_shape)
+        rec.update(special_record(t))
     if t.problem:
         rec["problem"] = t.problem
     elif not t.shape and is_small(t):
         value = small_value(t)       # a 0-d tensor (a loss, a counter): its number, read on demand
         if value is not None:
             rec["value"] = json_number(value)
+    return rec
+
+
+def special_record(t: TensorRef) -> dict:
+    """JSON fields for sparse, nested and quantized tensors (their components and parameters)."""
+    rec: dict = {}
+    if isinstance(t, SparseTensorRef):
+        rec["layout"] = t.layout
+        rec["nnz"] = t.nnz
+        rec["dense_nbytes"] = t.dense_nbytes
+        rec["components"] = {name: {"dtype": p.dtype.name, "shape": list(p.shape), "storage": p.storage_key}
+                             for name, p in t.parts.items()}
+        if t.coalesced is not None:
+            rec["coalesced"] = t.coalesced
+    elif t.kind == "nested":
+        rec["layout"] = "nested_" + (t.extra or {}).get("nested_layout", "strided")
+        shapes = nested_shapes(t)
+        if shapes is not None:
+            rec["component_shapes"] = [list(s) for s in shapes]
+    q = quantizer_info(t)
+    if q is not None:
+        rec["quantizer"] = q
     return rec
 
 
@@ -193,6 +232,11 @@ def build_report(ckpt: Checkpoint, *, checksums: bool = False,
         if t.storage is not None and len(t.storage.users) > 1:
             shared.setdefault(t.storage.key, []).append([_json_key(k) for k in key])
     tensors = [tensor_record(key, t, shared) for key, t in entries]
+    attribute_ids: set[int] = set()
+    for (key, t), rec in zip(entries, tensors):
+        if is_attribute_path(ckpt.root, key):
+            rec["attribute"] = True          # held by a pickled module outside its state_dict
+            attribute_ids.add(id(t))
     warnings = collect_warnings(ckpt, entries)
     failures: list[str] = []
     if checksums:
@@ -200,6 +244,7 @@ def build_report(ckpt: Checkpoint, *, checksums: bool = False,
         for (key, t), rec in zip(entries, tensors):
             rec["sha256"] = cache[id(t)]
         warnings.extend(failures)
+    integrity_warnings(entries, tensors, warnings)
     distinct = ckpt.all_tensors()
     by_dtype: Counter = Counter()
     for t in distinct:
@@ -217,6 +262,8 @@ def build_report(ckpt: Checkpoint, *, checksums: bool = False,
         "numel": sum(t.numel for t in distinct),
         "nbytes": sum(t.nbytes for t in distinct),
         "numel_by_dtype": dict(by_dtype),
+        "attribute_tensor_count": len(attribute_ids - {id(t) for (k, t), r in zip(entries, tensors)
+                                                       if not r.get("attribute")}),
         "state_dicts": [{"key": [_json_key(k) for k in sd.path], "kind": sd.kind, "class": sd.class_name,
                          "tensors": sd.n_tensors, "parameters": sd.n_parameters,
                          "prefix": sd.prefix[0] if sd.prefix else None,
@@ -271,14 +318,19 @@ class TextLimits:
 def _tensor_line(t: TensorRef, ctx: TreeContext | None = None) -> str:
     """A state_dict row's text: shape, dtype, device, and the values of a small tensor (``= 6``)."""
     parts = [shape_text(t.shape), t.dtype.name, t.device]
-    if t.kind not in ("tensor", "parameter"):
+    if t.kind not in ("tensor", "parameter", "nested") and not t.kind.startswith("sparse_"):
         parts.append(t.kind)
+    for label, text in special_facts(t):
+        if label != "Dense size":
+            parts.append(text)
     if t.problem:
         parts.append(f"UNREADABLE: {t.problem}")
     elif ctx is not None and is_small(t):
         value = ctx.read_value(t)
         if value is not None:
             parts.append(f"= {small_value_text(value)}")
+    if t.integrity_error:
+        parts.append("CRC-32 MISMATCH: the file is damaged here")
     return "  ".join(parts)
 
 
@@ -308,7 +360,9 @@ def _node_line(node: Node) -> str:
         n, numel, nbytes, _, devices = node.totals()
         params = f", {info.n_parameters:,} parameters" if info is not None else ""
         label = node.type_text if node.kind == "state_dict" else f"module {safe_text(node.value.qualname)}"
-        text = f"{label}: {counted(n, 'tensor')}{params}, {human_bytes(nbytes)}"
+        attrs = node.attribute_tensor_count() if node.kind == "module" else 0
+        where = f" ({n - attrs:,} in its state_dict, {attrs:,} held as attributes)" if attrs else ""
+        text = f"{label}: {counted(n, 'tensor')}{where}{params}, {human_bytes(nbytes)}"
         if info is not None and info.prefix:
             text += f"; keys start with '{info.prefix[0]}' ({info.prefix[1]})"
         return text
@@ -350,13 +404,24 @@ def _node_lines(node: Node, depth: int, limits: TextLimits) -> Iterator[str]:
             if limits.depth is not None and d + 1 > limits.depth:
                 yield f"{indent}  … {len(rows):,} entries folded (raise --depth to see them)"
                 continue
+            # A pickled module's tensors outside its state_dict come after its entries, with their path.
+            attrs = [(p, t) for p, t in rows if node.kind == "module" and len(p) - len(node.path) > 1]
+            rows = [(p, t) for p, t in rows if not (node.kind == "module" and len(p) - len(node.path) > 1)]
             shown = rows if cap is None else rows[:cap]
+            shown_attrs = attrs if cap is None else attrs[:cap]
             keys = [key_text(p[-1]) for p, _ in shown]
-            width = min(max((len(k) for k in keys), default=0), 60)
+            attr_keys = [path_text(p[len(node.path):]) for p, _ in shown_attrs]
+            width = min(max((len(k) for k in keys + attr_keys), default=0), 60)
             for k, (_, t) in zip(keys, shown):
                 yield f"{indent}  {k:<{width}}  {_tensor_line(t, node.ctx)}"
             if len(rows) > len(shown):
                 yield _more(indent + "  ", len(rows) - len(shown), "keys")
+            if attrs:
+                yield f"{indent}  {counted(len(attrs), 'tensor')} held as attributes, outside the state_dict:"
+                for k, (_, t) in zip(attr_keys, shown_attrs):
+                    yield f"{indent}  {k:<{width}}  {_tensor_line(t, node.ctx)}"
+                if len(attrs) > len(shown_attrs):
+                    yield _more(indent + "  ", len(attrs) - len(shown_attrs), "attributes")
             continue
         note = node.note if node.note and node.kind != "param_state" else ""
         yield f"{indent}{node.name}: {_node_line(node)}" + (f"  ({safe_text(note)})" if note else "")
@@ -442,6 +507,8 @@ def report_text(ckpt: Checkpoint, *, depth: int | None = None, limits: TextLimit
     for k in ("version", "format_version", "byteorder"):
         if k in ckpt.meta and not (k == "byteorder" and ckpt.meta[k] == "little"):
             meta_bits.append(f"{k.replace('_', ' ')} {ckpt.meta[k]}")
+    if isinstance(ckpt.meta.get("torch_version"), str):
+        meta_bits.append(f"saved by torch {safe_text(ckpt.meta['torch_version'], 40)}")
     lines = []
     missing = ckpt.missing_bytes()
     if missing is not None:        # said first: every number below describes tensors that are not there
@@ -451,7 +518,8 @@ def report_text(ckpt: Checkpoint, *, depth: int | None = None, limits: TextLimit
         f"Summary   {safe_text(an.summary)}",
         f"Tensors   {len(distinct):,} ({sum(t.numel for t in distinct):,} elements, "
         f"{human_bytes(sum(t.nbytes for t in distinct))})"
-        + (": " + ", ".join(f"{k} {v:,}" for k, v in by_dtype.most_common()) if by_dtype else ""),
+        + (": " + ", ".join(f"{k} {v:,}" for k, v in by_dtype.most_common()) if by_dtype else "")
+        + _attribute_note(ckpt, entries),
     ]
     if "metadata" in ckpt.meta:
         lines.append("Metadata  " + ", ".join(f"{safe_text(k)}={safe_text(v, 60)}"
@@ -477,6 +545,14 @@ def report_text(ckpt: Checkpoint, *, depth: int | None = None, limits: TextLimit
         if len(warnings) > len(shown):
             lines.append(_more("  ", len(warnings) - len(shown), "warnings"))
     return "\n".join(lines)
+
+
+def _attribute_note(ckpt: Checkpoint, entries) -> str:
+    attr, other = set(), set()
+    for key, t in entries:
+        (attr if is_attribute_path(ckpt.root, key) else other).add(id(t))
+    n = len(attr - other)
+    return f"; {n:,} held as module attributes outside any state_dict" if n else ""
 
 
 class _Wrapper:

@@ -26,6 +26,7 @@ from typing import Any, Generator
 import numpy as np
 
 from ..model.dtypes import to_numbers
+from ..model.sparse import SparseTensorRef
 from ..model.tensor import CHUNK_BYTES, TensorRef
 from ..util.errors import StorageError
 from ..util.progress import Progress, run_steps
@@ -110,7 +111,29 @@ def numbers_of(chunk: np.ndarray, kind: str) -> np.ndarray:
     return flat
 
 
+def value_source(t: TensorRef) -> TensorRef:
+    """The tensor whose values statistics and histograms run over: a sparse tensor's stored values, else
+    the tensor itself."""
+    return t.stored_values() if isinstance(t, SparseTensorRef) else t
+
+
+def value_count(t: TensorRef) -> int:
+    """How many numbers the statistics run over (packed FP4 holds two per element)."""
+    t = value_source(t)
+    return t.numel * t.dtype.values_per_element
+
+
 def _note_for(t: TensorRef) -> str:
+    if isinstance(t, SparseTensorRef):
+        stored = t.values.numel
+        inner = _note_for(t.values)
+        return (f"{t.layout} tensor: statistics over its {stored:,} stored values, not the "
+                f"{t.numel - stored:,} implicit zeros of the dense form" + (f"; {inner}" if inner else ""))
+    if t.dtype.name == "float4_e2m1fn_x2":
+        return "packed FP4 (E2M1): statistics over both 4-bit values of each byte"
+    if t.dtype.per_byte > 1:
+        return (f"quantized {t.dtype.name} ({t.dtype.per_byte} values per byte): statistics of the unpacked "
+                f"stored integers (scale and zero point not applied)")
     if t.dtype.is_complex:
         return "complex values: statistics of the magnitude |z|"
     if t.dtype.kind == "quantized":
@@ -133,12 +156,17 @@ def sample_values(t: TensorRef, size: int = SAMPLE_SIZE) -> np.ndarray:
     Small tensors are returned whole. Only the sampled elements' pages are touched in a memory-mapped file.
     """
     _check(t)
+    t = value_source(t)
     n = t.numel
     if n == 0:
         return np.empty(0, dtype=np.float64)
-    if n <= size:
+    if n <= size or t.dtype.per_byte > 1:
+        # Packed sub-byte types have no per-element address to sample from: read them whole.
         parts = [numbers_of(c, t.dtype.kind) for c in t.iter_values()]
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+        values = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if values.size > size:
+            values = values[np.linspace(0, values.size - 1, size).round().astype(np.int64)]
+        return values
     if getattr(t.storage.source, "remote", False) and t.is_contiguous and n * t.dtype.itemsize > REMOTE_SAMPLE_BYTES:
         return _sample_runs(t, size)
     flat_idx = np.linspace(0, n - 1, size).round().astype(np.int64)
@@ -238,9 +266,9 @@ def stats_steps(t: TensorRef, chunk_bytes: int = CHUNK_BYTES) -> Generator[Progr
     """One pass over ``t``; yields :class:`Progress` after each chunk, returns :class:`TensorStats`."""
     _check(t)
     acc = StatsAccumulator()
-    total = t.numel
+    total = value_count(t)
     yield Progress(0, total, "statistics")
-    for chunk in t.iter_values(chunk_bytes):
+    for chunk in value_source(t).iter_values(chunk_bytes):
         acc.update(numbers_of(chunk, t.dtype.kind))
         yield Progress(acc.s.numel, total, "statistics")
     out = acc.result()
@@ -307,7 +335,7 @@ def sampled_histogram(t: TensorRef, bins: int = DEFAULT_BINS, size: int = SAMPLE
     """A quick estimate from ``size`` evenly spaced elements; counts scaled to the whole tensor."""
     sample = sample_values(t, size)
     h = histogram_of(sample, bins, integer=not (t.dtype.is_floating or t.dtype.is_complex))
-    n = t.numel
+    n = value_count(t)
     if sample.size and sample.size < n:
         scale = n / sample.size
         h.counts = h.counts * scale
@@ -323,7 +351,7 @@ def histogram_steps(t: TensorRef, stats: TensorStats, bins: int = DEFAULT_BINS,
                     chunk_bytes: int = CHUNK_BYTES) -> Generator[Progress, None, Histogram]:
     """The exact histogram over ``[stats.min, stats.max]``: a second pass, yielding :class:`Progress`."""
     _check(t)
-    total = t.numel
+    total = value_count(t)
     integer = not (t.dtype.is_floating or t.dtype.is_complex)
     if not stats.finite:
         yield Progress(total, total, "histogram")
@@ -333,7 +361,7 @@ def histogram_steps(t: TensorRef, stats: TensorStats, bins: int = DEFAULT_BINS,
     counts = np.zeros(len(edges) - 1, dtype=np.int64)
     done = 0
     yield Progress(0, total, "histogram")
-    for chunk in t.iter_values(chunk_bytes):
+    for chunk in value_source(t).iter_values(chunk_bytes):
         v = numbers_of(chunk, t.dtype.kind)
         done += v.size
         if v.dtype.kind == "f":
@@ -365,8 +393,8 @@ def tensor_steps(t: TensorRef, bins: int | None = None, chunk_bytes: int = CHUNK
     :class:`Histogram`; returns both in a :class:`TensorSummary`.
     """
     _check(t)
-    bins = bins or auto_bins(t.numel)
-    if t.numel >= sample_threshold:
+    bins = bins or auto_bins(value_count(t))
+    if value_count(t) >= sample_threshold:
         yield sampled_histogram(t, bins)
     stats = yield from stats_steps(t, chunk_bytes)
     yield stats

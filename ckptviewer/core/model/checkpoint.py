@@ -128,6 +128,7 @@ class Checkpoint:
         self.file_size = file_size if file_size is not None else (os.path.getsize(path) if path else 0)
         self._resources = resources or []
         self._entries = None
+        self.archives: list[Any] = []     # zip archives the file was read from (for a full CRC-32 check)
         self._missing: MissingBytes | None | bool = False       # False: not computed yet
         self._distinct: list[TensorRef] | None = None
         for st in self.storages.values():       # set each tensor's ``problem`` now, so views can show it

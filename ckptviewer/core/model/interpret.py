@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..util.units import counted
-from .objects import StandIn
+from .objects import PickledDict, StandIn
 from .tensor import TensorRef
-from .walk import module_attrs, module_state_dict, unwrap
+from .walk import module_attribute_tensors, module_attrs, module_state_dict, unwrap
 
 BUFFER_NAMES = {"running_mean", "running_var", "num_batches_tracked"}
 WRAPPER_PREFIXES = [
@@ -48,18 +48,30 @@ class StateDictInfo:
     def _parameter_entries(self) -> list[tuple[str, TensorRef]]:
         if self.kind == "module":
             return _module_parameters(self.module)
-        seen, out = set(), []
+        # Entries that say what they are (nn.Parameter objects, a program's is_param flags) decide; a
+        # plain state_dict's tensors are told apart by name and dtype. One pass collects both answers.
+        seen_name: set = set()
+        seen_kind: set = set()
+        by_name: list[tuple[str, TensorRef]] = []
+        by_kind: list[tuple[str, TensorRef]] = []
         for name, t in self.entries:
-            if not isinstance(t, TensorRef) or is_probable_buffer(name, t):
+            if not isinstance(t, TensorRef):
+                continue
+            is_param = t.kind == "parameter"
+            by_name_ok = not is_probable_buffer(name, t)
+            if not (is_param or by_name_ok):
                 continue
             ident = (t.storage_key, t.offset, t.shape, t.stride) if t.storage is not None else id(t)
-            if ident in seen:
-                continue
-            seen.add(ident)
-            out.append((name, t))
-        return out
+            if by_name_ok and ident not in seen_name:
+                seen_name.add(ident)
+                by_name.append((name, t))
+            if is_param and ident not in seen_kind:
+                seen_kind.add(ident)
+                by_kind.append((name, t))
+        return by_kind if (self.kinds_known or by_kind) else by_name
 
     module: Any = None
+    kinds_known: bool = False           # each tensor's kind says whether it is a parameter (a .pt2 program)
     _params: list | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -101,8 +113,21 @@ class OptimizerInfo:
 
 
 @dataclass
+class ProgramInfo:
+    """A torch.export program or an AOTInductor compiled model a .pt2 archive holds."""
+
+    path: tuple
+    kind: str                           # PROGRAM_TYPES' label
+    weights: int                        # tensors in its state_dict (or a compiled model's constants)
+    constants: int
+    inputs: list[str]                   # user inputs, as the signature describes them
+    outputs: int
+
+
+@dataclass
 class Analysis:
     state_dicts: list[StateDictInfo] = field(default_factory=list)
+    programs: list[ProgramInfo] = field(default_factory=list)
     optimizers: list[OptimizerInfo] = field(default_factory=list)
     schedulers: list[tuple[tuple, str]] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)
@@ -133,9 +158,10 @@ def _nonzero(x: Any) -> bool:
 
 
 def is_probable_buffer(name: str, t: TensorRef) -> bool:
-    """Buffers are not parameters: BatchNorm statistics, and anything not floating point."""
+    """Buffers are not parameters: BatchNorm statistics, and anything not floating point (quantized
+    weights are parameters: their integers stand for floats)."""
     last = name.rsplit(".", 1)[-1]
-    return last in BUFFER_NAMES or not (t.dtype.is_floating or t.dtype.is_complex)
+    return last in BUFFER_NAMES or not (t.dtype.is_floating or t.dtype.is_complex or t.dtype.kind == "quantized")
 
 
 def _module_parameters(module: Any) -> list[tuple[str, TensorRef]]:
@@ -231,6 +257,9 @@ def analyze(root: Any) -> Analysis:
             continue
         if isinstance(value, (dict, list, tuple, StandIn)):
             seen.add(id(value))
+        if isinstance(value, PickledDict) and value.type_name in PROGRAM_TYPES:
+            _program(an, path, value)
+            continue
         if is_optimizer_state(value):
             an.optimizers.append(_optimizer_info(path, value))
             an.roles[path] = "optimizer"
@@ -278,6 +307,56 @@ def analyze(root: Any) -> Analysis:
                 an.training[k] = v
     an.summary = summarize(an, root)
     return an
+
+
+# Type names the .pt2 reader gives its program dicts (they are not objects torch builds).
+PROGRAM_TYPES = {"torch.export.ExportedProgram": "torch.export program",
+                 "torch._inductor.AOTICompiledModel": "AOTInductor compiled model"}
+
+
+def _program(an: Analysis, path: tuple, value: PickledDict) -> None:
+    """A program: its weights are a state_dict (what ExportedProgram.state_dict holds); its constants,
+    signature and sample inputs are not models."""
+    an.roles[path] = "program"
+    label = PROGRAM_TYPES[value.type_name]
+    key = "state_dict" if "state_dict" in value else "constants"
+    weights = value.get(key)
+    n_weights = 0
+    if is_state_dict(weights):
+        entries = [(k, v) for k, v in weights.items() if isinstance(v, TensorRef)]
+        an.state_dicts.append(StateDictInfo(path + (key,), entries, kinds_known=True))
+        an.roles[path + (key,)] = "state_dict"
+        n_weights = len(entries)
+    constants = value.get("constants") if key == "state_dict" else None
+    n_constants = len(constants) if isinstance(constants, dict) else 0
+    sig = value.get("signature") if isinstance(value.get("signature"), dict) else {}
+    inputs = sig.get("inputs") if isinstance(sig.get("inputs"), dict) else {}
+    users = [f"{k} {v.split(': ', 1)[-1]}" for k, v in inputs.items()
+             if isinstance(v, str) and v.startswith("user input")]
+    outputs = sig.get("outputs")
+    an.programs.append(ProgramInfo(path, label, n_weights, n_constants, users,
+                                   len(outputs) if isinstance(outputs, (dict, list)) else 0))
+
+
+def program_facts(value: Any) -> list[tuple[str, str]]:
+    """(label, text) rows describing a .pt2 program or compiled model: its inputs and outputs."""
+    if not (isinstance(value, PickledDict) and value.type_name in PROGRAM_TYPES):
+        return []
+    rows = [("Program", PROGRAM_TYPES[value.type_name] + " (read from the archive's JSON; nothing was run)")]
+    sig = value.get("signature") if isinstance(value.get("signature"), dict) else {}
+    for key, label in (("inputs", "Inputs"), ("outputs", "Outputs")):
+        items = sig.get(key)
+        if isinstance(items, dict) and items:
+            lines = [f"{k}: {v}" for k, v in list(items.items())[:40]]
+            if len(items) > 40:
+                lines.append(f"… {len(items) - 40:,} more")
+            rows.append((label, "\n".join(lines)))
+        elif isinstance(items, list) and items:
+            rows.append((label, ", ".join(str(x) for x in items[:40])))
+    ranges = sig.get("range_constraints")
+    if isinstance(ranges, dict) and ranges:
+        rows.append(("Dynamic sizes", ", ".join(f"{k} in {v}" for k, v in list(ranges.items())[:20])))
+    return rows
 
 
 def _is_numpy_scalar(v: Any) -> bool:
@@ -377,6 +456,8 @@ def _path_label(path: tuple) -> str:
 
 
 def summarize(an: Analysis, root: Any) -> str:
+    if an.programs:
+        return _summarize_programs(an)
     parts: list[str] = []
     models = an.state_dicts
     if an.training or (isinstance(root, dict) and models and an.optimizers):
@@ -390,7 +471,10 @@ def summarize(an: Analysis, root: Any) -> str:
     if len(models) == 1:
         sd = models[0]
         if sd.kind == "module":
-            parts.append(f"pickled module {sd.class_name} with {sd.n_parameters:,} parameters")
+            attrs = len(module_attribute_tensors(sd.module))
+            parts.append(f"pickled module {sd.class_name} with {sd.n_parameters:,} parameters"
+                         + (f" and {counted(attrs, 'tensor')} held as attributes outside its state_dict"
+                            if attrs else ""))
         elif sd.kind == "script":
             parts.append(f"TorchScript module {sd.class_name.removeprefix('__torch__.')} with "
                          f"{sd.n_parameters:,} parameters")
@@ -417,6 +501,25 @@ def summarize(an: Analysis, root: Any) -> str:
             parts.append(f"keys start with '{sd.prefix[0]}' ({sd.prefix[1]})")
             break
     return "; ".join(parts) if parts else _describe_plain(root)
+
+
+def _summarize_programs(an: Analysis) -> str:
+    parts = []
+    for prog in an.programs[:4]:
+        sd = an.state_dict_at(prog.path + ("state_dict",)) or an.state_dict_at(prog.path + ("constants",))
+        params = f", {counted(sd.n_parameters, 'parameter')}" if sd is not None else ""
+        text = f"{prog.kind} {_path_label(prog.path)}: {counted(prog.weights, 'weight')}{params}"
+        if prog.constants:
+            text += f", {counted(prog.constants, 'constant')}"
+        if prog.inputs:
+            text += f"; input{'s' if len(prog.inputs) != 1 else ''} {', '.join(prog.inputs[:3])}"
+            text += f" (+{len(prog.inputs) - 3})" if len(prog.inputs) > 3 else ""
+        if prog.outputs:
+            text += f"; {counted(prog.outputs, 'output')}"
+        parts.append(text)
+    if len(an.programs) > 4:
+        parts.append(f"+{len(an.programs) - 4} more")
+    return "; ".join(parts)
 
 
 def _describe_plain(root: Any) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..util.errors import OperationError
 from .objects import StandIn
-from .walk import module_attrs, module_state_dict, stand_in_children, unwrap
+from .walk import module_attrs, module_children, stand_in_children, unwrap
 
 
 def parse(text: str) -> list[str]:
@@ -64,7 +64,7 @@ def children_map(value: Any) -> dict | list | tuple | None:
         return value
     if isinstance(value, StandIn):
         if module_attrs(value) is not None:
-            return dict(module_state_dict(value))
+            return dict(module_children(value))
         return dict(stand_in_children(value))
     return None
 

@@ -37,7 +37,7 @@ class StandIn:
     ``items``/``list_items`` what SETITEMS/APPENDS added (dict and list subclasses).
     """
 
-    __slots__ = ("cls", "args", "kwargs", "state", "items", "list_items", "via", "__weakref__")
+    __slots__ = ("cls", "args", "kwargs", "state", "items", "list_items", "via", "derived", "__weakref__")
 
     def __init__(self, cls: GlobalRef | "StandIn" | Any, args: tuple = (), kwargs: dict | None = None,
                  via: str = "REDUCE"):
@@ -48,6 +48,7 @@ class StandIn:
         self.items: list[tuple[Any, Any]] | None = None
         self.list_items: list[Any] | None = None
         self.via = via
+        self.derived: dict | None = None    # values walks compute from this object once (see walk.py)
 
     @property
     def qualname(self) -> str:

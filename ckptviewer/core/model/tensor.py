@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 from ..source.regions import ByteSource
 from ..util.errors import LimitExceededError, StorageError
 from ..util.lazynp import np
-from .dtypes import DType, to_numbers
+from .dtypes import DType, to_numbers, unpack_sub_byte
 
 # A view may declare more elements than it stores (stride 0). Past this many we refuse to read values:
 # hashing or plotting 10**15 repeats of one number is a denial of service, not information.
@@ -136,7 +136,7 @@ class TensorRef:
     # -- layout ---------------------------------------------------------------------------------
     @property
     def nbytes(self) -> int:
-        return self.numel * self.dtype.itemsize
+        return self.dtype.storage_bytes(self.numel)
 
     @property
     def device(self) -> str:
@@ -192,10 +192,13 @@ class TensorRef:
             self.problem = f"declares {self.numel:,} elements; values not read"
         elif self.storage.problem:
             self.problem = self.storage.problem
+        elif self.stored_dtype.per_byte > 1 and self.numel > 1 and not self.is_contiguous:
+            self.problem = (f"a non-contiguous view of the packed type {self.stored_dtype.name}; values not read")
         else:
             itemsize = self.stored_dtype.itemsize
+            per_byte = self.stored_dtype.per_byte
             if span:
-                have = self.storage.nbytes // itemsize
+                have = self.storage.nbytes // itemsize * per_byte
                 if self.offset + span > have:
                     self.problem = (f"needs elements {self.offset}..{self.offset + span} of storage "
                                     f"{self.storage.key}, which holds {have}")
@@ -204,9 +207,26 @@ class TensorRef:
                                     f"storage of {have:,}; values not read")
                 elif self.storage.source is None:
                     self.problem = f"storage record {self.storage.key} is missing from the file"
-                elif self.storage.source.size < (self.offset + span) * itemsize:
+                elif self.storage.source.size < self.stored_dtype.storage_bytes(self.offset + span):
                     self.problem = (f"storage record {self.storage.key} has {self.storage.source.size} bytes, "
-                                    f"the tensor needs {(self.offset + span) * itemsize}")
+                                    f"the tensor needs {self.stored_dtype.storage_bytes(self.offset + span)}")
+
+    @property
+    def integrity_error(self) -> str | None:
+        """What contradicts the stored checksum of this tensor's bytes (a zip member's CRC-32), once they
+        were read; None while nothing does (or nothing was read yet: see ``integrity_checked``)."""
+        src = self.storage.source if self.storage is not None else None
+        return src.crc_error if src is not None else None
+
+    @property
+    def integrity_checked(self) -> bool:
+        src = self.storage.source if self.storage is not None else None
+        return src is None or src.verified
+
+    def check_integrity(self) -> str | None:
+        """Finish checking the storage record's checksum (reading what in-order reads have not covered)."""
+        src = self.storage.source if self.storage is not None else None
+        return src.verify() if src is not None else None
 
     @property
     def readable(self) -> bool:
@@ -221,7 +241,7 @@ class TensorRef:
         if self.storage is None and self.numel:
             raise StorageError(f"a {self.kind} tensor has no stored values")
 
-    def _raw_view(self, first: int = 0, count: int | None = None) -> np.ndarray:
+    def _raw_view(self, first: int = 0, count: int | None = None, through: bool = False) -> np.ndarray:
         """Raw elements of rows ``first:first+count`` along dim 0, as a (possibly strided) numpy view."""
         shape = list(self.shape)
         offset = self.offset
@@ -234,8 +254,16 @@ class TensorRef:
         raw = stored.numpy
         if span == 0:
             return np.empty(shape, dtype=raw)
+        if stored.per_byte > 1:         # contiguous (validate), so the elements are one run
+            pb = stored.per_byte
+            lo, hi = offset // pb, -(-(offset + span) // pb)
+            source = self.storage.source
+            packed = np.frombuffer(source.read_through(lo, hi - lo) if through else source.view(lo, hi - lo),
+                                   dtype=np.uint8)
+            return unpack_sub_byte(packed, pb, offset - lo * pb, span).reshape(shape)
         isz = stored.itemsize
-        buf = self.storage.source.view(offset * isz, span * isz)
+        source = self.storage.source
+        buf = source.read_through(offset * isz, span * isz) if through else source.view(offset * isz, span * isz)
         base = np.frombuffer(buf, dtype=raw, count=span)
         if self.storage.byteorder == "big" and isz > 1:
             base = base.view(base.dtype.newbyteorder(">"))
@@ -318,16 +346,20 @@ class TensorRef:
         if self.numel == 0:
             return
         if not self.shape:
-            yield self._little(np.ascontiguousarray(self._raw_view()).reshape(1))
+            yield self._little(np.ascontiguousarray(self._raw_view(through=True)).reshape(1))
+            self.storage.source.verify()
             return
         isz = self.stored_dtype.itemsize
         source = self.storage.source
         for first, count in self._row_chunks(max_bytes, rows):
             try:
-                yield self._little(np.ascontiguousarray(self._raw_view(first, count)))
+                yield self._little(np.ascontiguousarray(self._raw_view(first, count, through=True)))
             finally:   # also when the consumer stops early (zip() of two iterators does)
-                shape = (count,) + tuple(self.shape[1:])
-                source.release((self.offset + first * self.stride[0]) * isz, _span(shape, self.stride) * isz)
+                if self.stored_dtype.per_byte == 1:
+                    shape = (count,) + tuple(self.shape[1:])
+                    source.release((self.offset + first * self.stride[0]) * isz, _span(shape, self.stride) * isz)
+        # Every value was read: settle the record's checksum (free when the reads covered it in order).
+        source.verify()
 
     def _little(self, arr: np.ndarray) -> np.ndarray:
         if arr.dtype.byteorder == ">":
@@ -345,11 +377,24 @@ class TensorRef:
     def read_raw(self) -> np.ndarray:
         """All raw elements, C-contiguous, little-endian, in this tensor's shape."""
         self._check_readable()
-        return self._little(np.ascontiguousarray(self._raw_view())).reshape(self.shape)
+        out = self._little(np.ascontiguousarray(self._raw_view(through=True))).reshape(self.shape)
+        if self.storage is not None and self.storage.source is not None:
+            self.storage.source.verify()
+        return out
 
     def read(self) -> np.ndarray:
-        """All values as a numpy array (bf16/fp8 as float32, complex32 as complex64)."""
-        return to_numbers(self.read_raw().reshape(-1), self.dtype).reshape(self.shape)
+        """All values as a numpy array (bf16/fp8 as float32, complex32 as complex64; packed FP4 as
+        float32 with the last dimension doubled, its logical shape)."""
+        values = to_numbers(self.read_raw().reshape(-1), self.dtype)
+        return values.reshape(self.logical_shape)
+
+    @property
+    def logical_shape(self) -> tuple[int, ...]:
+        """The shape of the values people mean: packed FP4 has two per element along the last dimension."""
+        lanes = self.dtype.values_per_element
+        if lanes == 1:
+            return self.shape
+        return (self.shape[:-1] + (self.shape[-1] * lanes,)) if self.shape else (lanes,)
 
     def iter_bytes(self, max_bytes: int = CHUNK_BYTES) -> Iterator[memoryview | bytes]:
         """The C-contiguous little-endian bytes, in pieces, without copying when the layout allows."""
@@ -357,15 +402,26 @@ class TensorRef:
         if self.numel == 0:
             return
         isz = self.dtype.itemsize
+        pb = self.dtype.per_byte
+        if pb > 1 and self.cast_from is None:
+            # Packed sub-byte elements hash as torch stores them (int_repr gives these bytes): whole bytes
+            # when the view starts on a byte boundary, else repacked from the unpacked values.
+            if self.offset % pb == 0:
+                start, total = self.offset // pb, self.nbytes
+                yield from _pieces(self.storage.source, start, total, max_bytes)
+                self.storage.source.verify()
+                return
+            values = np.concatenate(list(self.iter_raw(max_bytes))).astype(np.uint8)
+            values = np.concatenate([values, np.zeros(-len(values) % pb, dtype=np.uint8)]).reshape(-1, pb)
+            packed = np.zeros(len(values), dtype=np.uint8)
+            for i in range(pb):
+                packed |= values[:, i] << np.uint8(i * (8 // pb))
+            yield packed.tobytes()
+            return
         if self.is_contiguous and self.cast_from is None and (self.storage.byteorder == "little" or isz == 1):
             start, total = self.offset * isz, self.nbytes
-            source = self.storage.source
-            for pos in range(0, total, max_bytes):
-                n = min(max_bytes, total - pos)
-                try:
-                    yield source.view(start + pos, n)
-                finally:
-                    source.release(start + pos, n)
+            yield from _pieces(self.storage.source, start, total, max_bytes)
+            self.storage.source.verify()
             return
         for chunk in self.iter_raw(max_bytes):
             yield chunk.view(np.uint8).reshape(-1).data
@@ -381,6 +437,15 @@ class TensorRef:
 
     def __repr__(self) -> str:
         return f"<tensor {self.dtype} {list(self.shape)} on {self.device}>"
+
+
+def _pieces(source: ByteSource, start: int, total: int, max_bytes: int) -> Iterator[memoryview]:
+    for pos in range(0, total, max_bytes):
+        n = min(max_bytes, total - pos)
+        try:
+            yield source.read_through(start + pos, n)
+        finally:
+            source.release(start + pos, n)
 
 
 def guard_declared_bytes(nbytes: int, available: int, what: str) -> None:

@@ -19,11 +19,14 @@ from .objects import GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, To
 from .tensor import TensorRef
 from .values import is_small, small_value
 from .walk import (
+    ATTRS,
     MAX_DEPTH,
     is_plain_values,
     iter_distinct_tensors,
     iter_tensors,
+    module_attribute_tensors,
     module_attrs,
+    module_extra_attrs,
     stand_in_children,
     unwrap,
 )
@@ -126,6 +129,12 @@ class Node:
             return [(base + (name,), t) for name, t in self._group_entries() if isinstance(t, TensorRef)]
         if self.kind not in CONTAINER_KINDS:
             return []
+        if self.kind == "module" and self._module_prefix:
+            # A submodule's entries are keyed from the pickled module at the top: its state_dict names
+            # and dotted submodule names carry this submodule's prefix, its own attributes its name.
+            base, prefix = self.path[:-1], self._module_prefix
+            return [(base + ((prefix[:-1],) + tuple(p) if p[0] == ATTRS else (prefix + str(p[0]),) + tuple(p[1:])), t)
+                    for p, t in iter_tensors(self.value)]
         return [(self.path + tuple(p), t) for p, t in iter_tensors(self.value)]
 
     def totals(self) -> tuple[int, int, int, Counter, set]:
@@ -150,6 +159,10 @@ class Node:
                 devices.add(t.device)
             self._totals = (n, numel, nbytes, by_dtype, devices)
         return self._totals
+
+    def attribute_tensor_count(self) -> int:
+        """Distinct tensors under a pickled module held only as attributes, outside its state_dict."""
+        return len(module_attribute_tensors(self.value)) if self.kind == "module" else 0
 
     def _group_entries(self) -> list[tuple[str, Any]] | None:
         if self._group is None and self.kind == "state_dict" and isinstance(self.info, StateDictInfo):
@@ -458,18 +471,28 @@ def _module_children(node: Node, an: Analysis | None) -> list[Node]:
         for name, t in (group.items() if isinstance(group, dict) else ()):
             if t is None:
                 continue
-            extra = note + (" (not saved in state_dict)" if section == "_buffers" and name in nonpersistent else "")
-            child = _node(node, key_text(name), name, root_path + (f"{prefix}{name}",), t, an, note=extra)
+            hidden = section == "_buffers" and name in nonpersistent
+            extra = note + (" (not saved in state_dict)" if hidden else "")
+            # A non-persistent buffer is no state_dict entry: its key path goes through the module's __dict__.
+            path = node.path + (ATTRS, "_buffers", name) if hidden else root_path + (f"{prefix}{name}",)
+            child = _node(node, key_text(name), name, path, t, an, note=extra)
             if child.kind == "tensor" and section == "_buffers":
                 child.type_text = "buffer"
             out.append(child)
+    extra_attrs = module_extra_attrs(node.value)
     others = {k: x for k, x in attrs.items()
-              if not k.startswith("_") or k in ("_extra_state",)}
+              if (not k.startswith("_") or k in ("_extra_state",) or k in extra_attrs) and k != "_buffers"}
     if others:
-        holder = Node(node, "attributes", "__dict__", node.path + ("__dict__",), others, "mapping", "attributes",
-                      note=f"{len(others)} plain attributes")
+        n_tensors = len(iter_tensor_list(others))
+        note = f"{len(others)} plain attributes" + (f"; {n_tensors} tensor{'s' if n_tensors != 1 else ''} outside "
+                                                    f"the state_dict" if n_tensors else "")
+        holder = Node(node, "attributes", ATTRS, node.path + (ATTRS,), others, "mapping", "attributes", note=note)
         out.append(holder)
     return out
+
+
+def iter_tensor_list(value: Any) -> list:
+    return list(iter_tensors(value))
 
 
 def _optimizer_children(node: Node, an: Analysis | None) -> list[Node]:

@@ -91,6 +91,114 @@ def module_state_dict(module: Any, *, keep_non_persistent: bool = False) -> list
     return out
 
 
+# A pickled module's values outside its state_dict (plain attributes, non-persistent buffers) are listed
+# under the module's key path as [submodule, ATTRS, name, ...], or [ATTRS, name, ...] for the module itself:
+# torch refuses a submodule, parameter or buffer named "__dict__", and state_dict names never have
+# components after them, so these keys cannot be confused with state_dict entries.
+ATTRS = "__dict__"
+_STATE_DICT_SECTIONS = ("_parameters", "_buffers", "_modules")
+
+
+def _holds_values(v: Any) -> bool:
+    """Worth walking for tensors: a tensor, a stand-in, or a non-empty list, tuple or dict."""
+    return (isinstance(v, (TensorRef, StandIn)) or (isinstance(v, (dict, list, tuple)) and len(v) > 0)
+            or isinstance(v, Buildable))
+
+
+def module_extra_attrs(module: StandIn) -> dict:
+    """The part of a module's ``__dict__`` outside its state_dict that can hold tensors: plain attributes
+    (tensors, lists of tensors, objects...) and, under ``_buffers``, the non-persistent buffers. Computed
+    once per module (cached on the stand-in)."""
+    cache = module.derived
+    if cache is not None and "extra_attrs" in cache:
+        return cache["extra_attrs"]
+    attrs = module_attrs(module) or {}
+    out: dict = {}
+    for name, v in attrs.items():
+        if name in _STATE_DICT_SECTIONS:
+            continue
+        if _holds_values(v) and not isinstance(v, (set, frozenset)):
+            out[name] = v
+    buffers = attrs.get("_buffers")
+    skip = attrs.get("_non_persistent_buffers_set")
+    if isinstance(buffers, dict) and isinstance(skip, (set, frozenset)):
+        hidden = {n: b for n, b in buffers.items() if n in skip and b is not None}
+        if hidden:
+            out["_buffers"] = hidden
+    module.derived = {**(module.derived or {}), "extra_attrs": out, "holder": {ATTRS: out}}
+    return out
+
+
+def module_attribute_entries(module: Any) -> list[tuple[str, Any]]:
+    """(key, value) for the values outside the state_dict of ``module`` and its submodules, in
+    ``named_modules()`` order: ``(ATTRS, attrs)`` for the module itself and ``(dotted name, {ATTRS: attrs})``
+    for each submodule that has any. The dicts are cached on the modules, so walks that key on object
+    identity see the same objects every time."""
+    out: list[tuple[str, Any]] = []
+    todo: list[tuple[str, Any, tuple[int, ...]]] = [("", module, ())]
+    while todo:
+        name, mod, ancestors = todo.pop()
+        attrs = module_attrs(mod)
+        if attrs is None or id(mod) in ancestors or len(ancestors) > MAX_DEPTH:
+            continue
+        extra = module_extra_attrs(mod)
+        if extra:
+            out.append((ATTRS, extra) if not name else (name, mod.derived["holder"]))
+        kids = [(f"{name}.{k}" if name else k, m, ancestors + (id(mod),))
+                for k, m in attrs["_modules"].items() if m is not None]
+        todo.extend(reversed(kids))
+    return out
+
+
+def module_children(module: Any) -> list[tuple[Key, Any]]:
+    """What a pickled module holds, as key paths see it: its state_dict entries, then its attribute entries."""
+    return list(module_state_dict(module)) + module_attribute_entries(module)
+
+
+def module_attribute_tensors(module: Any) -> list[tuple[list, TensorRef]]:
+    """(key path from the module, tensor) for each distinct tensor the module and its submodules hold outside
+    their state_dict (a tensor that is also a state_dict entry is not counted)."""
+    in_sd = {id(t) for _, t in module_state_dict(module)}
+    seen: set[int] = set()
+    out = []
+    for path, t in iter_tensors(module):
+        if ATTRS in path[:2] and id(t) not in in_sd and id(t) not in seen:
+            seen.add(id(t))
+            out.append((path, t))
+    return out
+
+
+def is_attribute_path(root: Any, path) -> bool:
+    """Whether the tensor at ``path`` is reached through a pickled module's attributes (outside the
+    module's state_dict) rather than through a state_dict name."""
+    if ATTRS not in path:
+        return False
+    value = unwrap(root)
+    for i, comp in enumerate(path):
+        if module_attrs(value) is not None:
+            if comp == ATTRS or (i + 1 < len(path) and path[i + 1] == ATTRS):
+                return True
+            return False        # a state_dict name ends the path
+        if isinstance(value, dict):
+            value = value.get(comp) if _hashable(comp) else None
+        elif isinstance(value, (list, tuple)) and type(comp) is int and -len(value) <= comp < len(value):
+            value = value[comp]
+        elif isinstance(value, StandIn):
+            value = dict(stand_in_children(value)).get(comp) if _hashable(comp) else None
+        else:
+            return False
+        value = unwrap(value)
+    return False
+
+
+def _hashable(x: Any) -> bool:
+    try:
+        hash(x)
+    except TypeError:
+        return False
+    return True
+
+
 def children(value: Any) -> list[tuple[Key, Any]]:
     """The (key, child) pairs under ``value`` as the tensor listing sees them."""
     value = unwrap(value)
@@ -100,7 +208,7 @@ def children(value: Any) -> list[tuple[Key, Any]]:
         return list(enumerate(value))
     if isinstance(value, StandIn):
         if is_module(value):
-            return list(module_state_dict(value))
+            return module_children(value)
         return stand_in_children(value)
     return []
 

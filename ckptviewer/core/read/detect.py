@@ -12,10 +12,12 @@ from ..model.checkpoint import Checkpoint
 from ..source.local import close_quietly, map_file
 from ..util.errors import CheckpointError, NotACheckpointError
 from ..util.locations import is_url
+from .formats.pt2 import pt2_prefix, read_pt2
 from .formats.safetensors_format import looks_safetensors, read_safetensors
-from .formats.torch_legacy import MAGIC_PREFIX, read_torch_legacy
+from .formats.torch_legacy import MAGIC_PREFIX, TEXT_MAGIC_PREFIX, read_torch_legacy
 from .formats.torch_tar import looks_tar, read_torch_tar
 from .formats.torch_zip import read_torch_zip
+from .formats.zipreader import ZipArchive
 
 # Well-known signatures of files people mistake for checkpoints, to say what the file is instead.
 _OTHER_FORMATS = [
@@ -41,7 +43,7 @@ def sniff(head: bytes, size: int) -> str | None:
     """The format name for a file starting with ``head`` (at least 512 bytes when the file has them)."""
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return "zip"
-    if head.startswith(MAGIC_PREFIX):
+    if head.startswith(MAGIC_PREFIX) or head.startswith(TEXT_MAGIC_PREFIX):
         return "torch-legacy"
     if looks_tar(head):
         return "tar"
@@ -150,7 +152,7 @@ def read_source(src, path: str, *, resources: list | None = None) -> Checkpoint:
         head = bytes(src.view(0, min(512, src.size)))
         kind = sniff(head, src.size)
         if kind == "zip":
-            return read_torch_zip(src, path, resources=resources)
+            return _read_zip(src, path, resources)
         if kind == "safetensors":
             return read_safetensors(src, path, resources=resources)
         if src.is_remote:
@@ -159,6 +161,19 @@ def read_source(src, path: str, *, resources: list | None = None) -> Checkpoint:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _read_zip(buf, path: str, resources: list | None) -> Checkpoint:
+    """A zip: a torch.export / AOTInductor ``.pt2`` archive when its members say so, else torch.save's (or
+    TorchScript's) archive. A directory that does not parse goes to the torch reader, which says why or
+    recovers the members of a file cut short."""
+    try:
+        archive = ZipArchive(buf, name=path)
+    except CheckpointError:
+        return read_torch_zip(buf, path, resources=resources)
+    if pt2_prefix(archive) is not None:
+        return read_pt2(archive, path, resources=resources)
+    return read_torch_zip(buf, path, resources=resources, archive=archive)
 
 
 def read_buffer(buf, path: str, *, resources: list | None = None) -> Checkpoint:
@@ -181,7 +196,7 @@ def _read_buffer(buf, path: str, *, resources: list | None = None) -> Checkpoint
     head = bytes(buf[:512])
     kind = sniff(head, size)
     if kind == "zip":
-        return read_torch_zip(buf, path, resources=resources)
+        return _read_zip(buf, path, resources)
     if kind == "torch-legacy":
         return read_torch_legacy(buf, path, resources=resources)
     if kind == "tar":

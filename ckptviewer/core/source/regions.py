@@ -12,13 +12,30 @@ from ..util.errors import StorageError
 
 
 class ByteSource:
-    """Where a storage's bytes live. ``size`` is how many bytes are really there."""
+    """Where a storage's bytes live. ``size`` is how many bytes are really there.
+
+    A source whose container stores a checksum (a zip member's CRC-32) checks it when its bytes are
+    read: ``crc_error`` is then None while nothing contradicts the checksum, or says what does.
+    ``verify()`` reads what has not been checked yet; ``verified`` says whether the check has run.
+    """
 
     size: int = 0
+    crc_error: str | None = None
+    verified: bool = True           # nothing to check: sources without a stored checksum
     remote: bool = False           # reads go over the network (through the block cache), not to a local map
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> str | None:
+        """Check the stored checksum against the bytes (once; later calls answer from the first)."""
+        return self.crc_error
 
     def view(self, offset: int, length: int) -> memoryview:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def read_through(self, offset: int, length: int) -> memoryview:
+        """``view`` for reads that go through the whole record in order (hashing, copying, statistics):
+        a source with a stored checksum checks these bytes against it as they pass (random reads, such
+        as a sampled histogram's, use ``view`` and touch only the pages they need)."""
+        return self.view(offset, length)
 
     def describe(self) -> str:
         return type(self).__name__

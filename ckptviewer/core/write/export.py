@@ -39,7 +39,7 @@ import numpy as np
 from ..model import keypath
 from ..model.objects import GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
 from ..model.tensor import CHUNK_BYTES, StorageRef, TensorRef, tensor_from_numpy
-from ..model.walk import MAX_DEPTH, module_attrs, module_state_dict, stand_in_children, unwrap
+from ..model.walk import MAX_DEPTH, module_attribute_tensors, module_attrs, module_state_dict, stand_in_children, unwrap
 from ..util.errors import CancelledError, CheckpointError, OperationError
 from .destination import check_destination, fsync_dir, fsync_file, source_files
 
@@ -57,6 +57,7 @@ class ExportOptions:
     overwrite: bool = False
     metadata: dict[str, str] = field(default_factory=dict)   # extra safetensors __metadata__
     verify_with_torch: bool = True
+    force_bad_crc: bool = False       # write tensors whose source bytes fail their zip CRC-32 check
 
     def __post_init__(self):
         if self.fmt not in FORMATS:
@@ -73,6 +74,7 @@ class ExportPlan:
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    force_bad_crc: bool = False
     warnings: list[str] = field(default_factory=list)     # written anyway, but the user should know
 
     @property
@@ -115,7 +117,10 @@ def plan_export(root: Any, options: ExportOptions) -> ExportPlan:
     problems: list[str] = []
     plain = _to_plain(unwrap(root), (), notes, problems, {}, set())
     if options.fmt == "safetensors":
-        return _plan_safetensors(plain, options, notes, problems)
+        plan = _plan_safetensors(plain, options, notes, problems)
+        plan.force_bad_crc = options.force_bad_crc
+        _check_integrity(plan)
+        return plan
     from ..model.walk import iter_tensors
     walk_notes: list[str] = []
     tensors = [(tuple(p), t) for p, t in iter_tensors(plain, warnings=walk_notes)]
@@ -125,8 +130,10 @@ def plan_export(root: Any, options: ExportOptions) -> ExportPlan:
     if isinstance(plain, TensorRef) or plain is None:
         notes.append("the output is a single value, not a mapping")
     device_note = accelerator_note(t for _, t in tensors)
-    return ExportPlan(options.fmt, plain, tensors, _dedupe(notes), _dedupe(problems),
-                      warnings=[device_note] if device_note else [])
+    plan = ExportPlan(options.fmt, plain, tensors, _dedupe(notes), _dedupe(problems),
+                      warnings=[device_note] if device_note else [], force_bad_crc=options.force_bad_crc)
+    _check_integrity(plan)
+    return plan
 
 
 def accelerator_note(tensors: Iterable[TensorRef]) -> str | None:
@@ -146,6 +153,29 @@ def accelerator_note(tensors: Iterable[TensorRef]) -> str | None:
     return (f"the output keeps accelerator locations ({listed}): torch.load opens it only on a machine "
             f"with that device unless it is given map_location. To record them on the CPU, remap the devices "
             f"(--map-location {first}=cpu, or Checkpoint > Remap Devices)")
+
+
+FORCE_HINT = "pass --force-bad-crc (or tick 'Export even if the CRC-32 check fails') to write them anyway"
+
+
+def _check_integrity(plan: ExportPlan) -> None:
+    """Tensors whose bytes already failed their CRC-32 check: a problem, or a note when forced. (Bytes not
+    read yet are checked while they are copied, by ``_refuse_bad_crc``.)"""
+    for path, t in plan.tensors:
+        err = t.integrity_error
+        if err:
+            where = keypath.format_path(path) or "the root"
+            if plan.force_bad_crc:
+                plan.notes.append(f"{where}: written although {err}")
+            else:
+                plan.problems.append(f"{where}: {err}; {FORCE_HINT}")
+
+
+def _refuse_bad_crc(err: str | None, what: str, plan: ExportPlan) -> None:
+    if err and not plan.force_bad_crc:
+        raise OperationError(f"cannot export {what}: {err}; {FORCE_HINT}")
+    if err:
+        plan.notes.append(f"{what}: written although {err}")
 
 
 def _check_tensor(path: tuple, t: TensorRef, problems: list[str]) -> None:
@@ -206,6 +236,11 @@ def _to_plain(v: Any, path: tuple, notes: list[str], problems: list[str], memo: 
         if isinstance(v, StandIn):
             if module_attrs(v) is not None:
                 notes.append(f"{where}: pickled module {v.qualname} written as its state_dict")
+                left = module_attribute_tensors(v)
+                if left:
+                    notes.append(f"{where}: {len(left)} tensor{'s' if len(left) != 1 else ''} the module holds as "
+                                 f"attributes outside its state_dict {'are' if len(left) != 1 else 'is'} not written "
+                                 f"(e.g. {keypath.format_path(left[0][0])})")
                 out = PickledDict(module_state_dict(v))
             elif v.dangerous:
                 problems.append(f"{where}: names {v.qualname}, a dangerous callable; drop it")
@@ -519,6 +554,12 @@ def _write_torch(plan: ExportPlan, tmp: str, *, legacy: bool) -> Generator[Expor
                 yield ExportProgress(done, total, "writing")
             if pos - start != nbytes:
                 raise OperationError(f"record {key}: wrote {pos - start:,} bytes, expected {nbytes:,}")
+            if kind == "storage":
+                users = [keypath.format_path(p) for p, t in plan.tensors if t.storage is what]
+                label = ", ".join(users[:3]) + (f" and {len(users) - 3} more" if len(users) > 3 else "")
+                _refuse_bad_crc(what.source.crc_error, label or f"record {key}", plan)
+            else:
+                _refuse_bad_crc(what.integrity_error, f"record {key}", plan)
             if patch_crc is not None:
                 # The record's CRC-32 is computed from the written bytes while verification runs.
                 crc_jobs.append((start, nbytes, patch_crc))
@@ -598,12 +639,13 @@ def _storage_copy_pieces(st: StorageRef) -> Iterable[tuple[Any, tuple[str, int] 
     swap = st.byteorder == "big" and isz > 1
     for pos in range(0, st.nbytes, CHUNK_BYTES):
         n = min(CHUNK_BYTES, st.nbytes - pos)
-        piece = st.source.view(pos, n)
+        piece = st.source.read_through(pos, n)
         if swap:
             yield np.frombuffer(piece, dtype=f">u{isz}").astype(f"<u{isz}").tobytes(), None
         else:
             yield piece, st.source.file_location(pos)
         st.source.release(pos, n)
+    st.source.verify()
 
 
 class _Copier:
@@ -721,7 +763,8 @@ def _write_safetensors(plan: ExportPlan, tmp: str) -> Generator[ExportProgress, 
         header["__metadata__"] = {str(k): str(v) for k, v in plan.metadata.items()}
     pos = 0
     for (name,), t in plan.tensors:
-        header[name] = {"dtype": t.dtype.safetensors, "shape": list(t.shape), "data_offsets": [pos, pos + t.nbytes]}
+        header[name] = {"dtype": t.dtype.safetensors, "shape": list(t.logical_shape),
+                        "data_offsets": [pos, pos + t.nbytes]}
         pos += t.nbytes
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * (-(len(raw) + 8) % 8)     # data starts 8-byte aligned, as the library writes it
@@ -742,6 +785,7 @@ def _write_safetensors(plan: ExportPlan, tmp: str) -> Generator[ExportProgress, 
                 pos += len(piece)
                 done += len(piece)
                 yield ExportProgress(done, total, "writing")
+            _refuse_bad_crc(t.integrity_error, path[0], plan)
             expected[path] = h.hexdigest()
     finally:
         copier.close()
@@ -761,8 +805,9 @@ def _tensor_copy_pieces(t: TensorRef) -> Iterable[tuple[Any, tuple[str, int] | N
     start = t.offset * t.dtype.itemsize
     for pos in range(0, t.nbytes, CHUNK_BYTES):
         n = min(CHUNK_BYTES, t.nbytes - pos)
-        yield st.source.view(start + pos, n), st.source.file_location(start + pos)
+        yield st.source.read_through(start + pos, n), st.source.file_location(start + pos)
         st.source.release(start + pos, n)
+    st.source.verify()
 
 
 def _verify(plan: ExportPlan, tmp: str, expected: dict, options: ExportOptions) -> Generator[ExportProgress, None, None]:
@@ -774,6 +819,11 @@ def _verify(plan: ExportPlan, tmp: str, expected: dict, options: ExportOptions) 
     except CheckpointError as e:
         raise OperationError(f"the written file does not read back: {e.message}") from None
     with written:
+        # The written records' CRC-32s are computed and patched in by _CrcWorker after this check: the
+        # reader's own check of them (against placeholders) would only cost time.
+        for st in written.storages.values():
+            if st.source is not None and not st.source.verified:
+                st.source.verified = True
         got = {tuple(p): t for p, t in written.tensor_entries()}
         if options.fmt == "safetensors":
             got = {(p[0],): t for p, t in got.items()}

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.analyze.integrity import IntegrityReport, verify_steps
 from ...core.analyze.snippet import key_path_text, load_snippet
 from ...core.analyze.stats import Histogram, TensorStats, tensor_steps
 from ...core.model.tensor import TensorRef
@@ -46,6 +47,7 @@ from ..widgets.settings import Settings
 from ..widgets.theme import level_icon
 from ..widgets.workers import TaskRunner, WorkerError
 from .health_view import HealthController
+from .integrity import IntegrityBar
 from .loading import LoadedFile, load_steps, totals_steps
 from .search import FindBar, SearchIndex, SearchResult, SliceRunner, tree_search_steps
 from .small_values import start_value
@@ -211,6 +213,8 @@ class CheckpointTab(TabEditsMixin, QWidget):
         self.summary = SummaryStrip(page)
         self.summary.set_file(f)
         lay.addWidget(self.summary)
+        self.integrity_bar = IntegrityBar(page)
+        lay.addWidget(self.integrity_bar)
 
         self.h_split = QSplitter(Qt.Orientation.Horizontal, page)
         left = QWidget(self.h_split)
@@ -391,6 +395,8 @@ class CheckpointTab(TabEditsMixin, QWidget):
             self.work_progressed.emit(None)
 
     def cancel_work(self) -> None:
+        if self.file is not None and self.integrity_bar.isVisible() and self.integrity_bar.report is None:
+            self.integrity_bar.set_cancelled()
         self.runner.cancel()
         if self.session is not None:
             self.session.cancel()
@@ -501,6 +507,32 @@ class CheckpointTab(TabEditsMixin, QWidget):
 
     def _on_stats_done(self, _result: Any) -> None:
         self.work_progressed.emit(None)
+        node = self._stats_for
+        if node is not None and node.kind == "tensor" and node.value.integrity_error:
+            self.details.set_integrity(node.value.integrity_error)   # the read found damaged bytes
+            self.model.refresh_tensor_rows()
+
+    # -- integrity ------------------------------------------------------------------------------
+    def verify_integrity(self) -> None:
+        """Read every zip member of the file once and check its CRC-32, in a worker."""
+        if self.file is None:
+            return
+        self.integrity_bar.set_running()
+        self.runner.submit("verify", verify_steps, self.file.checkpoint, on_progress=self.work_progressed.emit,
+                           on_result=self._on_verified, on_error=self._on_stats_error)
+
+    def _on_verified(self, report: IntegrityReport | None) -> None:
+        self.work_progressed.emit(None)
+        if report is None:
+            self.integrity_bar.set_cancelled()
+            return
+        self.integrity_bar.set_report(report)
+        self.status_message.emit(report.lines()[0])
+        if report.tensors:
+            self.model.refresh_tensor_rows()
+            node = self.current_node()
+            if node is not None and node.kind == "tensor":
+                self.details.set_integrity(node.value.integrity_error)
 
     def _on_stats_error(self, err: WorkerError) -> None:
         msg = error_text(err.exc)

@@ -274,7 +274,7 @@ class CheckpointTreeModel(QAbstractItemModel):
         if role == _FOREGROUND:
             if col == COL_KIND:
                 return kind_color(node.kind)
-            if node.kind == "tensor" and node.value.problem:
+            if node.kind == "tensor" and (node.value.problem or node.value.integrity_error):
                 return QColor("#d9534f")
             if self._marks and col in (COL_NAME, COL_VALUE) and (self.mark_of(node) or node.path in self._containing):
                 return self._edit_color
@@ -339,6 +339,8 @@ class CheckpointTreeModel(QAbstractItemModel):
             t = node.value
             if t.problem:
                 return safe_text(f"unreadable: {t.problem}", 80)
+            if t.integrity_error:
+                return "CRC-32 mismatch: damaged bytes"
             if not is_small(t):
                 return ""
             # A counter or a 0-d loss shows its value; its bytes are read in a worker (as totals are).
@@ -414,6 +416,12 @@ class CheckpointTreeModel(QAbstractItemModel):
             if idx is not None:
                 self.dataChanged.emit(self.createIndex(idx, HEAVY[0], node), self.createIndex(idx, COL_VALUE, node),
                                       [Qt.ItemDataRole.DisplayRole])
+
+    def refresh_tensor_rows(self) -> None:
+        """Repaint every row: what is known about tensors changed (a CRC-32 check found damaged bytes)."""
+        self._texts.clear()
+        self.layoutAboutToBeChanged.emit()
+        self.layoutChanged.emit()
 
     def forget_wanted(self) -> None:
         """Totals requests were cancelled: ask again when the cells are painted next."""

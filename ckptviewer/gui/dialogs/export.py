@@ -119,6 +119,7 @@ class ExportState:
     fmt: str = "pt"
     dtype: str | None = None
     non_tensors: str = "error"
+    force_bad_crc: bool = False        # write tensors whose bytes fail the source's CRC-32 check
     dest: str = ""
     plan: Any = None                   # ExportPlan for the current choices (None while planning)
     plan_root: Any = None              # the tree that plan describes
@@ -136,7 +137,8 @@ class ExportState:
         return out
 
     def options(self, overwrite: bool = False) -> ExportOptions:
-        return ExportOptions(fmt=self.fmt, non_tensors=self.non_tensors, overwrite=overwrite)
+        return ExportOptions(fmt=self.fmt, non_tensors=self.non_tensors, overwrite=overwrite,
+                             force_bad_crc=self.force_bad_crc)
 
     def dest_error(self) -> str:
         """Why ``dest`` cannot be written ("" when it can; an existing file is asked about later)."""
@@ -223,6 +225,12 @@ class ExportDialog(StepDialog):
         row.addWidget(self.dest_edit, 1)
         row.addWidget(browse)
         form.addRow("Destination:", row)
+        self.force_crc_check = QCheckBox("Export even if the CRC-32 check fails (a damaged source)", self)
+        self.force_crc_check.setObjectName("export-force-bad-crc")
+        self.force_crc_check.setToolTip("Tensors whose bytes fail the source zip's CRC-32 check are refused "
+                                        "unless this is ticked; their values may be wrong.")
+        self.force_crc_check.toggled.connect(self._on_force_crc_toggled)
+        form.addRow("", self.force_crc_check)
         self.body.addLayout(form)
         self.plan_text = QPlainTextEdit(self)
         self.plan_text.setReadOnly(True)
@@ -266,6 +274,10 @@ class ExportDialog(StepDialog):
 
     def _on_non_tensors_changed(self, index: int) -> None:
         self.state.non_tensors = self.non_tensor_combo.itemData(index)
+        self._replan()
+
+    def _on_force_crc_toggled(self, on: bool) -> None:
+        self.state.force_bad_crc = on
         self._replan()
 
     def _on_safe_toggled(self, checked: bool) -> None:

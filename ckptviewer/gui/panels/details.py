@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import shiboken6
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -27,7 +28,8 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.analyze.stats import TensorStats
-from ...core.model.interpret import OptimizerInfo, StateDictInfo
+from ...core.model.interpret import OptimizerInfo, StateDictInfo, program_facts
+from ...core.model.sparse import special_facts
 from ...core.model.tensor import TensorRef
 from ...core.model.tree import CONTAINER_KINDS, Node
 from ...core.model.values import is_small
@@ -186,6 +188,8 @@ class DetailsPanel(QScrollArea):
                 shown = ", ".join(path_text(p) for p in others[:4])
                 more = f" and {len(others) - 4} more" if len(others) > 4 else ""
                 rows.append(("Shared storage", f"same storage as {shown}{more}"))
+        for label, text in special_facts(t):
+            rows.append((label, safe_text(text, 400)))
         if t.problem:
             rows.append(("Problem", safe_text(t.problem, 300)))
         small = is_small(t) and not t.problem
@@ -194,6 +198,12 @@ class DetailsPanel(QScrollArea):
             known, value = node.small_value()
             rows.insert(0, ("Value", self._value_text(value) if known else "reading…"))
         form = self._form(rows)
+        self.integrity_label = plain_label("", self._body)
+        self.integrity_label.setObjectName("details-integrity")
+        self.integrity_label.setStyleSheet("background: rgba(217, 83, 79, 0.18); border-radius: 3px; padding: 2px;")
+        self.integrity_label.hide()
+        self._lay.addWidget(self.integrity_label)
+        self.set_integrity(t.integrity_error)
         if small:
             self.value_label = form.itemAt(0, QFormLayout.ItemRole.FieldRole).widget()
             if t.numel == 1:
@@ -208,6 +218,18 @@ class DetailsPanel(QScrollArea):
             self.stat_labels[key] = lab
             form.addRow(plain_label(label + ":", self._body, wrap=False, select=False), lab)
         self._lay.addLayout(form)
+
+    def set_integrity(self, error: str | None) -> None:
+        """Show (or hide) that the tensor's bytes fail their CRC-32 check; known once they were read."""
+        label = getattr(self, "integrity_label", None)
+        if label is None or not shiboken6.isValid(label):
+            return
+        if error:
+            self.facts["Integrity"] = error
+            label.setText(f"Integrity: {safe_text(error, 400)}")
+            label.show()
+        else:
+            label.hide()
 
     @staticmethod
     def _value_text(value: Any) -> str:
@@ -257,6 +279,8 @@ class DetailsPanel(QScrollArea):
                 rows.append(("Key prefix", f"'{safe_text(info.prefix[0])}' ({info.prefix[1]})"))
         if node.kind == "object":
             rows.append(("Class", safe_text(node.type_text, 200) + "  (not imported; shown as a stand-in)"))
+        rows.extend((label, "\n".join(safe_text(line, 300) for line in text.split("\n")))
+                    for label, text in program_facts(node.value))
         self._form(rows)
         if by_dtype:
             self._heading("Parameters by dtype" if node.kind in ("state_dict", "module", "group")

@@ -66,6 +66,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("checkpoint.health", "&Checkpoint", "Check &Health", "check_health", "Ctrl+Shift+H",
                "Read every tensor once: NaN/Inf, zeroed or constant weights, dead rows, duplicates, outliers",
                needs_tab=True, separator_before=True),
+    ActionSpec("checkpoint.verify", "&Checkpoint", "&Verify Integrity", "verify_integrity", None,
+               "Read every member of the file once and check its CRC-32 (zip-based files)", needs_tab=True),
     ActionSpec("view.expand_all", "&View", "&Expand All", "expand_all", "Ctrl+E", needs_tab=True),
     ActionSpec("view.collapse_all", "&View", "&Collapse All", "collapse_all", "Ctrl+Shift+E", needs_tab=True),
     ActionSpec("view.values", "&View", "&Values of Selection", "show_values", "Ctrl+Shift+V",

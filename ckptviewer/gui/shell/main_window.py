@@ -540,6 +540,9 @@ class MainWindow(QMainWindow):
     def expand_all(self) -> None:
         self._call_tab("expand_all")
 
+    def verify_integrity(self) -> None:
+        self._call_tab("verify_integrity")
+
     def collapse_all(self) -> None:
         self._call_tab("collapse_all")
 

@@ -94,6 +94,12 @@ def read_safetensors(buf, path: str, *, resources: list | None = None) -> Checkp
             root[name] = Unreadable("tensor", reason)
             continue
         shape_t = tuple(shape)
+        if dt.lanes > 1 and dt.values_per_element > 1:
+            # F4: the header states the logical shape (two FP4 values per byte); torch's shape counts bytes.
+            if not shape_t or shape_t[-1] % dt.lanes:
+                raise CorruptFileError(f"tensor {name!r}: {dtype_code} needs an even last dimension, "
+                                       f"the header gives {list(shape_t)}")
+            shape_t = shape_t[:-1] + (shape_t[-1] // dt.lanes,)
         expected = math.prod(shape_t) * dt.itemsize
         if expected != end - begin:
             raise CorruptFileError(f"tensor {name!r}: {dt.name} {list(shape_t)} needs {expected:,} bytes, "

@@ -25,6 +25,8 @@ MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
 # What torch.save writes first: PROTO 2, LONG1 of 10 bytes, the magic number.
 MAGIC_PREFIX = b"\x80\x02\x8a\x0a" + MAGIC_NUMBER.to_bytes(10, "little")
+# torch.save(..., pickle_protocol=0 or 1) writes the magic number as a text LONG opcode.
+TEXT_MAGIC_PREFIX = b"L%dL\n." % MAGIC_NUMBER
 
 
 class _LegacyStorages(StorageTable):
@@ -77,6 +79,7 @@ def read_torch_legacy(buf, path: str, *, resources: list | None = None) -> Check
     table.byteorder = byteorder
     root, pos = unpickle(buf, start=pos, name="object pickle", warnings=warnings, pickles=pickles,
                          persistent_load=table.load)
+    pickles[-1].counts.update(table.text_globals)
     for st in table.storages.values():
         st.byteorder = byteorder
     keys, pos = unpickle(buf, start=pos, name="storage key list", warnings=warnings, pickles=pickles)

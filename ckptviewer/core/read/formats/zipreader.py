@@ -67,6 +67,7 @@ class ZipArchive:
         self.start = start
         self.end = end
         self.warnings: list[str] = []
+        self.nested = False          # stored inside another archive's member (that member's CRC covers it)
         self.members: dict[str, ZipMember] = {}
         self.order: list[str] = []
         # Every central directory entry in order, duplicates included (``members`` keeps the later of two

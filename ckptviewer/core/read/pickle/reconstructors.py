@@ -14,6 +14,7 @@ from typing import Any
 
 from ...model import dtypes
 from ...model.objects import Buildable, GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
+from ...model.sparse import SparseTensorRef
 from ...model.tensor import StorageRef, TensorRef, contiguous_strides
 from ...source.regions import BytesRegion
 from ...util.lazynp import is_integer, is_ndarray, np
@@ -149,7 +150,7 @@ def rebuild_from_type_v2(args, ctx):      # (func, new_type, args, state): a ten
         name = getattr(new_type, "qualname", None)
         if name == "torch.nn.parameter.Parameter":
             tensor.kind = "parameter"
-        elif name not in (None, "torch.Tensor", "torch._tensor.Tensor"):
+        elif name not in (None, "torch.Tensor", "torch._tensor.Tensor", _NJT_CLASS):
             tensor.subclass = name
         if state:
             tensor.extra = {**(tensor.extra or {}), "state": state}
@@ -180,18 +181,23 @@ def rebuild_sparse_tensor(args, ctx):     # (layout, data)
     if not isinstance(data, tuple) or len(data) < 3:
         raise TypeError("sparse tensor data is not a tuple")
     if name == "sparse_coo":
+        # (indices, values, size[, is_coalesced]); the flag arrived in torch 2.1
         indices, values, size = data[:3]
         parts = {"indices": indices, "values": values}
+        coalesced = _bool(data[3]) if len(data) > 3 else None
+    elif name in ("sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc"):
+        if len(data) < 4:
+            raise TypeError(f"{name} data has {len(data)} parts, expected 4")
+        comp, plain, values, size = data[:4]
+        parts = {"compressed_indices": comp, "plain_indices": plain, "values": values}
+        coalesced = None
     else:
-        *comps, values, size = data[:4]
-        parts = {"compressed_indices": comps[0], "plain_indices": comps[1], "values": values}
-    if not isinstance(values, TensorRef):
-        raise TypeError("sparse values are not a tensor")
-    shape = _ints(size, "size")
-    t = TensorRef(None, 0, shape, contiguous_strides(shape), values.dtype, kind=name)
-    t.device_override = values.device
-    t.problem = f"{name} tensor: values live in its components, not in a dense layout"
-    t.extra = {"components": parts}
+        raise ValueError(f"unknown sparse layout {name!r}")
+    for part, t in parts.items():
+        if not isinstance(t, TensorRef):
+            raise TypeError(f"sparse {part} are not a tensor")
+    t = SparseTensorRef(name, _ints(size, "size"), parts, coalesced=coalesced)
+    t.validate()
     return t
 
 
@@ -229,8 +235,29 @@ def rebuild_nested_tensor(args, ctx):     # (buffer, sizes, strides, storage_off
     if not isinstance(buffer, TensorRef):
         raise TypeError("nested buffer is not a tensor")
     buffer.kind = "nested"
-    buffer.extra = {"nested_sizes": args[1], "nested_strides": args[2], "nested_offsets": args[3]}
+    buffer.extra = {"nested_sizes": args[1], "nested_strides": args[2], "nested_offsets": args[3],
+                    "nested_layout": "strided"}
     return buffer
+
+
+_NJT_CLASS = "torch.nested._internal.nested_tensor.NestedTensor"
+
+
+def rebuild_njt(args, ctx):               # torch.nested._internal.nested_tensor._rebuild_njt(constructor_kwargs)
+    kwargs = args[0] if args else None
+    if not isinstance(kwargs, dict):
+        raise TypeError("jagged nested tensor arguments are not a dict")
+    values, offsets = kwargs.get("values"), kwargs.get("offsets")
+    if not isinstance(values, TensorRef) or not isinstance(offsets, TensorRef):
+        raise TypeError("jagged nested tensor without values and offsets tensors")
+    values.kind = "nested"
+    values.extra = {**(values.extra or {}), "nested_layout": "jagged", "nested_offsets_jagged": offsets,
+                    "nested_lengths": kwargs.get("lengths"), "ragged_idx": kwargs.get("_ragged_idx")}
+    return values
+
+
+def make_record(args, ctx):               # a plain data class torch files hold (rebuilt as an inert record)
+    return StandIn(GlobalRef("torch._dynamo.decorators", "_DimRange"), tuple(args), via="NEWOBJ")
 
 
 # -- torch values -----------------------------------------------------------------------------------
@@ -404,6 +431,8 @@ def codecs_encode(args, ctx):            # _codecs.encode(text, "latin1"): proto
     enc = encoding.lower().replace("_", "-")
     if enc not in ("latin1", "latin-1", "iso-8859-1", "utf-8", "utf8", "ascii"):
         raise ValueError(f"encoding {encoding!r} is not allowed")
+    if enc in ("latin1", "latin-1", "iso-8859-1"):
+        return _py2_bytes(text, ctx)        # a Python 2 str decoded as UTF-8 still stands for its bytes
     return text.encode(enc)
 
 
@@ -473,7 +502,7 @@ class NumpyArrayPending(Buildable):
             raise ValueError("numpy array dtype is not a plain dtype (object arrays are refused)")
         shape = _ints(shape, "numpy shape")
         if isinstance(raw, str):
-            raw = raw.encode("latin-1")
+            raw = _py2_bytes(raw, ctx)
         if not isinstance(raw, (bytes, bytearray)):
             raise ValueError("numpy array data is not bytes (object arrays are refused)")
         count = int(np.prod(shape)) if shape else 1
@@ -484,6 +513,13 @@ class NumpyArrayPending(Buildable):
 
     def finished(self):
         return self.array if self.array is not None else Unreadable("numpy array", "no data")
+
+
+def _py2_bytes(text: str, ctx) -> bytes:
+    """The bytes behind text that stands for bytes: a Python 2 ``str`` as the file held it, or what
+    ``encoding='latin1'`` would have made (a byte per character) for a Python 3 pickle's text."""
+    found = getattr(ctx, "py2_bytes", {}).get(text)
+    return found if found is not None else text.encode("latin-1")
 
 
 def numpy_reconstruct(args, ctx):
@@ -499,7 +535,7 @@ def numpy_scalar(args, ctx):              # numpy.core.multiarray.scalar(dtype, 
     if not isinstance(dtype, NumpyDType):
         raise ValueError("scalar dtype is not a plain dtype")
     if isinstance(raw, str):
-        raw = raw.encode("latin-1")
+        raw = _py2_bytes(raw, ctx)
     if not isinstance(raw, bytes) or len(raw) != dtype.dtype.itemsize:
         raise ValueError("numpy scalar data has the wrong size (object scalars are refused)")
     return np.frombuffer(raw, dtype=dtype.dtype)[0]
@@ -545,6 +581,9 @@ SAFE: dict[tuple[str, str], Any] = dict([
     _r("torch.Size", make_size),
     _r("torch.device", make_device),
     _r("torch.serialization._get_layout", get_layout),
+    _r("torch.nested._internal.nested_tensor._rebuild_njt", rebuild_njt),
+    # A dataclass (dim, min, max) in a jagged nested tensor's metadata cache: a record, nothing to run.
+    _r("torch._dynamo.decorators._DimRange", make_record, make_record),
     _r("torch.jit._pickle.restore_type_tag", jit_restore_type_tag),
     *(_r(f"torch.jit._pickle.build_{k}list", jit_build_list) for k in ("int", "tensor", "double", "bool")),
     _r("collections.OrderedDict", make_ordered_dict, make_ordered_dict),
@@ -577,7 +616,7 @@ SAFE: dict[tuple[str, str], Any] = dict([
 ])
 
 _CLASS_MARKERS = {"numpy.ndarray", "torch.Tensor", "torch._tensor.Tensor", "torch.nn.parameter.Parameter",
-                  "torch.nn.Parameter"}
+                  "torch.nn.Parameter", _NJT_CLASS}
 _LAYOUTS = {"strided", "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc", "_mkldnn", "jagged"}
 _MEMORY_FORMATS = {"contiguous_format", "channels_last", "channels_last_3d", "preserve_format"}
 _QSCHEMES = {"per_tensor_affine", "per_channel_affine", "per_tensor_symmetric", "per_channel_symmetric",

@@ -1,6 +1,9 @@
 """Pieces the torch readers share: running the safe unpickler and turning storage ids into handles."""
 from __future__ import annotations
 
+import ast
+import re
+from collections import Counter
 from typing import Any, Callable
 
 from ...model.checkpoint import PickleGlobals
@@ -20,6 +23,9 @@ def unpickle(buf, *, name: str, warnings: list[str], pickles: list[PickleGlobals
         value = up.load()
     finally:
         pickles.append(PickleGlobals(name, up.globals_seen, frozenset(up.opcodes), up.proto))
+    note = up.py2_note()
+    if note:
+        warnings.append(note)
     return value, up.end
 
 
@@ -38,8 +44,20 @@ class StorageTable:
         self.storages: dict[str, StorageRef] = {}
         self.what = what
         self.class_sources: dict[str, str] = {}   # legacy module classes -> their source text
+        # Classes named inside protocol-0 text persistent ids: no GLOBAL opcode names them, but
+        # torch.load would import them all the same, so they count as globals the pickle names.
+        self.text_globals: Counter = Counter()
 
     def load(self, pid: Any) -> Any:
+        if isinstance(pid, str):
+            # Protocol 0 writes a persistent id as text: PERSID holds str() of the tuple, e.g.
+            # "('storage', <class 'torch.FloatStorage'>, '0', 'cpu', 2)". torch itself cannot load such a
+            # file (its persistent_load receives the string); we parse the tuple with a strict grammar.
+            parsed = parse_text_persid(pid, self.text_globals)
+            if parsed is None:
+                self.warnings.append(f"a text persistent id that is not a storage record: {pid[:80]!r}")
+                return Unreadable("persistent id", "unparsable text id")
+            pid = parsed
         if not isinstance(pid, tuple) or not pid:
             self.warnings.append(f"a persistent id that is not a storage record: {type(pid).__name__}")
             return Unreadable("persistent id", "not a storage tuple")
@@ -83,3 +101,53 @@ class StorageTable:
                                      f"the pickle declares {nbytes:,}")
         self.storages[key] = st
         return st
+
+
+_PERSID_TOKEN = re.compile(r"""\s*(?:(\()|(\))|(,)|('(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")"""
+                           r"""|<class '([\w.]+)'>|(-?\d{1,30})|(None))""")
+
+
+def parse_text_persid(text: str, named: Counter | None = None) -> tuple | None:
+    """The tuple a protocol-0 ``PERSID`` line spells out (strings, ints, None, nested tuples and
+    ``<class 'module.Name'>``, which becomes what the resolver makes of that global), or None."""
+    if len(text) > (1 << 20):      # a legacy module id carries the class's source text
+        return None
+    pos, stack, cur = 0, [], None
+    while pos < len(text):
+        m = _PERSID_TOKEN.match(text, pos)
+        if m is None:
+            return None
+        pos = m.end()
+        opened, closed, comma, string, cls, number, none = m.groups()
+        if opened:
+            if len(stack) > 4:
+                return None
+            stack.append([])
+            continue
+        if comma:
+            continue
+        if not stack:
+            return None
+        if closed:
+            done = tuple(stack.pop())
+            if not stack:
+                cur = done
+                break
+            stack[-1].append(done)
+        elif string is not None:
+            try:    # one quoted literal: literal_eval parses it without evaluating anything
+                stack[-1].append(ast.literal_eval(string))
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return None
+        elif cls:
+            module, _, name = cls.rpartition(".")
+            if named is not None:
+                named[(module, name)] += 1
+            stack[-1].append(resolve(module, name))
+        elif number is not None:
+            stack[-1].append(int(number))
+        else:
+            stack[-1].append(None)
+    if cur is None or text[pos:].strip():
+        return None
+    return cur

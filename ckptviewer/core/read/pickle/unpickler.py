@@ -136,6 +136,13 @@ class SafeUnpickler:
         self.opcodes: set[int] = set()
         self.budget = BASE_UNITS + max(self.end_limit - start, 0) // BYTES_PER_UNIT
         self.made = 0                 # units spent so far (see BASE_UNITS)
+        # Python 2 ``str`` values (STRING, BINSTRING, SHORT_BINSTRING): how many were decoded how, a few
+        # examples of those that were not UTF-8, and the bytes behind non-ASCII ones (numpy array data
+        # pickled by Python 2 arrives this way and must be the original bytes, not re-encoded text).
+        self.py2_utf8 = 0
+        self.py2_latin1 = 0
+        self.py2_examples: list[str] = []
+        self.py2_bytes: dict[str, bytes] = {}
 
     # ------------------------------------------------------------------------------------------
     def _truncated(self, pos: int) -> TruncatedFileError:
@@ -199,6 +206,32 @@ class SafeUnpickler:
                 self.warn(f"BUILD of {type(inst).__name__} failed: {e}")
         else:
             self.warn(f"{self.name}: BUILD on a {type(inst).__name__} was ignored")
+
+    def _py2_text(self, raw) -> str:
+        """A Python 2 ``str``: UTF-8 text as torch.load's default ``encoding='utf-8'`` gives it, and latin-1
+        (the usual ``encoding='latin1'`` fix, a byte-for-byte mapping) when it is not UTF-8."""
+        raw = bytes(raw)
+        try:
+            text = str(raw, "utf-8")
+            self.py2_utf8 += 1
+        except UnicodeDecodeError:
+            text = str(raw, "latin-1")
+            self.py2_latin1 += 1
+            if len(self.py2_examples) < 3:
+                self.py2_examples.append(text[:40])
+        if not raw.isascii() and len(self.py2_bytes) < 100_000:
+            self.py2_bytes[text] = raw
+        return text
+
+    def py2_note(self) -> str | None:
+        """One line saying how this pickle's Python 2 strings were decoded, when some were not UTF-8."""
+        if not self.py2_latin1:
+            return None        # UTF-8 only: read exactly as torch.load reads it, nothing to say
+        total = self.py2_utf8 + self.py2_latin1
+        shown = ", ".join(repr(x) for x in self.py2_examples)
+        return (f"{self.name}: {self.py2_latin1:,} of its {total:,} Python 2 byte strings are not UTF-8 and are shown "
+                f"decoded as latin-1 (e.g. {shown}); the other {self.py2_utf8:,} decoded as UTF-8, as torch.load does. "
+                f"torch.load fails on this file unless given encoding='latin1'")
 
     # ------------------------------------------------------------------------------------------
     def _too_many(self) -> LimitExceededError:
@@ -559,7 +592,7 @@ class SafeUnpickler:
                 raise self._corrupt("BINSTRING with a negative length", pos)
             if pos + n > end:
                 raise self._truncated(end)
-            push(_decode_py2(data[pos:pos + n]))
+            push(self._py2_text(data[pos:pos + n]))
             pos += n
         elif op == 0x55:  # SHORT_BINSTRING
             if pos + 1 > end:
@@ -568,7 +601,7 @@ class SafeUnpickler:
             pos += 1
             if pos + n > end:
                 raise self._truncated(end)
-            push(_decode_py2(data[pos:pos + n]))
+            push(self._py2_text(data[pos:pos + n]))
             pos += n
         elif op == 0x8F:  # EMPTY_SET
             self._spend(4)
@@ -638,7 +671,7 @@ class SafeUnpickler:
                 raise self._corrupt("FLOAT is not a number", pos) from None
         elif op == 0x53:  # STRING (protocol 0, quoted repr)
             line, pos = self._readline(data, pos, end)
-            push(_unquote(line, self, pos))
+            push(self._py2_text(_unquote(line, self, pos)))
         elif op == 0x56:  # UNICODE (raw-unicode-escape)
             line, pos = self._readline(data, pos, end)
             try:
@@ -711,14 +744,6 @@ def _decode(raw) -> str:
         return str(raw, "latin-1")
 
 
-def _decode_py2(raw) -> str | bytes:
-    """Python 2 ``str``: text when it is UTF-8 (as torch.load's encoding='utf-8' would), else bytes."""
-    try:
-        return str(raw, "utf-8")
-    except UnicodeDecodeError:
-        return bytes(raw)
-
-
 def _int_line(line: bytes, up: SafeUnpickler, pos: int) -> int:
     try:
         return int(line)
@@ -726,11 +751,12 @@ def _int_line(line: bytes, up: SafeUnpickler, pos: int) -> int:
         raise up._corrupt("an integer field is not a number (or has over 4300 digits)", pos) from None
 
 
-def _unquote(line: bytes, up: SafeUnpickler, pos: int) -> str | bytes:
+def _unquote(line: bytes, up: SafeUnpickler, pos: int) -> bytes:
+    """The bytes a protocol-0 STRING line spells (a quoted Python 2 repr with escapes)."""
     if len(line) >= 2 and line[0] == line[-1] and line[:1] in (b"'", b'"'):
         body = line[1:-1]
         try:
-            return _decode_py2(body.decode("ascii").encode("latin-1").decode("unicode_escape").encode("latin-1"))
+            return body.decode("latin-1").encode("latin-1").decode("unicode_escape").encode("latin-1")
         except (UnicodeDecodeError, UnicodeEncodeError):
             return bytes(body)
     raise up._corrupt("STRING is not quoted", pos)
