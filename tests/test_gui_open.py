@@ -242,6 +242,25 @@ def test_geometry_is_remembered(qtbot, isolated_settings, no_workers_left):
     again.shutdown()
 
 
+def test_shutdown_waits_for_the_background_plotting_import(qtbot, isolated_settings, monkeypatch):
+    """The interpreter must not finalize under the pyqtgraph import thread (a segfault at exit when a
+    window closed within 0.4 s of its first paint): shutdown waits for it."""
+    import threading
+    import time
+
+    from ckptviewer.gui.shell import main_window as mw
+    from ckptviewer.gui.widgets.settings import Settings
+
+    slow = threading.Thread(target=time.sleep, args=(0.5,), daemon=True)
+    monkeypatch.setattr(mw, "_preload", slow)
+    slow.start()
+    win = mw.MainWindow(Settings(isolated_settings))
+    qtbot.addWidget(win)
+    win.show()
+    win.shutdown()
+    assert not slow.is_alive()
+
+
 def test_demo_opens_the_tutorial_checkpoint(qtbot, window):
     window.open_demo()
     qtbot.waitUntil(lambda: bool(window.checkpoint_tabs()) and window.checkpoint_tabs()[0].is_loaded, timeout=120_000)

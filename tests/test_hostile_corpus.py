@@ -84,7 +84,7 @@ EXPECTED = {
     "zip_bomb_under_1000": LimitExceededError, "amplify_empty_sets": LimitExceededError,
     "amplify_empty_dicts": LimitExceededError, "amplify_memoize": LimitExceededError,
     "amplify_tuple1": LimitExceededError,      # amplify_stand_ins (4 bytes each) stays inside the budget
-    "zip_duplicate_data_pkl": CorruptFileError,
+    # zip_duplicate_data_pkl opens as torch.load reads it (the later entry), with a warning (test_zip_anomalies.py)
     "st_header_longer_than_file": TruncatedFileError, "st_header_100MB_declared": LimitExceededError,
     "st_overlapping": CorruptFileError, "st_out_of_range": CorruptFileError, "st_shape_mismatch": CorruptFileError,
     "st_duplicate_names": CorruptFileError, "st_deep_json": CorruptFileError, "st_huge_shape": CorruptFileError,

@@ -190,7 +190,7 @@ def test_cli_json(ckpts, tmp_path, marker):
     row = next(g for g in rep["globals"] if g["category"] == "dangerous")
     assert row == {"pickle": "object pickle", "module": "subprocess", "name": "Popen",
                    "qualname": "subprocess.Popen", "count": 1, "category": "dangerous",
-                   "reason": danger_reason("subprocess", "Popen")}
+                   "reason": danger_reason("subprocess", "Popen"), "where": "", "loader": "torch.load"}
     two = json.loads(run("scan", "--json", evil, ckpts["state_dict.pt"]).stdout)
     assert [r["status"] for r in two] == [1, 0]
     assert not marker.exists()

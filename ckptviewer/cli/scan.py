@@ -19,7 +19,12 @@ def _scan_parser() -> argparse.ArgumentParser:
                     "points). Nothing is loaded: the pickles are walked opcode by opcode, tensors are never read, "
                     "and a broken file still reports what was seen before the break. "
                     "Exit status: 1 when anything dangerous is found, 0 when every pickle was read to its end and "
-                    "nothing is dangerous, 2 when a file could not be read or could be read only in part.")
+                    "nothing is dangerous, 2 when a file could not be read or could be read only in part. "
+                    "Zip, tar, gzip/bzip2/xz and 7-Zip archives (7-Zip with the optional py7zr: pip install "
+                    "'ckptviewer[7z]') are searched for pickles by content, whatever their members are called, "
+                    "reading zips both through their central directory and their local headers; TorchScript "
+                    "code that torch.jit.load runs at load (__setstate__) is read, never run, and listed with "
+                    "what it calls.")
 
 
 def _scan_args(argv: list[str]):
@@ -45,6 +50,19 @@ def _scan_text(res) -> list[str]:
             lines.append(f"  {label:<9}  {safe_text(g.qualname, 70):<{width}}  x{g.count:<5}{where}{reason}")
     elif res.pickles:
         lines.append("  (the pickles name no globals)")
+    for c in res.code:
+        label = "DANGEROUS" if c.category == "dangerous" else "runs"
+        lines.append(f"  {label:<9}  {safe_text(c.title, 160)}  [{safe_text(c.member, 60)}]  "
+                     f"{safe_text(c.reason, 300)}")
+    # Where each pickle that names something dangerous sat, and who would load it.
+    bad = {g.pickle for g in res.dangerous}
+    for p in res.pickles:
+        if p.name in bad and (p.where or p.loader):
+            where = f"{safe_text(p.where, 200)}; " if p.where else ""
+            loader = safe_text(p.loader or "torch.load", 120)
+            lines.append(f"  found in {safe_text(p.name, 60)}: {where}loaded by {loader}")
+    for anomaly in res.anomalies:
+        lines.append(f"  anomaly: {safe_text(anomaly, 300)}")
     cut = not res.pickles or any(not p.complete for p in res.pickles)
     for problem in res.problems:
         lines.append(f"  {'broken' if cut else 'problem'}: {safe_text(problem, 300)}"

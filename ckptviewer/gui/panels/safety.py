@@ -43,13 +43,23 @@ def _plain_label(text: str, parent: QWidget, *, wrap: bool = True) -> QLabel:
     return lab
 
 
+def _row_text(r: SafetyRow) -> str:
+    """A row in words: what, where it sat (member and view of the archive), who would load it."""
+    kind = _CATEGORY_TEXT.get(r.category, r.category).lower()
+    if r.code:
+        head = f"{r.qualname} ({kind}; TorchScript code in {r.pickle}"
+    else:
+        head = f"{r.qualname} ({kind}, named {r.count:,} time{'s' if r.count != 1 else ''} in {r.where or r.pickle}"
+    return head + (f"; loaded by {r.loader})" if r.loader else ")")
+
+
 # -- the imports table ------------------------------------------------------------------------------
 class SafetyTableModel(QAbstractTableModel):
     """The rows of a report: category, global, pickle, count, reason. Sorted in Python (``sort``), so
     that sorting 10^5 rows costs one list sort, not a C++ comparison calling back per pair."""
 
-    COLUMNS = ("Category", "Global", "Pickle", "Count", "Reason")
-    CATEGORY, GLOBAL, PICKLE, COUNT, REASON = range(5)
+    COLUMNS = ("Category", "Global", "Pickle", "Loaded by", "Count", "Reason")
+    CATEGORY, GLOBAL, PICKLE, LOADER, COUNT, REASON = range(6)
     RowRole = Qt.ItemDataRole.UserRole + 1
 
     def __init__(self, parent: QWidget | None = None):
@@ -106,11 +116,14 @@ class SafetyTableModel(QAbstractTableModel):
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if col == self.CATEGORY:
-                return _CATEGORY_TEXT.get(r.category, r.category)
+                return "Runs at load" if r.code and r.category != "dangerous" else _CATEGORY_TEXT.get(r.category,
+                                                                                                    r.category)
             if col == self.GLOBAL:
                 return r.qualname
             if col == self.PICKLE:
                 return r.pickle
+            if col == self.LOADER:
+                return r.loader
             if col == self.COUNT:
                 return f"{r.count:,}"
             if col == self.REASON:
@@ -125,8 +138,7 @@ class SafetyTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.FontRole and r.category == "dangerous":
             return self._bold
         if role == Qt.ItemDataRole.ToolTipRole:
-            return plain_tooltip(f"{r.qualname} (in {r.pickle}, named {r.count:,} time{'s' if r.count != 1 else ''})"
-                                 f"\n{_CATEGORY_TEXT.get(r.category, r.category)}: {r.reason}")
+            return plain_tooltip(f"{_row_text(r)}\n{_CATEGORY_TEXT.get(r.category, r.category)}: {r.reason}")
         if role == Qt.ItemDataRole.TextAlignmentRole and col == self.COUNT:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == self.RowRole:
@@ -157,6 +169,7 @@ class SafetyTableModel(QAbstractTableModel):
             self.CATEGORY: tie,
             self.GLOBAL: lambda r: (r.qualname.casefold(), tie(r)),
             self.PICKLE: lambda r: (r.pickle.casefold(), tie(r)),
+            self.LOADER: lambda r: (r.loader.casefold(), tie(r)),
             self.COUNT: lambda r: (r.count, tie(r)),
             self.REASON: lambda r: (r.reason.casefold(), tie(r)),
         }
@@ -262,7 +275,8 @@ class SafetyPanel(QWidget):
         self._fit_split()
         self.model.set_rows(report.rows)
         self._fit_columns(report.rows, len(report.scan.pickles) if report.scan is not None else 0)
-        lines = [f"Broken: {p}" for p in report.problems] + [f"Note: {n}" for n in report.notes]
+        lines = ([f"Anomaly: {a}" for a in report.anomalies] + [f"Broken: {p}" for p in report.problems]
+                 + [f"Note: {n}" for n in report.notes])
         if len(lines) > MAX_ISSUES:
             lines = lines[:MAX_ISSUES] + [f"…and {len(lines) - MAX_ISSUES} more (Copy Report has them all)"]
         self.issues.setText("\n".join(lines))
@@ -305,8 +319,12 @@ class SafetyPanel(QWidget):
                                   width(["Dangerous", "Category"], 90, 130, 36))
         self.table.setColumnWidth(SafetyTableModel.GLOBAL, width([r.qualname for r in sample] + ["Global"], 120, 280))
         self.table.setColumnWidth(SafetyTableModel.PICKLE, width([r.pickle for r in sample] + ["Pickle"], 60, 160))
-        # One pickle (most files): the summary line names it, and the reasons get the room.
-        self.table.setColumnHidden(SafetyTableModel.PICKLE, n_pickles <= 1)
+        # One pickle (most files): the summary line names it, and the reasons get the room. The loader
+        # column only when the pickles are not all reached the same way (an archive's stray members).
+        self.table.setColumnHidden(SafetyTableModel.PICKLE, n_pickles <= 1 and not any(r.code for r in rows))
+        loaders = len({r.loader for r in rows if r.loader})
+        self.table.setColumnHidden(SafetyTableModel.LOADER, loaders <= 1)
+        self.table.setColumnWidth(SafetyTableModel.LOADER, width([r.loader for r in sample] + ["Loaded by"], 80, 170))
         self.table.setColumnWidth(SafetyTableModel.COUNT, width([f"{r.count:,}" for r in sample] + ["Count"],
                                                                 44, 90, 22 + fm.horizontalAdvance(" ")))
 
@@ -323,8 +341,7 @@ class SafetyPanel(QWidget):
             return
         current = self.table.currentIndex()
         r = self.model.row_at(current.row() if current.isValid() else 0)
-        self.row_detail.setText(f"{r.qualname} ({_CATEGORY_TEXT.get(r.category, r.category).lower()}, in {r.pickle}, "
-                                f"named {r.count:,} time{'s' if r.count != 1 else ''}): {r.reason}")
+        self.row_detail.setText(f"{_row_text(r)}: {r.reason}")
         self.row_detail.show()
 
     def _restyle(self) -> None:
@@ -393,8 +410,7 @@ class SafetyBanner(QFrame):
             self.hide()
             return
         n = len(report.dangerous)
-        self.title.setText(f"Dangerous file: it names {n} global{'s' if n != 1 else ''} that would run code "
-                           f"when loaded with torch.load(weights_only=False) or pickle")
+        self.title.setText(report.banner_title())
         lines = [f"•  {name} — {reason}" for name, reason in report.dangerous[:BANNER_NAMES]]
         if n > BANNER_NAMES:
             lines.append(f"…and {n - BANNER_NAMES} more: see the Safety panel")

@@ -13,6 +13,7 @@ import operator
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterable
 
@@ -159,22 +160,36 @@ class WelcomePage(QWidget):
         self.recent_label.setVisible(bool(files))
 
 
+_preload: "threading.Thread | None" = None
+
+
 def preload_plotting() -> None:
     """Import pyqtgraph on a background thread once the window is up.
 
     The import takes about 0.4 s; done on the GUI thread when the first histogram or diff chart is
     drawn, it froze the window right when the user had clicked something. Importing it here makes no Qt
     objects (the widgets are made on the GUI thread later); a GUI-thread import that comes first simply
-    waits for this one to finish.
+    waits for this one to finish. Hazard: the interpreter must not finalize while this thread is still
+    inside the import (Qt's modules are torn down under it: a segfault at exit, seen when a window
+    closed within 0.4 s of its first paint); :func:`wait_for_preload` is called on shutdown.
     """
-    import threading
+    global _preload
+    if _preload is not None:
+        return
 
     def work() -> None:
         try:
             import pyqtgraph  # noqa: F401
         except Exception:  # pragma: no cover - the GUI-thread import will report it properly
             pass
-    threading.Thread(target=work, name="ckptviewer-preload", daemon=True).start()
+    _preload = threading.Thread(target=work, name="ckptviewer-preload", daemon=True)
+    _preload.start()
+
+
+def wait_for_preload(timeout: float = 10.0) -> None:
+    """Let a running background import of pyqtgraph finish (see :func:`preload_plotting`)."""
+    if _preload is not None and _preload.is_alive():
+        _preload.join(timeout)
 
 
 class MainWindow(QMainWindow):
@@ -662,6 +677,7 @@ class MainWindow(QMainWindow):
         if self._closing:
             return
         self._closing = True
+        wait_for_preload()
         self.settings.set_window_geometry(self.saveGeometry())
         current = self.current_tab()
         if current is not None:

@@ -28,17 +28,36 @@ MAX_COUNT = 10_000_000
 
 
 def looks_tar(head: bytes) -> bool:
-    return len(head) >= 262 and head[257:262] == b"ustar"
+    """A tar header: the ustar magic, or (old v7 tars, which torch's ``tarfile.open(mode="r:")`` also reads)
+    a header whose checksum field matches its bytes."""
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return True
+    return tar_checksum_ok(head)
+
+
+def tar_checksum_ok(head: bytes) -> bool:
+    """True when ``head`` starts with a tar header (any variant) whose checksum is right."""
+    if len(head) < 512 or head[0] == 0:
+        return False
+    field = head[148:156].replace(b"\0", b" ").strip()
+    if not field or any(c not in b"01234567" for c in field):
+        return False
+    want = int(field, 8)
+    unsigned = sum(head[:148]) + 8 * 32 + sum(head[156:512])
+    if want == unsigned:
+        return True
+    return want == unsigned - 256 * sum(1 for b in head[:148] + head[156:512] if b > 127)      # signed bytes
 
 
 def read_torch_tar(buf, path: str, *, resources: list | None = None) -> Checkpoint:
     members = {}
+    duplicates: list[str] = []
     try:
         with tarfile.open(fileobj=io.BytesIO(buf) if isinstance(buf, bytes) else _MapFile(buf), mode="r:") as tar:
             for info in tar:
                 if info.isreg() and info.name in ("storages", "tensors", "pickle"):
-                    if info.name in members:
-                        raise CorruptFileError(f"the tar archive holds two members named {info.name!r}")
+                    if info.name in members:      # tarfile's getmember, which torch uses, returns the last
+                        duplicates.append(info.name)
                     if info.offset_data + info.size > len(buf):
                         raise TruncatedFileError(f"tar member {info.name!r} ends past the end of the file")
                     members[info.name] = (info.offset_data, info.size)
@@ -46,7 +65,8 @@ def read_torch_tar(buf, path: str, *, resources: list | None = None) -> Checkpoi
         raise CorruptFileError(f"the tar archive is unreadable ({e})") from None
     if set(members) != {"storages", "tensors", "pickle"}:
         raise NotACheckpointError("a tar archive without torch's storages/tensors/pickle members")
-    warnings: list[str] = []
+    warnings: list[str] = [f"the tar archive holds more than one member named {n!r}; torch.load reads the last "
+                           f"(shown here)" for n in dict.fromkeys(duplicates)]
     pickles: list[PickleGlobals] = []
     objects: dict[str, object] = {}
     storages: dict[str, StorageRef] = {}

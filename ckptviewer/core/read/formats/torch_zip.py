@@ -16,7 +16,7 @@ from ...model.checkpoint import Checkpoint, PickleGlobals
 from ...source.regions import ByteSource, BytesRegion, DeferredRegion
 from ...util.errors import CheckpointError, CorruptFileError, NotACheckpointError, StorageError, TruncatedFileError
 from ..pickle.unpickle import StorageTable, unpickle
-from .zipreader import PICKLE_MAX_RATIO, ZipArchive, inflate
+from .zipreader import PICKLE_MAX_RATIO, ZipArchive, directory_anomalies, inflate
 
 # verify() reads a member in pieces of this size: big enough for zlib.crc32 to run at full speed.
 VERIFY_CHUNK = 16 << 20
@@ -215,8 +215,10 @@ def read_torch_zip(buf, path: str, *, resources: list | None = None, start: int 
                             "their local headers" + (f", and the file ends inside {archive.cut}" if archive.cut else ""))
     archive.nested = nested
     warnings.extend(archive.warnings)
+    archive.warnings = warnings          # local header oddities found when a record is first read land here
     cut_short = archive.cut
     prefix = _find_prefix(archive)
+    warnings.extend(directory_anomalies(archive, prefix))
     if archive.cut and archive.cut == prefix + "data.pkl":
         raise TruncatedFileError(f"the file was cut short inside data.pkl, after {archive.end - archive.start:,} "
                                  f"bytes: nothing it holds can be listed")

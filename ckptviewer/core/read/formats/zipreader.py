@@ -28,6 +28,9 @@ MAX_RATIO = 1000                # ... nor by more than 1000:1 once past 1 MiB
 # Real pickles deflate 3-20:1; torch itself stores them uncompressed.
 PICKLE_MAX_RATIO = 100
 MAX_ENTRIES = 5_000_000
+# Flags torch (miniz) and zipfile refuse a member for: encrypted, patched data, strong encryption, encrypted
+# central directory.
+REFUSED_FLAGS = 0x1 | 0x20 | 0x40 | 0x2000
 
 
 @dataclass(slots=True)
@@ -41,6 +44,8 @@ class ZipMember:
     header_offset: int
     data_offset: int = -1
     directory_offset: int = -1     # where its central directory entry starts (for patching a CRC)
+    problem: str | None = None     # why its bytes cannot be read (encrypted, outside the file)
+    name_size: int = 0             # bytes of its name in the directory
 
 
 class ZipArchive:
@@ -65,6 +70,11 @@ class ZipArchive:
         self.nested = False          # stored inside another archive's member (that member's CRC covers it)
         self.members: dict[str, ZipMember] = {}
         self.order: list[str] = []
+        # Every central directory entry in order, duplicates included (``members`` keeps the later of two
+        # entries with one name, as torch and zipfile read it); the scan looks at all of them.
+        self.entries: list[ZipMember] = []
+        self.cd_start = self.cd_end = self.eocd = -1
+        self.shift = start
         self.cut: str | None = None          # set when the archive was read from its local headers
         if recover:
             self._parse_local()
@@ -107,7 +117,8 @@ class ZipArchive:
             elif data + csize > size:
                 csize = usize = size - data
                 self.cut = name
-            self.members[name] = ZipMember(name, method, flags, crc, csize, usize, pos, data)
+            self.members[name] = ZipMember(name, method, flags, crc, csize, usize, pos, data, -1, None, nlen)
+            self.entries.append(self.members[name])
             self.order.append(name)
             if self.cut is not None:
                 return
@@ -175,7 +186,11 @@ class ZipArchive:
             # torch always writes zip64 end records; the central directory ends where they begin.
             _, _, rec_off, _ = _EOCD64_LOC.unpack(self._read_at(loc, _EOCD64_LOC.size))
             rec_off += self.start
-            if rec_off + _EOCD64.size > loc or self._read_at(rec_off, 4) != b"PK\x06\x06":
+            if (rec_off + _EOCD64.size > loc or self._read_at(rec_off, 4) != b"PK\x06\x06") \
+                    and loc - _EOCD64.size >= self.start and self._read_at(loc - _EOCD64.size, 4) == b"PK\x06\x06":
+                # Data before the archive shifts the locator's offset too; the record sits right before it.
+                rec_off = loc - _EOCD64.size
+            if rec_off < self.start or rec_off + _EOCD64.size > loc or self._read_at(rec_off, 4) != b"PK\x06\x06":
                 raise CorruptFileError("the zip64 end record is missing or misplaced")
             (_, _, _, _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset) = _EOCD64.unpack(
                 self._read_at(rec_off, _EOCD64.size))
@@ -199,6 +214,8 @@ class ZipArchive:
         buf = self._read_at(base, cd_size)
         pos = 0
         end = cd_size
+        self.cd_start, self.cd_end, self.eocd = base, base + cd_size, eocd
+        self.shift = shift              # bytes before the archive's own offset 0 (prepended data)
         for i in range(n_total):
             entry_pos = base + pos
             if pos + _CDH.size > end:
@@ -207,23 +224,26 @@ class ZipArchive:
              _ia, _ea, hoff) = _CDH.unpack_from(buf, pos)
             if sig != b"PK\x01\x02":
                 raise CorruptFileError(f"zip central directory entry {i} has a bad signature")
-            name_raw = bytes(buf[pos + 46:pos + 46 + nlen])
-            extra = bytes(buf[pos + 46 + nlen:pos + 46 + nlen + xlen])
+            name = str(buf[pos + 46:pos + 46 + nlen], "utf-8" if flags & 0x800 else "cp437", "replace")
+            if usize == 0xFFFFFFFF or csize == 0xFFFFFFFF or hoff == 0xFFFFFFFF:
+                extra = bytes(buf[pos + 46 + nlen:pos + 46 + nlen + xlen])
+                usize, csize, hoff = _zip64_extra(extra, usize, csize, hoff)
             pos += 46 + nlen + xlen + clen
             if pos > end:
                 raise CorruptFileError(f"zip central directory entry {i} runs past the directory")
-            if usize == 0xFFFFFFFF or csize == 0xFFFFFFFF or hoff == 0xFFFFFFFF:
-                usize, csize, hoff = _zip64_extra(extra, usize, csize, hoff)
-            name = name_raw.decode("utf-8" if flags & 0x800 else "cp437", "replace")
-            if flags & 0x1 or flags & 0x40 or flags & 0x2000:
-                raise UnsupportedFormatError(f"zip member {name!r} is encrypted")
-            if name in self.members:
-                raise CorruptFileError(f"the zip archive holds two members named {name!r}")
             hoff += shift
-            if hoff + _LFH.size > size or hoff + csize > size:
-                raise CorruptFileError(f"zip member {name!r} lies outside the file")
-            self.members[name] = ZipMember(name, method, flags, crc, csize, usize, hoff, -1, entry_pos)
-            self.order.append(name)
+            member = ZipMember(name, method, flags, crc, csize, usize, hoff, -1, entry_pos, None, nlen)
+            # Oddities that concern one member are recorded, not raised: the archive's other members stay
+            # readable, and what the member holds is refused only when it is read (see directory_anomalies).
+            if flags & REFUSED_FLAGS:
+                member.problem = (f"zip member {name!r} is encrypted or patched (flags 0x{flags:04x}): torch.load and "
+                                  f"zipfile refuse it")
+            elif hoff + _LFH.size > size or hoff + csize > size:
+                member.problem = f"zip member {name!r} lies outside the file"
+            self.entries.append(member)
+            if name not in self.members:
+                self.order.append(name)
+            self.members[name] = member       # a later duplicate wins, as in torch (miniz) and zipfile
         if pos != end:
             self.warnings.append("the zip central directory has bytes after its last entry")
 
@@ -232,17 +252,18 @@ class ZipArchive:
         """Where the member's bytes start, after checking its local header against the directory."""
         if member.data_offset >= 0:
             return member.data_offset
+        if member.problem is not None:
+            raise (UnsupportedFormatError if member.flags & REFUSED_FLAGS else CorruptFileError)(member.problem)
         h = member.header_offset
         sig, _v, flags, method, _t, _d, _crc, _cs, _us, nlen, xlen = _LFH.unpack(self.src.view(h, _LFH.size))
         if sig != b"PK\x03\x04":
             raise CorruptFileError(f"zip member {member.name!r} has no local header where the directory says")
         if h + 30 + nlen > self.end:
             raise TruncatedFileError(f"zip member {member.name!r} has a local header cut off by the end of the file")
+        # torch (miniz) reads a member as its central directory entry says and skips the local header's
+        # name and extra fields without comparing them; so do we, with a warning when they disagree.
         local_name = bytes(self.src.view(h + 30, nlen)).decode("utf-8" if flags & 0x800 else "cp437", "replace")
-        if local_name != member.name:
-            raise CorruptFileError(f"zip member {member.name!r} is named {local_name!r} in its local header")
-        if method != member.method:
-            raise CorruptFileError(f"zip member {member.name!r} has different methods in its two headers")
+        self.warnings.extend(local_header_anomalies(member, local_name, flags, method))
         start = h + 30 + nlen + xlen
         if start + member.compressed_size > self.end:
             raise TruncatedFileError(f"zip member {member.name!r} ends past the end of the file")
@@ -315,3 +336,89 @@ def _zip64_extra(extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, 
             raise CorruptFileError("a zip64 extra field is too short") from None
         return usize, csize, hoff
     raise CorruptFileError("a zip64 member has no zip64 extra field")
+
+
+# -- archive anomalies (issue 13): each is a warning, and the member is read as torch reads it ---------------
+def local_header_anomalies(member: ZipMember, local_name: str, flags: int, method: int) -> list[str]:
+    """How ``member``'s local header disagrees with its central directory entry (name, method, encryption)."""
+    out = []
+    if local_name != member.name:
+        out.append(f"zip member {member.name!r} is named {local_name!r} in its local header (torch.load reads "
+                   f"the directory's name; Python's zipfile refuses the member)")
+    if method != member.method:
+        out.append(f"zip member {member.name!r} has compression method {member.method} in the directory and "
+                   f"{method} in its local header (read as the directory says, as torch.load does)")
+    if (flags ^ member.flags) & REFUSED_FLAGS:
+        out.append(f"zip member {member.name!r} has different encryption or patch flags in its two headers "
+                   f"(0x{member.flags:04x} and 0x{flags:04x})")
+    return out
+
+
+def directory_anomalies(archive: ZipArchive, prefix: str | None = None, *, limit: int = 5,
+                        overlaps: bool = True) -> list[str]:
+    """What the central directory alone shows is odd: duplicate names, encrypted members, members that
+    overlap or lie outside the file, and, for a torch archive (``prefix``: the folder of its data.pkl),
+    members outside the archive's top folder (torch.load reads only records under the first entry's
+    folder). Reads no local header, so it costs nothing per tensor."""
+    out: list[str] = []
+    entries = archive.entries
+
+    def listed(names: list[str]) -> str:
+        shown = ", ".join(repr(n) for n in names[:limit])
+        return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+    if len(entries) != len(archive.members):
+        seen: dict[str, int] = {}
+        for m in entries:
+            seen[m.name] = seen.get(m.name, 0) + 1
+        dups = [n for n, k in seen.items() if k > 1]
+        out.append(f"the zip archive holds {len(entries) - len(archive.members)} duplicate member name(s): "
+                   f"{listed(dups)}; torch.load and zipfile read the later entry of each")
+    # One pass (a torch file has one entry per tensor): unreadable members, and whether the entries are in
+    # file order (then neighbours are all the overlap check needs).
+    bad: list[ZipMember] = []
+    outside: list[str] = []
+    in_order = True
+    last = -1
+    first = entries[0].name if entries else ""
+    top = first.split("/", 1)[0] + "/" if "/" in first else None
+    check_top = prefix is not None and top is not None
+    for m in entries:
+        if m.problem is not None:
+            bad.append(m)
+        if m.header_offset <= last:
+            in_order = False
+        last = m.header_offset
+        if check_top and not m.name.startswith(top):
+            outside.append(m.name)
+    for m in bad[:limit]:
+        out.append(m.problem)
+    if len(bad) > limit:
+        out.append(f"{len(bad) - limit} more zip members cannot be read")
+    if entries and prefix is not None:
+        if top is None:
+            out.append(f"the archive's first entry {entries[0].name!r} is not in a folder; torch.load refuses "
+                       f"such archives")
+        elif prefix is not None and prefix != top:
+            out.append(f"torch.load looks for records under {top!r} (the first entry's folder), not under "
+                       f"{prefix!r}")
+        if outside:
+            out.append(f"{len(outside)} zip member(s) lie outside the archive's top folder {top!r} "
+                       f"(torch.load never reads them): {listed(outside)}")
+    pairs = overlapping_members(entries, in_order) if overlaps else []
+    for a, b in pairs[:limit]:
+        out.append(f"zip members {a.name!r} and {b.name!r} overlap in the file")
+    if len(pairs) > limit:
+        out.append(f"{len(pairs) - limit} more pairs of zip members overlap")
+    return out
+
+
+def overlapping_members(entries: list[ZipMember], in_order: bool = False) -> list[tuple[ZipMember, ZipMember]]:
+    """Pairs of neighbouring members whose byte ranges overlap. A member's range is at least its local
+    header, its directory name and its data (the local extra field may add more), so a pair found here
+    certainly overlaps; two entries that share one local header always do. ``in_order``: the entries are
+    already sorted by offset (no sort needed)."""
+    order = entries if in_order else sorted(entries, key=lambda m: m.header_offset)
+    lfh = _LFH.size
+    return [(a, b) for a, b in zip(order, order[1:])
+            if a.header_offset + lfh + a.name_size + a.compressed_size > b.header_offset]

@@ -135,6 +135,60 @@ DANGEROUS_MODULES: dict[str, str] = {
     "torch.utils.bottleneck": "runs scripts under profilers",
     "torch.utils._config_module": "ConfigModule.load_config unpickles nested bytes",
     "torch.utils.data.datapipes.utils.decoder": "decoders that unpickle nested bytes",
+    # Issue 20: reached by scanners' published bypasses, or found while checking them.
+    "sympy.parsing": "parses source text with eval",
+    "sympy.utilities.lambdify": "builds functions from source text with exec",
+    "annotationlib": "evaluates string annotations (Python 3.14)",
+    "string.Formatter": "format-field paths ('0.exec') read any attribute or item, like getattr",
+    "numpy.lib.format": "read_array unpickles nested bytes; open_memmap creates files",
+    "numpy.lib._format_impl": "read_array unpickles nested bytes; open_memmap creates files",
+    "numpy.lib._datasource": "opens local files and downloads URLs",
+    "numpy._core.memmap": "maps a file by its path, creating or overwriting it",
+    "numpy.core.memmap": "maps a file by its path, creating or overwriting it",
+    "numpy.compat": "numpy 1.x npy_load_module runs a source file",
+    "torch.utils.model_zoo": "downloads a checkpoint and torch.loads it",
+    "torch.utils.benchmark": "Timer(stmt).timeit() runs source text",
+    "torch.testing._internal": "test helpers that run shell commands and processes",
+    "torch._export": "deserializes exported programs",
+    "torch.export.pt2_archive": "reads and writes program archives",
+    "torch.distributed.nn.api.remote_module": "RemoteModule unpickles and runs remote calls (CVE-2024-48063)",
+    "pandas.io": "readers that open files and URLs, and read_pickle (a nested unpickle)",
+    "pandas.compat.pickle_compat": "a nested unpickle",
+    "dbm": "creates and writes database files",
+    "_dbm": "creates and writes database files",
+    "_gdbm": "creates and writes database files",
+    "mailbox": "creates and writes mailbox files",
+    "py_compile": "compiles and writes .pyc files (persistence)",
+    "compileall": "compiles and writes .pyc files (persistence)",
+    "zipapp": "writes executable archives",
+    "_imp": "importlib internals: create_dynamic loads native code",
+    "_frozen_importlib": "importlib under another name: imports and runs modules",
+    "_frozen_importlib_external": "importlib under another name: SourceFileLoader runs files",
+    "unittest": "mock and loader helpers that import and look up anything",
+    "_interpreters": "runs source text in a subinterpreter (run_string)",
+    "_xxsubinterpreters": "runs source text in a subinterpreter (run_string)",
+    "pkg_resources": "load_entry_point imports and calls entry points",
+    "_cffi_backend": "cffi's native loader",
+    "winreg": "writes the Windows registry",
+    "_winreg": "writes the Windows registry (Python 2)",
+    "poplib": "network sessions",
+    "nntplib": "network sessions",
+    "socketserver": "network servers",
+    "select": "waits on sockets and files",
+    "selectors": "waits on sockets and files",
+    "mmap": "maps files into memory, writable",
+    "syslog": "writes the system log",
+    "atexit": "registers callables to run at exit",
+    "_signal": "installs signal handlers",
+    "_sqlite3": "opens and writes database files",
+    "pexpect": "spawns processes",
+    "pipes": "runs shell pipelines",
+    "glob": "lists files (and glob.os is the os module)",
+    "linecache": "reads files by path (used to exfiltrate through DNS)",
+    "filecmp": "reads files by path",
+    "mlflow.projects": "runs project commands",
+    "mlflow.utils.process": "runs commands",
+    "IPython.utils.process": "runs shell commands",
 }
 
 # Exact names in otherwise harmless modules.
@@ -183,6 +237,53 @@ DANGEROUS_NAMES: dict[str, str] = {
     "bz2.open": "opens files for reading and writing",
     "lzma.open": "opens files for reading and writing",
     "logging.FileHandler": "creates and appends to files",
+    # Issue 20: reached by scanners' published bypasses, or found while checking them.
+    "torch._utils._import_dotted_name": "imports any dotted name and walks it with getattr (os.system, ...)",
+    "sympy.sympify": "evaluates strings as source text (sympy is installed with torch)",
+    "sympy.core.sympify.sympify": "evaluates strings as source text (sympy is installed with torch)",
+    "sympy.S": "S('...') evaluates strings as source text",
+    "sympy.parse_expr": "parses source text with eval",
+    "sympy.lambdify": "builds functions from source text with exec",
+    "typing.get_type_hints": "evaluates string annotations as source text (BUILD can set __annotations__)",
+    "typing._eval_type": "evaluates string annotations as source text",
+    "typing.ForwardRef": "evaluates its string as source text",
+    "numpy.save": "writes a file by its path",
+    "numpy.savez": "writes a file by its path",
+    "numpy.savez_compressed": "writes a file by its path",
+    "numpy.savetxt": "writes a file by its path",
+    "numpy.memmap": "maps a file by its path, creating or overwriting it",
+    "numpy.fromfile": "reads a file by its path",
+    "numpy.loadtxt": "reads a file by its path",
+    "numpy.genfromtxt": "reads a file or URL by its path",
+    "numpy.DataSource": "opens local files and downloads URLs",
+    "torch.save": "writes a file by its path (overwrites anything the user can write)",
+    "torch.from_file": "maps a file by its path; from_file(path, True, n) creates it",
+    "torch.export.load": "loads an exported program from a file",
+    "_io.open_code": "opens files",
+    "gzip.GzipFile": "opens files by path and mode (creates or truncates)",
+    "bz2.BZ2File": "opens files by path and mode (creates or truncates)",
+    "lzma.LZMAFile": "opens files by path and mode (creates or truncates)",
+    "wave.open": "opens files by path and mode (creates or truncates)",
+    "aifc.open": "opens files by path and mode (creates or truncates)",
+    "sunau.open": "opens files by path and mode (creates or truncates)",
+    "pandas.read_csv": "reads files and URLs (exfiltration by URL)",
+    "pandas.read_html": "reads files and URLs (exfiltration by URL)",
+    "pandas.read_json": "reads files and URLs (exfiltration by URL)",
+    "pandas.read_xml": "reads files and URLs (exfiltration by URL)",
+    "pandas.read_excel": "reads files and URLs (exfiltration by URL)",
+    "pandas.read_parquet": "reads files and URLs (exfiltration by URL)",
+    "pandas.read_feather": "reads files and URLs (exfiltration by URL)",
+    "pandas.read_table": "reads files and URLs (exfiltration by URL)",
+    "pandas.read_fwf": "reads files and URLs (exfiltration by URL)",
+    "pandas.read_sql": "runs SQL on a connection",
+    "pandas.read_sql_query": "runs SQL on a connection",
+    "pandas.read_sql_table": "runs SQL on a connection",
+    "pandas.read_hdf": "reads files by path",
+    "pandas.read_stata": "reads files and URLs",
+    "pandas.read_sas": "reads files and URLs",
+    "pandas.read_spss": "reads files by path",
+    "pandas.read_orc": "reads files by path",
+    "pandas.read_clipboard": "reads the clipboard (runs a clipboard command)",
 }
 
 # copyreg extension codes (EXT1/2/4 opcodes) are reported as dangerous: they name a global
@@ -199,6 +300,9 @@ HARMLESS_NAMES: dict[str, str] = {
     "pathlib.PureWindowsPath": "a path value",
     "pathlib._local.PosixPath": "a path value (Python 3.13)",
     "pathlib._local.WindowsPath": "a path value (Python 3.13)",
+    # torch.testing._internal is listed (its helpers run shell commands); torch.export's own tests save this
+    # tensor subclass in .pt2 files, and rebuilding it runs nothing else.
+    "torch.testing._internal.two_tensor.TwoTensor": "a tensor subclass of two tensors, from torch's tests",
 }
 
 
@@ -209,6 +313,15 @@ HARMLESS_NAMES: dict[str, str] = {
 # also under a private alias (``import sys as _sys``).
 CHAIN_DUNDER_REASON = "an attribute chain through {part}, which reaches the interpreter's internals"
 CHAIN_REASON = "an attribute chain to {target}: {reason}"
+# A name that is a dunder by itself reaches the same internals: builtins.__getattribute__ is getattr,
+# numpy.__builtins__ is the builtins module, X.__loader__ loads code (scanners' published bypasses).
+DUNDER_REASON = "{part} reaches the interpreter's internals (a getattr, a module's builtins, its loader)"
+# Modules that a harmless module imported are its attributes: glob.os, reprlib.builtins, torch._utils.sys.
+# Only these names count (the whole list would make e.g. torch.profiler.profile "profile").
+ALIAS_MODULES = frozenset({"os", "sys", "posix", "nt", "builtins", "subprocess", "importlib", "socket", "shutil",
+                           "ctypes", "pickle", "marshal", "runpy", "pty"})
+ALIAS_REASON = "the module {target} reached as an attribute of {module}: {reason}"
+FROM_FILE_REASON = "maps a file by its path; from_file(path, True, n) creates it"
 
 
 def _listed(qual: str) -> str | None:
@@ -229,12 +342,31 @@ def danger_reason(module: str, name: str) -> str | None:
         return None
     if module == "copyreg" and name.startswith(EXTENSION_PREFIX):
         return "a copyreg extension code: names a global through process state, hiding what it is"
-    reason = _listed(f"{module}.{name}")
-    if reason or "." not in name:
-        return reason
     parts = name.split(".")
+    if len(parts) > 1:
+        chain = _chain(parts)
+        if chain:
+            return chain
+    reason = _listed(f"{module}.{name}")
+    if reason:
+        return reason
+    if module.split(".", 1)[0] == "torch" and parts[-1] == "from_file":     # torch.UntypedStorage.from_file
+        return FROM_FILE_REASON
+    if len(parts) == 1:
+        if _dunder(name):
+            return DUNDER_REASON.format(part=name)
+        alias = name.lstrip("_")
+        if alias in ALIAS_MODULES:
+            return ALIAS_REASON.format(target=alias, module=module,
+                                       reason=_listed(alias) or "every builtin (exec, eval, open, __import__)")
+    return None
+
+
+def _chain(parts: list[str]) -> str | None:
+    """Why a dotted name (an attribute chain from protocol 4 on) is dangerous: a dunder along the way, or a
+    listed module or name it continues into (also under a private alias)."""
     for part in parts:
-        if len(part) > 4 and part.startswith("__") and part.endswith("__"):
+        if _dunder(part):
             return CHAIN_DUNDER_REASON.format(part=part)
     for i in range(len(parts)):
         for head in dict.fromkeys((parts[i], parts[i].lstrip("_"))):
@@ -243,3 +375,7 @@ def danger_reason(module: str, name: str) -> str | None:
             if reason:
                 return CHAIN_REASON.format(target=target, reason=reason)
     return None
+
+
+def _dunder(part: str) -> bool:
+    return len(part) > 4 and part.startswith("__") and part.endswith("__")
