@@ -39,7 +39,7 @@ READ_LAYERS = [            # the read path, a straight way down
 ]
 GUI_LAYERS = [
     ("ckptviewer.gui.shell",),
-    ("ckptviewer.gui.checkpoint", "ckptviewer.gui.diff", "ckptviewer.gui.convert"),
+    ("ckptviewer.gui.checkpoint", "ckptviewer.gui.diff", "ckptviewer.gui.convert", "ckptviewer.gui.run"),
     ("ckptviewer.gui.dialogs",),
     ("ckptviewer.gui.panels",),
     ("ckptviewer.gui.widgets",),

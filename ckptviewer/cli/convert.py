@@ -10,7 +10,7 @@ from .common import drain, err, single_line
 HELP = "write a cleaned copy: select, drop, strip prefix, rename, remap devices, cast"
 
 
-def _pair(text: str, what: str) -> tuple[str, str]:
+def split_pair(text: str, what: str) -> tuple[str, str]:
     if "=" not in text:
         raise SystemExit(f"ckptviewer: {what} takes OLD=NEW, got {text!r}")
     a, _, b = text.partition("=")
@@ -39,6 +39,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--list-recipes", action="store_true", help="list the built-in recipes and exit")
     p.add_argument("--output-dir", metavar="DIR", help="with --recipe: write outputs here instead of beside inputs")
     p.add_argument("--recursive", action="store_true", help="with --recipe: look into sub-folders too")
+    add_cleaning_options(p)
+    add_output_options(p)
+    return p
+
+
+def add_cleaning_options(p: argparse.ArgumentParser) -> None:
+    """The cleaning steps (weights-only-safe, select, drop, strip prefix, rename, map location, dtype), shared
+    with ``merge``."""
     p.add_argument("--weights-only-safe", action="store_true",
                    help="write a copy plain torch.load opens with its defaults: objects become dicts of their fields, "
                         "pickled modules their state_dicts, numpy values numbers and tensors (see ckptviewer doctor)")
@@ -57,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
                    help="rewrite saved devices like map_location: cuda:1=cuda:0, cuda=cpu, '*=cpu'")
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32", "float64"],
                    help="cast floating-point tensors (counters and integers stay)")
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """Where and how the result is written (format, shards, non-tensors, checks, force, dry run)."""
     p.add_argument("--format", choices=["pt", "pt-legacy", "safetensors"],
                    help="output format (default: from OUT's suffix; .safetensors or the torch zip format)")
     p.add_argument("--shard-size", metavar="SIZE",
@@ -79,7 +91,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force-bad-crc", action="store_true",
                    help="write tensors even when their bytes fail the source zip's CRC-32 check (a damaged file)")
     p.add_argument("-n", "--dry-run", action="store_true", help="show what would change and be written; write nothing")
-    return p
 
 
 def steps_from_args(args) -> list:
@@ -98,12 +109,12 @@ def steps_from_args(args) -> list:
         rules.append(("add_prefix", args.add_prefix))
     if args.remove_prefix:
         rules.append(("remove_prefix", args.remove_prefix))
-    rules += [("replace", *_pair(r, "--rename")) for r in args.rename]
-    rules += [("regex", *_pair(r, "--rename-regex")) for r in args.rename_regex]
+    rules += [("replace", *split_pair(r, "--rename")) for r in args.rename]
+    rules += [("regex", *split_pair(r, "--rename-regex")) for r in args.rename_regex]
     if rules:
         steps.append(ops.Rename(tuple(rules)))
     if args.map_location:
-        steps.append(ops.RemapDevice(tuple(_pair(m, "--map-location") for m in args.map_location)))
+        steps.append(ops.RemapDevice(tuple(split_pair(m, "--map-location") for m in args.map_location)))
     if args.dtype:
         steps.append(ops.Cast(args.dtype))
     return steps
@@ -150,7 +161,7 @@ def run(argv: list[str]) -> int:
             sharded = bool(args.shard_size) or is_index_path(args.output or "")
             fmt = args.format or (sharded_format(args.output or "") if sharded else format_for_path(args.output or ""))
             options = ExportOptions(fmt=fmt, non_tensors=args.non_tensors, overwrite=args.force,
-                                    metadata=dict(_pair(m, "--metadata") for m in args.metadata),
+                                    metadata=dict(split_pair(m, "--metadata") for m in args.metadata),
                                     force_bad_crc=args.force_bad_crc)
             steps = steps_from_args(args)
             pick, why = None, ""
@@ -164,9 +175,9 @@ def run(argv: list[str]) -> int:
             for line in log.lines:
                 print(f"- {line}")
             if args.fit_to:
-                root = _fit(root, args.fit_to, args.target_select)
+                root = fit_to(root, args.fit_to, args.target_select)
             if args.check_against:
-                _print_warm_start(root, args.check_against, args.target_select)
+                print_warm_start(root, args.check_against, args.target_select)
             if args.dry_run:
                 changes = _key_changes(ckpt.root, root)
                 if changes:
@@ -183,7 +194,7 @@ def run(argv: list[str]) -> int:
                 print("dry run: nothing written")
                 return 1 if plan.problems else 0
             if sharded:
-                return _convert_sharded(root, args, options, ckpt.path)
+                return convert_sharded(root, args, options, [ckpt.path])
             try:
                 result = drain(export_iter(root, args.output, options, sources=[ckpt.path]))
             except CheckpointError as e:
@@ -201,12 +212,12 @@ def run(argv: list[str]) -> int:
         return 1
 
 
-def _convert_sharded(root, args, options, source: str) -> int:
-    """convert's sharded output: shards plus an index (see core/write/shards.py)."""
+def convert_sharded(root, args, options, sources: list[str]) -> int:
+    """convert's (and merge's) sharded output: shards plus an index (see core/write/shards.py)."""
     from ..core.write.shards import DEFAULT_SHARD_SIZE, export_sharded_iter, parse_size
 
     size = parse_size(args.shard_size) if args.shard_size else DEFAULT_SHARD_SIZE
-    result = drain(export_sharded_iter(root, args.output, options, size, sources=[source]))
+    result = drain(export_sharded_iter(root, args.output, options, size, sources=sources))
     for note in result.notes:
         print(f"note: {note}")
     for path in result.shards:
@@ -288,7 +299,7 @@ def _convert_with_recipe(args) -> int:
     return 1 if counts["failed"] else 0
 
 
-def _fit(root, target_path: str, target_select: str | None):
+def fit_to(root, target_path: str, target_select: str | None):
     """--fit-to: the fitted state_dict, with what was renamed, dropped and stays missing said."""
     from ..core.analyze.warmstart import fit_root, pick_state_dict
     from ..core.read.open import open_checkpoint
@@ -304,7 +315,7 @@ def _fit(root, target_path: str, target_select: str | None):
     return root
 
 
-def _print_warm_start(root, target_path: str, target_select: str | None) -> None:
+def print_warm_start(root, target_path: str, target_select: str | None) -> None:
     from ..core.analyze.warmstart import compare, suggest
     from ..core.edit.ops import find_state_dicts
     from ..core.model import keypath

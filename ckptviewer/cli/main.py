@@ -1,6 +1,7 @@
 """The command line: ``ckptviewer [FILE...]`` opens the window; ``ckptviewer COMMAND ...`` works headless.
 
-One module per command (``info``, ``convert``, ``diff``, ``scan``, ``doctor``), each with ``HELP`` and ``run(argv)``.
+One module per command (``info``, ``convert``, ``diff``, ``scan``, ``doctor``, ``trend``, ``merge``), each with
+``HELP`` and ``run(argv)``.
 Headless commands import neither Qt nor torch unless they need them (writing a torch file does).
 """
 from __future__ import annotations
@@ -12,11 +13,11 @@ import os
 import sys
 
 from .. import __version__
-from . import cache, convert, diff, doctor, health, info, scan, tensor, warmstart
+from . import cache, convert, diff, doctor, health, info, merge, scan, tensor, trend, warmstart
 from .common import err, terminal_task
 
 COMMANDS = {"info": info, "scan": scan, "diff": diff, "convert": convert, "doctor": doctor, "warmstart": warmstart,
-            "cache": cache, "tensor": tensor, "health": health}
+            "cache": cache, "tensor": tensor, "health": health, "trend": trend, "merge": merge}
 
 
 def _gui_parser() -> argparse.ArgumentParser:
@@ -98,8 +99,8 @@ def _prepare_display(screenshot: bool, env=os.environ, platform: str = sys.platf
         env["QT_QPA_PLATFORM"] = "offscreen"
         return None
     return ("no display to open a window on (DISPLAY and WAYLAND_DISPLAY are not set). Run it in a desktop "
-            "session, use the commands that need none (ckptviewer info / scan / diff / convert), or render "
-            "the window to a file with --screenshot OUT.png")
+            "session, use the commands that need none (ckptviewer info / scan / diff / convert / trend / merge), or "
+            "render the window to a file with --screenshot OUT.png")
 
 
 def entry() -> None:

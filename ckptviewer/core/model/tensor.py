@@ -369,6 +369,37 @@ class TensorRef:
             arr = cast_raw(arr, self.cast_from, self.dtype)
         return arr
 
+    def read_flat(self, start: int, stop: int, through: bool = False) -> np.ndarray:
+        """Raw elements ``start:stop`` of the C-ordered flattening, little-endian (cast views converted), as
+        a fresh array. Reads only those bytes of a contiguous tensor, and only the rows along dim 0 that
+        hold them otherwise (a computed tensor, such as a merge, pulls its inputs' values this way).
+        ``through``: the caller reads the tensor in order, so the record's checksum is checked on the way
+        (see ``ByteSource.read_through``; ``check_integrity()`` settles it)."""
+        self._check_readable()
+        start, stop = max(0, start), min(self.numel, stop)
+        if stop <= start:
+            return np.empty(0, dtype=self.dtype.numpy)
+        stored = self.stored_dtype
+        isz = stored.itemsize
+        source = self.storage.source
+        if self.is_contiguous and stored.per_byte == 1:
+            first_byte, nbytes = (self.offset + start) * isz, (stop - start) * isz
+            try:
+                buf = source.read_through(first_byte, nbytes) if through else source.view(first_byte, nbytes)
+                raw = np.frombuffer(buf, dtype=stored.numpy, count=stop - start)
+                if self.storage.byteorder == "big" and isz > 1:
+                    raw = raw.view(raw.dtype.newbyteorder(">"))
+                out = self._little(np.array(raw))       # a copy: the pages are released below
+            finally:
+                source.release(first_byte, nbytes)
+            return out
+        if not self.shape:
+            return self._little(np.ascontiguousarray(self._raw_view(through=through)).reshape(1))
+        row = self.numel // self.shape[0]
+        first, last = start // row, -(-stop // row)
+        rows = np.ascontiguousarray(self._raw_view(first, last - first, through=through)).reshape(-1)
+        return self._little(rows[start - first * row:stop - first * row].copy())
+
     def iter_values(self, max_bytes: int = CHUNK_BYTES, rows: int | None = None) -> Iterator[np.ndarray]:
         """Like ``iter_raw`` but as numbers numpy can do math on (bf16/fp8 widened to float32)."""
         for chunk in self.iter_raw(max_bytes, rows):

@@ -32,12 +32,17 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("file.open_folder", "&File", "Open &Folder…", "open_folder_dialog", "Ctrl+Shift+O",
                "Open a sharded checkpoint's folder (with an *.index.json) or a torch.distributed.checkpoint "
                "folder (with .metadata)"),
+    ActionSpec("file.open_run", "&File", "Open R&un…", "runs.open_run_dialog", None,
+               "Open a folder of checkpoints as one training run: how each layer moved from checkpoint to "
+               "checkpoint (or drop several checkpoints on the window)"),
     ActionSpec("file.demo", "&File", "Open &Demo Checkpoint", "open_demo", None,
                "Write the tutorial's training checkpoint to a temporary folder and open it"),
     ActionSpec("file.compare", "&File", "Co&mpare…", "compare_dialog", None,
                "Compare the current checkpoint (or two files) key by key, in a diff tab", separator_before=True),
     ActionSpec("file.convert", "&File", "Con&vert Files…", "show_convert_panel", None,
                "Show the Convert panel: apply a recipe to the checkpoints you drop on it"),
+    ActionSpec("file.merge", "&File", "Mer&ge Checkpoints…", "runs.merge_open_tabs", None,
+               "Average checkpoints (the open ones, or files you add) into a new, verified file"),
     ActionSpec("file.close_tab", "&File", "&Close Tab", "close_current_tab", SK.Close, needs_tab=True,
                separator_before=True),
     ActionSpec("file.quit", "&File", "&Quit", "close", SK.Quit, separator_before=True),

@@ -3,7 +3,8 @@
 Every way a file arrives (command line, File > Open, Open Recent, drag-and-drop, the single-instance
 server, the OS's file-open event) ends in :meth:`MainWindow.open_paths`, which opens one tab per file
 (or switches to the tab already showing it) and reports failures in the message bar without stopping
-the other files or the app.
+the other files or the app. A folder of checkpoints, or files asked to open as one (File > Open Run, a
+drop of several files with Shift or Ctrl held), becomes a Run tab (``run_controller.py``).
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ from ..checkpoint.tab import CheckpointTab
 from ..diff.tab import DiffTab, ask_compare_paths
 from ..diff.work import DiffSetup
 from ..panels.safety_report import SafetyReport
+from ..run.tab import RunTab
 from ..widgets.gc_pause import freeze_loaded_objects
 from ..widgets.messages import MessageBar, error_text
 from ..widgets.resources import icon_pixmap
@@ -56,6 +58,7 @@ from ..widgets.workers import TaskRunner, WorkerError, keep_gui_responsive
 from .about import AboutDialog
 from .actions import ACTIONS, MENUS, ActionSpec
 from .edit_controller import EditController
+from .run_controller import RunController
 
 # *.json: a sharded checkpoint's index (model.safetensors.index.json, pytorch_model.bin.index.json).
 FILE_FILTER = ("Checkpoints and shard indexes (*.pt *.pth *.tar *.bin *.ckpt *.safetensors *.pkl *.pth.tar "
@@ -193,6 +196,7 @@ class MainWindow(QMainWindow):
     first_painted = Signal()
     tab_opened = Signal(object)           # a CheckpointTab that finished loading
     open_failed = Signal(str, str)        # path, message
+    merge_finished = Signal(str)          # the merged file, written and verified
 
     def __init__(self, settings: Settings | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -250,6 +254,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.cancel_button)
 
         self.edits = EditController(self)   # Checkpoint menu, Undo/Redo, discarding unexported edits
+        self.runs = RunController(self)     # Run tabs, click-through from them, merging
         self._build_menus()
         self._refresh_recent()
         self._update_actions()
@@ -313,11 +318,15 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
 
     # -- the one way in -------------------------------------------------------------------------
-    def open_paths(self, paths: Iterable[str | os.PathLike], *, expand: bool = True) -> list[CheckpointTab]:
+    def open_paths(self, paths: Iterable[str | os.PathLike], *, expand: bool = True,
+                   run: bool = False) -> list[CheckpointTab | RunTab]:
         """Open each path in a tab (or show the tab that has it). Failures go to the message bar.
 
         A folder that is one checkpoint (sharded, distributed) opens as one tab; any other folder opens
-        each checkpoint in it, once a worker has found them (``expand``)."""
+        each checkpoint in it, once a worker has found them (``expand``). ``run=True`` opens all the paths
+        as one Run tab instead (a folder stands for the checkpoints in it; local paths only)."""
+        if run:
+            return self.runs.open_run_paths([os.fspath(p) for p in paths])
         tabs, new = [], []
         for raw in paths:
             path = prepare_location(os.fspath(raw))      # a URL loses its user:password@ here
@@ -483,8 +492,10 @@ class MainWindow(QMainWindow):
         if not paths:
             event.ignore()
             return
-        event.acceptProposedAction()
-        self.open_paths(paths)
+        # Always a copy: a "move" proposed by a file manager (Shift held) must not make it delete the files.
+        event.setDropAction(Qt.DropAction.CopyAction)
+        event.accept()
+        self.open_paths(paths, run=self.runs.drop_as_run(paths, event.modifiers()))
 
     def on_files_forwarded(self, paths: list[str], demo: bool) -> None:
         """Files another launch handed over (single instance)."""
@@ -506,7 +517,7 @@ class MainWindow(QMainWindow):
         if tab is not None:
             if self.edits.confirm_discard([tab]):
                 self._remove_tab(tab)
-        elif isinstance(self.tabs.currentWidget(), DiffTab):
+        elif isinstance(self.tabs.currentWidget(), (DiffTab, RunTab)):
             self.close_diff_tab(self.tabs.currentWidget())
 
     def _on_tab_close_requested(self, index: int) -> None:
@@ -514,10 +525,10 @@ class MainWindow(QMainWindow):
         if isinstance(tab, CheckpointTab):
             if self.edits.confirm_discard([tab]):
                 self._remove_tab(tab)
-        elif isinstance(tab, DiffTab):
+        elif isinstance(tab, (DiffTab, RunTab)):
             self.close_diff_tab(tab)
 
-    def _remove_tab(self, tab: CheckpointTab | DiffTab) -> None:
+    def _remove_tab(self, tab: CheckpointTab | DiffTab | RunTab) -> None:
         # The tab's objects may be in the collector's permanent generation (loads and diffs freeze what
         # they build: loading.gc_paused); hand them back so that their reference cycles (tree nodes and
         # their parents) can be collected.
@@ -572,6 +583,7 @@ class MainWindow(QMainWindow):
 
     def cancel_work(self) -> None:
         self._call_tab("cancel_work")
+        self.runner.cancel("merge")
         self.show_status("Cancelled")
 
     def show_about(self) -> None:
@@ -609,6 +621,7 @@ class MainWindow(QMainWindow):
     def has_pending_work(self) -> bool:
         return (self.runner.is_busy() or any(t.has_pending_work() for t in self.checkpoint_tabs())
                 or any(t.has_pending_work() for t in self.diff_tabs())
+                or any(t.has_pending_work() for t in self.runs.run_tabs())
                 or (self.convert_dock is not None and self.convert_dock.panel.has_pending_work()))
 
     # -- compare (diff tabs) and convert (the Convert panel) ------------------------------------
@@ -635,7 +648,7 @@ class MainWindow(QMainWindow):
         tab.start()
         return tab
 
-    def close_diff_tab(self, tab: DiffTab) -> None:
+    def close_diff_tab(self, tab: DiffTab | RunTab) -> None:
         self._remove_tab(tab)
 
     def show_convert_panel(self):
@@ -672,7 +685,7 @@ class MainWindow(QMainWindow):
         self.runner.shutdown()
         for tab in self.checkpoint_tabs():
             tab.shutdown()
-        for diff in self.diff_tabs():
+        for diff in self.diff_tabs() + self.runs.run_tabs():
             diff.save_state()
             diff.shutdown(wait=True)
         if self.convert_dock is not None:

@@ -8,6 +8,8 @@
 * ``convert``: the Convert panel converts the files (recipe ``$CKPTVIEWER_SCREENSHOT_RECIPE``, default
   ``clean-dataparallel``) into a scratch folder, never beside them; the PNG is taken mid-batch, when
   one file is done and another is being written (or at the end if the batch is too quick for that).
+* ``run``: FILE... (checkpoints, or one folder of them) in a Run tab; once every tensor is read, the one
+  that moved most is selected at the last checkpoint and the PNG is taken.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from PySide6.QtWidgets import QApplication
 
 SCENE_ENV = "CKPTVIEWER_SCREENSHOT_SCENE"
 RECIPE_ENV = "CKPTVIEWER_SCREENSHOT_RECIPE"
-SCENES = ("diff", "convert", "health")
+SCENES = ("diff", "convert", "health", "run")
 TIMEOUT_S = 180.0
 
 
@@ -133,6 +135,33 @@ class HealthScene(_SceneDriver):
             self._shoot()
 
 
+class RunScene(_SceneDriver):
+    def __init__(self, window, files: list[str], out: str, app: QApplication):
+        super().__init__(window, out, app)
+        self._tab = window.open_paths(files, run=True)[0]
+        self._selected = False
+        self._quiet = 0
+        self._timer.start()
+
+    def _on_tick(self) -> None:
+        tab = self._tab
+        if self._timed_out() or tab.error is not None:
+            self._shoot()
+            return
+        if not tab.read_done or tab.has_pending_work():
+            self._quiet = 0
+            return
+        if not self._selected:
+            self._selected = True
+            checked = tab.layers.checked
+            if checked:
+                tab.select(checked[0], len(tab.run.files) - 1)
+            return
+        self._quiet += 1
+        if self._quiet >= 5:
+            self._shoot()
+
+
 def start_scene(name: str, window, files: list[str], out: str, app: QApplication, scratch: str,
                 recipe: str = "clean-dataparallel") -> _SceneDriver:
     if name == "diff":
@@ -141,4 +170,6 @@ def start_scene(name: str, window, files: list[str], out: str, app: QApplication
         return ConvertScene(window, files, out, app, scratch, recipe)
     if name == "health":
         return HealthScene(window, files, out, app)
+    if name == "run":
+        return RunScene(window, files, out, app)
     raise ValueError(f"unknown screenshot scene {name!r}; use one of {', '.join(SCENES)}")
