@@ -34,27 +34,21 @@ def _listing(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
-def _damage_before_read_back(monkeypatch, offset_of):
-    """Flip one byte of the temporary file after it is written and before its bytes are read back."""
-    real = ex._read_back
+def _damage_before_read_back(monkeypatch, label: str):
+    """Flip one byte in the middle of the record written for ``label``, after it is written and before
+    it is read back."""
+    real = ex._put_record
     seen = {}
 
-    def damaged(tmp, checks):
-        at = offset_of(tmp, checks)
-        with open(tmp, "r+b") as f:
-            f.seek(at)
-            byte = f.read(1)
-            f.seek(at)
-            f.write(bytes([byte[0] ^ 0x40]))
-        seen["at"] = at
-        yield from real(tmp, checks)
-    monkeypatch.setattr(ex, "_read_back", damaged)
+    def damaging(copier, at, nbytes, what, *args):
+        check = yield from real(copier, at, nbytes, what, *args)
+        if what == label:
+            byte = os.pread(copier.fd, 1, at + nbytes // 2)
+            os.pwrite(copier.fd, bytes([byte[0] ^ 0x40]), at + nbytes // 2)
+            seen["at"] = at + nbytes // 2
+        return check
+    monkeypatch.setattr(ex, "_put_record", damaging)
     return seen
-
-
-def _middle_of_largest(tmp, checks):
-    c = max(checks, key=lambda c: c.nbytes)
-    return c.start + c.nbytes // 2
 
 
 @pytest.mark.parametrize("fmt,name", [("pt", "dest.pt"), ("pt-legacy", "dest.pt"),
@@ -62,7 +56,7 @@ def _middle_of_largest(tmp, checks):
 def test_damage_after_writing_is_found_and_the_destination_is_untouched(src, tmp_path, monkeypatch, fmt, name):
     dest = tmp_path / name
     dest.write_bytes(OLD)
-    seen = _damage_before_read_back(monkeypatch, _middle_of_largest)
+    seen = _damage_before_read_back(monkeypatch, "w")
     with open_checkpoint(src) as ck:
         with pytest.raises(OperationError) as err:
             export(ck.root, dest, ExportOptions(fmt=fmt, overwrite=True), sources=[ck.path])

@@ -34,7 +34,6 @@ import struct
 import tempfile
 import threading
 import time
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable
@@ -45,6 +44,7 @@ from ..model import keypath
 from ..model.objects import GlobalRef, PickledDict, StandIn, TorchDevice, TorchEnum, TorchSize, Unreadable
 from ..model.tensor import CHUNK_BYTES, StorageRef, TensorRef, tensor_from_numpy
 from ..model.walk import MAX_DEPTH, module_attribute_tensors, module_attrs, module_state_dict, stand_in_children, unwrap
+from ..util.checksum import crc32
 from ..util.errors import CancelledError, CheckpointError, OperationError
 from .destination import check_destination, fsync_dir, fsync_file, source_files
 
@@ -411,17 +411,19 @@ def export_iter(root: Any, dest: str, options: ExportOptions, *,
     tmp = os.path.join(workdir, os.path.basename(real))
     open(tmp, "wb").close()
     finished = False
+    readback = _ReadBack(tmp)
     try:
         if options.fmt == "safetensors":
-            checks, layouts = (yield from _write_safetensors(plan, tmp)), {}
+            yield from _write_safetensors(plan, tmp, readback)
+            layouts = {}
         else:
-            checks, layouts = yield from _write_torch(plan, tmp, legacy=options.fmt == "pt-legacy")
+            layouts = yield from _write_torch(plan, tmp, readback, legacy=options.fmt == "pt-legacy")
         # Flushing gigabytes to disk is I/O wait: let it run while verification keeps the CPUs busy.
         flushing = threading.Thread(target=fsync_file, args=(tmp,), name="ckptviewer-fsync", daemon=True)
         flushing.start()
         try:
             yield ExportProgress(0, plan.total_bytes, "verifying")
-            yield from _verify(plan, tmp, checks, layouts, options)
+            yield from _verify(plan, tmp, readback, layouts, options)
         finally:
             flushing.join()
         fsync_file(tmp)                 # everything on disk before the rename
@@ -429,6 +431,7 @@ def export_iter(root: Any, dest: str, options: ExportOptions, *,
         finished = True
         fsync_dir(os.path.dirname(real))
     finally:
+        readback.close()
         if not finished:
             try:
                 os.unlink(tmp)
@@ -469,9 +472,10 @@ def _torch_dtype(torch, name: str):
     return getattr(torch, name)
 
 
-def _write_torch(plan: ExportPlan, tmp: str, *, legacy: bool) -> Generator[ExportProgress, None, tuple]:
-    """torch writes the container; we fill storage records. Returns each record's check, and each output
-    path's (storage offset, strides) as built."""
+def _write_torch(plan: ExportPlan, tmp: str, readback: "_ReadBack", *,
+                 legacy: bool) -> Generator[ExportProgress, None, dict]:
+    """torch writes the container; we fill storage records, each handed to ``readback`` once written.
+    Returns each output path's (storage offset, strides) as built."""
     import torch
     _register_tagger(torch)
     groups: dict[int, Any] = {}          # id(source StorageRef) -> (torch UntypedStorage, StorageRef)
@@ -538,14 +542,15 @@ def _write_torch(plan: ExportPlan, tmp: str, *, legacy: bool) -> Generator[Expor
         users.setdefault(id(t.storage), []).append(keypath.format_path(path))
         users.setdefault(id(t), []).append(keypath.format_path(path))
     tally = _Tally(sum(nbytes for _, nbytes in records.values()), "writing")
-    checks: list[_Check] = []
+    readback.start()                   # torch wrote the file at its full size, records reserved
     fd = os.open(tmp, os.O_RDWR)
     copier = _Copier(fd)
     try:
         for key, ((kind, what), nbytes) in records.items():
             start, patch_crc = offsets[key]
             named = users.get(id(what), [])
-            label = (", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")) or f"record {key}"
+            label = (", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
+                     or f"record {key}")
             if kind == "storage":
                 if what.nbytes != nbytes:
                     raise OperationError(f"record {key}: the source has {what.nbytes:,} bytes, expected {nbytes:,}")
@@ -561,11 +566,11 @@ def _write_torch(plan: ExportPlan, tmp: str, *, legacy: bool) -> Generator[Expor
             if patch_crc is not None:
                 # torch wrote the archive without the data: its directory holds placeholders for these.
                 patch_crc(fd, check.crc)
-            checks.append(check)
+            readback.submit(check)
     finally:
         copier.close()
         os.close(fd)
-    return checks, layouts
+    return layouts
 
 
 @dataclass
@@ -610,7 +615,7 @@ def _put_record(copier: "_Copier", at: int, nbytes: int, label: str, plan: Expor
     kernel copies them file to file unread and the stored CRC is what the read-back must find: one pass
     over the bytes in all, and a damaged source fails that check as surely as a bad write. Otherwise the
     bytes pass through this process: a zip source checks its CRC as they are read (``read_through``), and
-    the CRC of what is written is computed here, in a pool thread while this one writes (zlib releases
+    the CRC of what is written is computed here, in a pool thread while this one writes (crc32 releases
     the GIL), for bytes computed in memory (casts, merges, byte swaps, views) and sources without one.
     """
     stored = None if same_source is None or plan.force_bad_crc else _stored_crc(same_source, nbytes)
@@ -626,7 +631,7 @@ def _put_record(copier: "_Copier", at: int, nbytes: int, label: str, plan: Expor
     for piece, location in pieces():
         n = len(piece)
         if stored is None:
-            summed = copier.pool.submit(zlib.crc32, piece, crc)
+            summed = copier.pool.submit(crc32, piece, crc)
             copier.write(piece, location, pos)
             crc = summed.result()
         else:
@@ -763,7 +768,7 @@ def _to_torch(v: Any, torch, build, memo: dict) -> Any:
     return out
 
 
-def _write_safetensors(plan: ExportPlan, tmp: str) -> Generator[ExportProgress, None, list]:
+def _write_safetensors(plan: ExportPlan, tmp: str, readback: "_ReadBack") -> Generator[ExportProgress, None, None]:
     header: dict[str, Any] = {}
     if plan.metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in plan.metadata.items()}
@@ -775,12 +780,13 @@ def _write_safetensors(plan: ExportPlan, tmp: str) -> Generator[ExportProgress, 
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * (-(len(raw) + 8) % 8)     # data starts 8-byte aligned, as the library writes it
     tally = _Tally(plan.total_bytes, "writing")
-    checks: list[_Check] = []
     fd = os.open(tmp, os.O_RDWR | os.O_TRUNC)
     copier = _Copier(fd)
     try:
         os.pwrite(fd, struct.pack("<Q", len(raw)) + raw, 0)
         pos = 8 + len(raw)
+        os.ftruncate(fd, pos + plan.total_bytes)       # its full size first: records are read back as written
+        readback.start()
         for path, t in plan.tensors:
             st = t.storage
             whole = (st is not None and t.cast_from is None and t.is_contiguous and t.offset == 0
@@ -788,12 +794,11 @@ def _write_safetensors(plan: ExportPlan, tmp: str) -> Generator[ExportProgress, 
             check = yield from _put_record(copier, pos, t.nbytes, path[0], plan, st.source if whole else None,
                                            lambda t=t: _tensor_copy_pieces(t), tally)
             _refuse_bad_crc(t.integrity_error, path[0], plan)
-            checks.append(check)
+            readback.submit(check)
             pos += t.nbytes
     finally:
         copier.close()
         os.close(fd)
-    return checks
 
 
 def _tensor_copy_pieces(t: TensorRef) -> Iterable[tuple[Any, tuple[str, int] | None]]:
@@ -813,11 +818,12 @@ def _tensor_copy_pieces(t: TensorRef) -> Iterable[tuple[Any, tuple[str, int] | N
     st.source.verify()
 
 
-def _verify(plan: ExportPlan, tmp: str, checks: list[_Check], layouts: dict,
+def _verify(plan: ExportPlan, tmp: str, readback: "_ReadBack", layouts: dict,
             options: ExportOptions) -> Generator[ExportProgress, None, None]:
     """Re-read the temporary file: its structure with our reader (keys, dtypes, shapes, devices, where
-    each tensor lies in its record, the CRC-32s patched into a zip's directory), then every record's
-    bytes once against the CRC-32 known from writing; then the loader users will run accepts it."""
+    each tensor lies in its record, the CRC-32s patched into a zip's directory), and wait for every
+    record's bytes to have been read back against the CRC-32 known from writing; then check that the
+    loader users will run accepts it."""
     from ..read.open import open_checkpoint
     try:
         written = open_checkpoint(tmp)
@@ -845,13 +851,13 @@ def _verify(plan: ExportPlan, tmp: str, checks: list[_Check], layouts: dict,
                 raise OperationError(f"verification failed for {where}: written at offset {out.offset} with strides "
                                      f"{list(out.stride)}, expected {layout[0]} and {list(layout[1])}")
         if options.fmt == "pt":
-            for c in checks:
+            for c in readback.checks:
                 st = written.storages.get(c.key)
                 recorded = _stored_crc(st.source, c.nbytes) if st is not None else None
                 if recorded != c.crc:
                     raise OperationError(f"verification failed for {c.label}: the written zip directory does not "
                                          f"record its CRC-32")
-    yield from _read_back(tmp, checks)
+    yield from readback.results()
     if options.fmt == "safetensors":
         _check_with_safetensors(tmp, len(plan.tensors))
     elif options.verify_with_torch and (options.fmt == "pt" or plan.total_bytes < (256 << 20)):
@@ -859,56 +865,80 @@ def _verify(plan: ExportPlan, tmp: str, checks: list[_Check], layouts: dict,
         _check_with_torch(tmp, options.fmt == "pt-legacy")
 
 
-def _read_back(tmp: str, checks: list[_Check]) -> Generator[ExportProgress, None, None]:
-    """Read every written record once and compare its CRC-32 with the one known from writing; a mismatch
-    stops the export with what went wrong. Two records are read at a time (pread and zlib release the
-    GIL, so both cores work); progress is reported while a long record is read, and closing the
-    generator stops the readers at their next chunk."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-    total = sum(c.nbytes for c in checks)
-    read = [0]
-    lock = threading.Lock()
-    stop = threading.Event()
-    fd = os.open(tmp, os.O_RDONLY)
+class _ReadBack:
+    """Reads each written record back once, as soon as it is written, and compares its CRC-32 with the one
+    known from writing; a mismatch stops the export with what went wrong.
 
-    def crc_of(c: _Check) -> int | None:
-        crc, pos = 0, 0
-        while pos < c.nbytes:
-            if stop.is_set():
+    Two pool threads sum records while the writer copies the next ones (crc32 releases the GIL, and a
+    kernel copy runs outside it), so the check costs little more than the copy. The file is
+    memory-mapped once it has its full size: the checksum reads the page cache in place (``pread`` would
+    copy every byte once more), and each chunk's pages are dropped from this process when summed, so
+    memory stays at about a chunk per thread. ``results()`` waits for the rest, with progress, and
+    ``close()`` stops the readers at their next chunk (cancel, error)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.checks: list[_Check] = []
+        self.mm = None
+        self.pool = None
+        self.pending: dict = {}
+        self.total = 0
+        self.read = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def start(self) -> None:
+        import mmap
+        from concurrent.futures import ThreadPoolExecutor
+        if os.path.getsize(self.path):
+            with open(self.path, "rb") as f:
+                self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptviewer-verify")
+
+    def submit(self, c: _Check) -> None:
+        self.checks.append(c)
+        self.total += c.nbytes
+        self.pending[self.pool.submit(self._crc_of, c)] = c
+        for fut in [f for f in self.pending if f.done()]:      # a bad record stops the export early
+            self._conclude(fut)
+
+    def _crc_of(self, c: _Check) -> int | None:
+        from ..source.regions import release_map_range
+        if c.nbytes and (self.mm is None or c.start + c.nbytes > len(self.mm)):
+            raise OperationError("verification failed: the written file is shorter than its records")
+        crc, end = 0, c.start + c.nbytes
+        for pos in range(c.start, end, CHUNK_BYTES):
+            if self.stop.is_set():
                 return None
-            piece = os.pread(fd, min(CHUNK_BYTES, c.nbytes - pos), c.start + pos)
-            if not piece:
-                raise OperationError("verification failed: the written file is shorter than its records")
-            crc = zlib.crc32(piece, crc)
-            pos += len(piece)
-            with lock:
-                read[0] += len(piece)
+            n = min(CHUNK_BYTES, end - pos)
+            with memoryview(self.mm)[pos:pos + n] as piece:
+                crc = crc32(piece, crc)
+            release_map_range(self.mm, pos, n)
+            with self.lock:
+                self.read += n
         return crc
 
-    try:
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptviewer-verify") as pool:
-            try:
-                todo = iter(checks)
-                pending: dict = {}
-                while True:
-                    while len(pending) < 4:
-                        c = next(todo, None)
-                        if c is None:
-                            break
-                        pending[pool.submit(crc_of, c)] = c
-                    if not pending:
-                        break
-                    finished, _ = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        c = pending.pop(fut)
-                        got = fut.result()
-                        if got != c.crc:
-                            _mismatch(c, got)
-                    yield ExportProgress(read[0], total, "verifying")
-            finally:
-                stop.set()
-    finally:
-        os.close(fd)
+    def _conclude(self, fut) -> None:
+        c = self.pending.pop(fut)
+        got = fut.result()
+        if got != c.crc:
+            _mismatch(c, got)
+
+    def results(self) -> Generator[ExportProgress, None, None]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+        while self.pending:
+            finished, _ = wait(list(self.pending), timeout=0.1, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                self._conclude(fut)
+            yield ExportProgress(self.read, self.total, "verifying")
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.mm is not None:
+            self.mm.close()
+            self.mm = None
 
 
 def _mismatch(c: _Check, got: int) -> None:
