@@ -131,8 +131,13 @@ def _damage_member(path, name_end: str) -> bytes:
     return bytes(data[start:start + info.file_size])
 
 
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copied-unread", "read-through"])
 @pytest.mark.parametrize("fmt,name", [("pt", "out.pt"), ("safetensors", "out.safetensors")])
-def test_a_source_that_fails_its_crc_is_refused_unless_forced(tmp_path, fmt, name):
+def test_a_source_that_fails_its_crc_is_refused_unless_forced(tmp_path, monkeypatch, fmt, name, kernel_copy):
+    """Copied file to file unread, the damage is found by the read-back (and the source re-read to say so);
+    copied through this process (no copy_file_range), by the source's own check as its bytes pass."""
+    if not kernel_copy:
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
     path = tmp_path / "src.pt"
     torch.save({"ok": torch.ones(1000), "bad": torch.arange(4096.)}, path)
     with zipfile.ZipFile(path) as z:
@@ -184,3 +189,13 @@ def test_cancel_during_read_back_stops_and_cleans_up(src, tmp_path):
             export(ck.root, tmp_path / "o.pt", ExportOptions(), sources=[ck.path],
                    progress=lambda p: stages.append(p.stage), cancelled=lambda: stages[-1:] == ["verifying"])
     assert "verifying" in stages and _listing(tmp_path) == ["src.pt"]
+
+
+def test_crc32_is_zlibs_checksum_whichever_implementation():
+    import zlib
+
+    from ckptviewer.core.util import checksum
+    data = np.random.default_rng(0).bytes(3 << 20) + b"tail"
+    assert checksum.crc32(data) == zlib.crc32(data)
+    assert checksum.crc32(memoryview(data)[1000:], checksum.crc32(data[:1000])) == zlib.crc32(data)
+    assert checksum.IMPLEMENTATION in ("isal", "zlib")
