@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QHeaderView,
-    QLabel,
     QMessageBox,
     QTableView,
     QVBoxLayout,
@@ -23,7 +22,7 @@ from ...core.model import keypath
 from ...core.util.errors import CheckpointError
 from ...core.util.locations import location_name
 from ...core.util.textsafe import key_text, path_text
-from ..widgets.theme import plain_tooltip
+from ..widgets.theme import plain_label, plain_tooltip
 
 ERROR_STYLE = "color: #d9534f;"
 COLLISION_BG = QColor(217, 83, 79, 70)
@@ -41,14 +40,6 @@ def confirm(parent: QWidget | None, title: str, text: str, accept_text: str) -> 
     box.setDefaultButton(QMessageBox.StandardButton.Cancel)
     box.exec()
     return box.clickedButton() is yes
-
-
-def plain_label(text: str = "", parent: QWidget | None = None, *, wrap: bool = True) -> QLabel:
-    lab = QLabel(parent)
-    lab.setTextFormat(Qt.TextFormat.PlainText)
-    lab.setText(text)
-    lab.setWordWrap(wrap)
-    return lab
 
 
 def error_line(err: CheckpointError) -> str:
