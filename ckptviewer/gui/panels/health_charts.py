@@ -80,7 +80,10 @@ class LayerChart(QWidget):
             return
         self._ensure()
         x = np.arange(len(series), dtype=np.float64)
-        floor = 1e-30          # log axes need positive values: zero norms sit at the floor
+        # Log axes need positive values: a zero norm or std (an all-zero bias) sits a decade below the
+        # smallest positive one, so that it shows at the bottom without stretching the axis to 1e-30.
+        positive = [v for th in series for v in (th.norm, th.std) if v and v > 0]
+        floor = min(positive) / 10 if positive else 1.0
         norm = np.array([max(th.norm or 0.0, floor) for th in series])
         std = np.array([max(th.std or 0.0, floor) for th in series])
         self._norm.setData(x, norm)
