@@ -39,9 +39,8 @@ STREAMS = {
     # overwrites of an in-order entry and of a sparse one
     "overwrite": b"\x80\x02(" + _uni("a") + _put(0) + _uni("z") + _put(0) + _uni("x") + _put(700)
                  + _uni("y") + _put(700) + _get(0) + _get(700) + b"l.",
-    # a far index and a text PUT with a negative index stay sparse (never index the list from its end)
-    "far_and_negative": b"\x80\x02(" + _uni("a") + _put(0) + _uni("h") + _put(70000)
-                        + _uni("n") + b"p-1\n" + _get(70000) + b"g-1\n" + _get(0) + b"l.",
+    # a far index stays sparse
+    "far": b"\x80\x02(" + _uni("a") + _put(0) + _uni("h") + _put(70000) + _get(70000) + _get(0) + b"l.",
     # MEMOIZE numbers entries by their count, as pickle does, also after a sparse PUT
     "memoize_after_sparse": b"\x80\x04(" + _uni("a") + b"\x94" + _uni("s") + _put(5) + _uni("m") + b"\x94"
                             + _get(0) + _get(5) + _get(2) + b"l.",
@@ -58,6 +57,12 @@ def test_huge_index_costs_one_entry():
     # pickle's C unpickler grows its memo to twice the index (a MemoryError here); ours keeps one entry.
     data = b"\x80\x02(" + _uni("a") + _put(0) + _uni("h") + _put(0xFFFFFFF0) + _get(0xFFFFFFF0) + _get(0) + b"l."
     assert _ours(data) == ["a", "h", "h", "a"]
+
+
+def test_negative_text_index_never_reads_the_list_from_its_end():
+    # pickle refuses a negative PUT; ours keeps it as a sparse entry of its own (memo[-1] is not memo's last)
+    data = b"\x80\x02(" + _uni("a") + _put(0) + _uni("b") + _put(1) + _uni("n") + b"p-1\n" + b"g-1\n" + _get(1) + b"l."
+    assert _ours(data) == ["a", "b", "n", "n", "b"]
 
 
 @pytest.mark.parametrize("data", [
