@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from .common import drain, err, internal_error
@@ -43,7 +42,7 @@ def _limits(args):
 
 
 def run(argv: list[str]) -> int:
-    from ..core.analyze.info import build_report, checksums_of, report_text
+    from ..core.analyze.info import checksums_of, report_text, write_report_json
     from ..core.read.open import checkpoint_paths, open_checkpoint
     from ..core.util.errors import CheckpointError
 
@@ -62,11 +61,12 @@ def run(argv: list[str]) -> int:
                     if not integrity.ok:
                         status = max(status, 1)
                 if args.json:
-                    report = build_report(ckpt, checksums=args.checksums)
-                    if integrity is not None:
-                        report["integrity"] = integrity.as_json()
-                    reports.append(report)
-                    failed = report["checksums_missing"]
+                    # The report's text in pieces (its tensor records encoded in batches as they are made:
+                    # see write_report_json), written once every file is done.
+                    pieces: list[str] = []
+                    failed = write_report_json(ckpt, pieces.append, checksums=args.checksums,
+                                               extra=None if integrity is None else {"integrity": integrity.as_json()})
+                    reports.append(pieces)
                 else:
                     failures = checksums_of(ckpt.tensor_entries())[1] if args.checksums else None
                     failed = len(failures or ())
@@ -89,7 +89,16 @@ def run(argv: list[str]) -> int:
             err(internal_error(path, e))
             status = 2
     if args.json and reports:
-        out = reports[0] if len(paths) == 1 else reports
-        # dumps (one shot, the C encoder) is several times faster than dump's incremental writes.
-        sys.stdout.write(json.dumps(out, default=repr) + "\n")
+        # As json.dumps would write the report, or the list of them for several files.
+        several = len(paths) != 1
+        write = sys.stdout.write
+        if several:
+            write("[")
+        for i, pieces in enumerate(reports):
+            if i:
+                write(", ")
+            for piece in pieces:
+                write(piece)
+            reports[i] = []
+        write("]\n" if several else "\n")
     return status
