@@ -75,7 +75,10 @@ def read_safetensors(buf, path: str, *, resources: list | None = None) -> Checkp
     root: dict = {}
     storages: dict[str, StorageRef] = {}
     spans: list[tuple[int, int, str]] = []
-    for name, info in header.items():
+    # Each entry's decoded JSON is dropped as soon as its handles are made: the header's dicts and lists cost
+    # ~450 bytes an entry, a third of the peak of a 300,000-entry file if kept until the end.
+    for name in list(header):
+        info = header.pop(name)
         if not isinstance(info, dict):
             raise CorruptFileError(f"header entry {name!r} is not an object")
         dtype_code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
