@@ -61,12 +61,17 @@ def run(argv: list[str]) -> int:
                     if not integrity.ok:
                         status = max(status, 1)
                 if args.json:
-                    # The report's text in pieces (its tensor records encoded in batches as they are made:
-                    # see write_report_json), written once every file is done.
+                    # The report's text in pieces, its tensor records encoded in batches as they are made (see
+                    # write_report_json): straight to stdout for one file (its text is never held whole), kept
+                    # until every file is done for several (one list of the files that could be read).
                     pieces: list[str] = []
-                    failed = write_report_json(ckpt, pieces.append, checksums=args.checksums,
+                    failed = write_report_json(ckpt, sys.stdout.write if len(paths) == 1 else pieces.append,
+                                               checksums=args.checksums,
                                                extra=None if integrity is None else {"integrity": integrity.as_json()})
-                    reports.append(pieces)
+                    if len(paths) == 1:
+                        sys.stdout.write("\n")
+                    else:
+                        reports.append(pieces)
                 else:
                     failures = checksums_of(ckpt.tensor_entries())[1] if args.checksums else None
                     failed = len(failures or ())
@@ -89,16 +94,14 @@ def run(argv: list[str]) -> int:
             err(internal_error(path, e))
             status = 2
     if args.json and reports:
-        # As json.dumps would write the report, or the list of them for several files.
-        several = len(paths) != 1
+        # As json.dumps would write the list of the reports.
         write = sys.stdout.write
-        if several:
-            write("[")
+        write("[")
         for i, pieces in enumerate(reports):
             if i:
                 write(", ")
             for piece in pieces:
                 write(piece)
             reports[i] = []
-        write("]\n" if several else "\n")
+        write("]\n")
     return status

@@ -225,45 +225,49 @@ def checksums_of(entries: list[tuple[list, TensorRef]],
 
 
 def build_report(ckpt: Checkpoint, *, checksums: bool = False,
-                 progress: Callable[[int, int], None] | None = None,
-                 stream: tuple[Callable[[list[dict]], Any], str] | None = None) -> dict:
-    """The JSON report (a dict for ``json.dumps(..., default=repr)``).
-
-    ``stream=(sink, placeholder)``: the tensor records are handed to ``sink`` in batches as they are made and
-    not kept (each holds ~1 KB as a dict; 100,000 of them were a third of ``info --json``'s memory), and the
-    report's ``tensors`` is ``placeholder``. Without checksums only: those are computed over all tensors
-    first, so the records are kept then and handed over in one batch at the end."""
+                 progress: Callable[[int, int], None] | None = None) -> dict:
+    """The JSON report (a dict for ``json.dumps(..., default=repr)``). ``write_report_json`` writes the same
+    text without holding every tensor record."""
     entries = ckpt.tensor_entries()
+    _validate(entries)
     an = analyze(ckpt.root)
+    shared = _shared_keys(entries)
+    tensors = [tensor_record(key, t, shared) for key, t in entries]
+    attribute_ids: set[int] = set()
+    for (key, t), rec in zip(entries, tensors):
+        if is_attribute_path(ckpt.root, key):
+            rec["attribute"] = True          # held by a pickled module outside its state_dict
+            attribute_ids.add(id(t))
+    warnings = collect_warnings(ckpt, entries)
+    failures: list[str] = []
+    if checksums:
+        cache, failures = checksums_of(entries, progress)
+        for (key, t), rec in zip(entries, tensors):
+            rec["sha256"] = cache[id(t)]
+        warnings.extend(failures)
+    integrity_warnings(entries, tensors, warnings)
+    attributes_only = len(attribute_ids - {id(t) for (k, t), r in zip(entries, tensors) if not r.get("attribute")})
+    checksums_missing = sum(1 for rec in tensors if rec.get("sha256", "") is None) if checksums else 0
+    return _report(ckpt, an, tensors, attributes_only, checksums_missing, warnings)
+
+
+def _validate(entries: list) -> None:
+    """Settle every tensor's ``problem`` before any record is made, so a record always shows it (a tensor
+    without a storage was validated only after its record, and the head of a streamed report validates all)."""
+    for _key, t in entries:
+        t.validate()
+
+
+def _shared_keys(entries: list) -> dict[str, list]:
     shared: dict[str, list] = {}
     for key, t in entries:
         if t.storage is not None and len(t.storage.users) > 1:
             shared.setdefault(t.storage.key, []).append([_json_key(k) for k in key])
-    tensors: Any
-    if stream is not None and not checksums:
-        sink, tensors = stream
-        warnings, attributes_only = _streamed_records(ckpt, entries, shared, sink)
-        checksums_missing = 0
-    else:
-        tensors = [tensor_record(key, t, shared) for key, t in entries]
-        attribute_ids: set[int] = set()
-        for (key, t), rec in zip(entries, tensors):
-            if is_attribute_path(ckpt.root, key):
-                rec["attribute"] = True          # held by a pickled module outside its state_dict
-                attribute_ids.add(id(t))
-        warnings = collect_warnings(ckpt, entries)
-        failures: list[str] = []
-        if checksums:
-            cache, failures = checksums_of(entries, progress)
-            for (key, t), rec in zip(entries, tensors):
-                rec["sha256"] = cache[id(t)]
-            warnings.extend(failures)
-        integrity_warnings(entries, tensors, warnings)
-        attributes_only = len(attribute_ids - {id(t) for (k, t), r in zip(entries, tensors) if not r.get("attribute")})
-        checksums_missing = sum(1 for rec in tensors if rec.get("sha256", "") is None) if checksums else 0
-        if stream is not None:
-            stream[0](tensors)
-            tensors = stream[1]
+    return shared
+
+
+def _report(ckpt: Checkpoint, an: Analysis, tensors: Any, attributes_only: int, checksums_missing: int,
+            warnings: Any) -> dict:
     distinct = ckpt.all_tensors()
     by_dtype: Counter = Counter()
     for t in distinct:
@@ -302,71 +306,72 @@ def build_report(ckpt: Checkpoint, *, checksums: bool = False,
 STREAM_BATCH = 2000
 
 
-def _streamed_records(ckpt: Checkpoint, entries: list, shared: dict[str, list],
-                      sink: Callable[[list[dict]], Any]) -> tuple[list[str], int]:
-    """build_report's tensor records without checksums, handed to ``sink`` in batches, with the same content
-    and the same warnings, in the same order, as the unstreamed path. Returns (warnings, the count of tensors
-    reached only as module attributes)."""
-    # The unstreamed path checks CRC-32 results after every record is made; the records read the values of
-    # 0-d tensors (which settles the CRC of their storage, possibly shared with an earlier tensor). Read them
-    # first, so each record's integrity check below sees what the unstreamed one would.
+def write_report_json(ckpt: Checkpoint, write: Callable[[str], Any], *, checksums: bool = False,
+                      extra: dict | None = None) -> int:
+    """Write ``json.dumps(build_report(ckpt) | extra, default=repr)`` through ``write``: the same text, without
+    holding every tensor record (a dict of ~1 KB each) or the whole text: the parts before the tensors are
+    written first, then the records, encoded in batches as they are made. Returns ``checksums_missing``.
+
+    With checksums the report is built whole (they are computed over every tensor before the records)."""
+    if checksums:
+        report = build_report(ckpt, checksums=True)
+        if extra:
+            report.update(extra)
+        write(json.dumps(report, default=repr))
+        return report["checksums_missing"]
+    entries = ckpt.tensor_entries()
+    _validate(entries)
+    root = ckpt.root
+    an = analyze(root)
+    shared = _shared_keys(entries)
+    # Which entries are module attributes, before any record (the count is written before the records).
+    flags = [is_attribute_path(root, key) for key, _t in entries]
+    attribute_ids = {id(t) for (_k, t), flag in zip(entries, flags) if flag}
+    if attribute_ids:
+        attribute_ids -= {id(t) for (_k, t), flag in zip(entries, flags) if not flag and id(t) in attribute_ids}
+    # The text around the records and the warnings, split at markers a file cannot guess.
+    marks = [f"@report-{secrets.token_hex(16)}-{i}@" for i in (0, 1)]
+    report = _report(ckpt, an, marks[0], len(attribute_ids), 0, marks[1])
+    if extra:
+        report.update(extra)
+    text = json.dumps(report, default=repr)
+    head, _, rest = text.partition(json.dumps(marks[0]))
+    middle, _, tail = rest.partition(json.dumps(marks[1]))
+    write(head)
+    write("[")
+    # The unstreamed path checks CRC-32 results after every record is made, and a record reads the value of
+    # a 0-d tensor (which may settle the CRC of a storage an earlier tensor shares): read those first, so
+    # each record's check below sees what the unstreamed one would.
     for _key, t in entries:
         if not t.shape and not t.problem and is_small(t):
             small_value(t)
-    root = ckpt.root
-    attribute_ids: set[int] = set()
-    plain_ids: set[int] = set()
     integrity: list[str] = []
     batch: list[dict] = []
-    for key, t in entries:
+    first = True
+    for (key, t), flag in zip(entries, flags):
         rec = tensor_record(key, t, shared)
-        if is_attribute_path(root, key):
+        if flag:
             rec["attribute"] = True
-            attribute_ids.add(id(t))
-        else:
-            plain_ids.add(id(t))
         err = t.integrity_error
         if err:
             rec.setdefault("warnings", []).append(err)
             integrity.append(f"tensor {path_text(key)}: {err}")
         batch.append(rec)
         if len(batch) >= STREAM_BATCH:
-            sink(batch)
+            write(json.dumps(batch, default=repr)[1:-1] if first else ", " + json.dumps(batch, default=repr)[1:-1])
+            first = False
             batch = []
     if batch:
-        sink(batch)
+        write(json.dumps(batch, default=repr)[1:-1] if first else ", " + json.dumps(batch, default=repr)[1:-1])
+    write("]")
+    write(middle)
     warnings = collect_warnings(ckpt, entries)
     for line in integrity:
         if line not in warnings:
             warnings.append(line)
-    return warnings, len(attribute_ids - plain_ids)
-
-
-def write_report_json(ckpt: Checkpoint, write: Callable[[str], Any], *, checksums: bool = False,
-                      extra: dict | None = None) -> int:
-    """Write ``json.dumps(build_report(ckpt) | extra, default=repr)`` through ``write``, the same text, without
-    holding every tensor record and the whole text at once: records are encoded in batches as they are
-    made. Returns the report's ``checksums_missing``."""
-    marker = f"@tensors-{secrets.token_hex(16)}@"     # file text cannot contain a value it cannot guess
-    pieces: list[str] = []
-
-    def sink(records: list[dict]) -> None:
-        pieces.append(json.dumps(records, default=repr)[1:-1])
-
-    report = build_report(ckpt, checksums=checksums, stream=(sink, marker))
-    if extra:
-        report.update(extra)
-    head, _, tail = json.dumps(report, default=repr).partition(json.dumps(marker))
-    write(head)
-    write("[")
-    for i, piece in enumerate(pieces):
-        if i:
-            write(", ")
-        write(piece)
-        pieces[i] = ""
-    write("]")
+    write(json.dumps(warnings, default=repr))
     write(tail)
-    return report["checksums_missing"]
+    return 0
 
 
 def _jsonable(v: Any, depth: int = 0) -> Any:
