@@ -2,6 +2,7 @@
 preview table of old -> new key names."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt
@@ -11,7 +12,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QHeaderView,
-    QLabel,
     QMessageBox,
     QTableView,
     QVBoxLayout,
@@ -23,7 +23,7 @@ from ...core.model import keypath
 from ...core.util.errors import CheckpointError
 from ...core.util.locations import location_name
 from ...core.util.textsafe import key_text, path_text
-from ..widgets.theme import plain_tooltip
+from ..widgets.theme import plain_label, plain_tooltip
 
 ERROR_STYLE = "color: #d9534f;"
 COLLISION_BG = QColor(217, 83, 79, 70)
@@ -41,14 +41,6 @@ def confirm(parent: QWidget | None, title: str, text: str, accept_text: str) -> 
     box.setDefaultButton(QMessageBox.StandardButton.Cancel)
     box.exec()
     return box.clickedButton() is yes
-
-
-def plain_label(text: str = "", parent: QWidget | None = None, *, wrap: bool = True) -> QLabel:
-    lab = QLabel(parent)
-    lab.setTextFormat(Qt.TextFormat.PlainText)
-    lab.setText(text)
-    lab.setWordWrap(wrap)
-    return lab
 
 
 def error_line(err: CheckpointError) -> str:
@@ -108,6 +100,41 @@ class StepDialog(QDialog):
         """``exec()`` the dialog; True when accepted."""
         return self.exec() == QDialog.DialogCode.Accepted
 
+
+
+class WritingDialog(StepDialog):
+    """A dialog whose OK writes a file to ``self.state.dest`` (Export, Merge): replacing an existing file
+    is asked once per destination, and the request says whether it was allowed. Subclasses set
+    ``self.state`` (with ``dest`` and ``request(overwrite)``) and ``self.runner`` (their background work,
+    stopped when the dialog closes), and name what they write in ``WRITES`` ("the export")."""
+
+    WRITES = "the new file"
+
+    def __init__(self, parent: QWidget | None, title: str):
+        super().__init__(parent, title)
+        self._replace_confirmed = ""
+
+    def request(self, overwrite: bool | None = None) -> Any:
+        """What to run (None while the choices cannot be written). ``overwrite`` defaults to whether
+        replacing the existing destination was confirmed."""
+        if overwrite is None:
+            overwrite = self._replace_confirmed == os.path.abspath(self.state.dest)
+        return self.state.request(overwrite)
+
+    def _on_ok(self) -> None:
+        if not self.ok_button.isEnabled():
+            return
+        dest = os.path.abspath(self.state.dest)
+        if os.path.exists(dest) and self._replace_confirmed != dest:
+            if not confirm(self, "Replace file?", f"{dest} already exists. Replace it with {self.WRITES}?\n\n"
+                           "It is replaced only once the new file is completely written and checked.", "Replace"):
+                return
+            self._replace_confirmed = dest
+        self.accept()
+
+    def done(self, result: int) -> None:
+        self.runner.shutdown(wait=False)
+        super().done(result)
 
 class RenamePreviewModel(QAbstractTableModel):
     """old -> new rows from ``ops.rename_preview``; collisions highlighted. Lazy, so 100,000 keys are fine."""

@@ -35,8 +35,7 @@ from ...core.write.destination import check_destination
 from ...core.write.export import ExportOptions
 from ..widgets.messages import error_text
 from ..widgets.workers import TaskRunner, WorkerError
-from . import common
-from .common import StepDialog, error_line, plain_label
+from .common import WritingDialog, error_line, plain_label
 from .export_work import ExportRequest, plan_task
 
 FORMATS = (("pt", "PyTorch (.pt, zip archive)"), ("pt-legacy", "PyTorch legacy format (before 1.6)"),
@@ -163,7 +162,9 @@ class ExportState:
                              self.what())
 
 
-class ExportDialog(StepDialog):
+class ExportDialog(WritingDialog):
+    WRITES = "the export"
+
     def __init__(self, parent: QWidget | None, source: str, root: Any, analysis: Analysis,
                  subtree: tuple | None = None, *, weights_only_safe: bool = False):
         super().__init__(parent, "Export")
@@ -181,7 +182,6 @@ class ExportDialog(StepDialog):
         self.state.dest = default_destination(source, self.state.fmt, choices[default].path,
                                               "weights-only" if weights_only_safe else None)
         self._dest_is_default = True
-        self._replace_confirmed = ""
         self.runner = TaskRunner(self)
         self.planning = False
 
@@ -356,29 +356,6 @@ class ExportDialog(StepDialog):
         self.set_ok(ok)
 
     # -- result -----------------------------------------------------------------------------------
-    def request(self, overwrite: bool | None = None) -> ExportRequest | None:
-        """The export to run (None while the choices cannot be exported). ``overwrite`` defaults to
-        whether replacing the existing destination was confirmed."""
-        if overwrite is None:
-            overwrite = self._replace_confirmed == os.path.abspath(self.state.dest)
-        return self.state.request(overwrite)
-
-    def _on_ok(self) -> None:
-        if not self.ok_button.isEnabled():
-            return
-        dest = os.path.abspath(self.state.dest)
-        if os.path.exists(dest) and self._replace_confirmed != dest:
-            if not common.confirm(self, "Replace file?", f"{dest} already exists. Replace it with the export?\n\n"
-                                  "It is replaced only once the new file is completely written and checked.",
-                                  "Replace"):
-                return
-            self._replace_confirmed = dest
-        self.accept()
-
-    def done(self, result: int) -> None:
-        self.runner.shutdown(wait=False)
-        super().done(result)
-
     @classmethod
     def ask(cls, parent: QWidget | None, source: str, root: Any, analysis: Analysis,
             subtree: tuple | None = None, *, weights_only_safe: bool = False) -> ExportRequest | None:

@@ -38,8 +38,7 @@ from ...core.write.export import ExportOptions
 from ..widgets.messages import error_text
 from ..widgets.theme import plain_tooltip
 from ..widgets.workers import TaskRunner, WorkerError
-from . import common
-from .common import StepDialog, error_line, plain_label
+from .common import WritingDialog, error_line, plain_label
 from .export import DTYPES, FORMATS, TORCH_SUFFIXES, with_suffix_for
 from .merge_work import MergeRequest, input_steps, preview_task
 
@@ -180,14 +179,15 @@ class MergeState:
                             ExportOptions(fmt=self.fmt, overwrite=overwrite), self.dtype)
 
 
-class MergeDialog(StepDialog):
+class MergeDialog(WritingDialog):
+    WRITES = "the merge"
+
     def __init__(self, parent: QWidget | None, paths: list[str]):
         super().__init__(parent, "Merge Checkpoints")
         self.inputs = MergeInputsModel([os.path.abspath(p) for p in paths], self)
         self.state = MergeState(self.inputs.paths, self.inputs.weights)
         self.state.dest = default_merge_destination(self.state.paths, self.state.fmt)
         self._dest_is_default = True
-        self._replace_confirmed = ""
         self.runner = TaskRunner(self)
         self.planning = False
 
@@ -354,28 +354,6 @@ class MergeDialog(StepDialog):
         self.set_ok(not err and self.state.plan is not None and self.state.plan.ok)
 
     # -- result ---------------------------------------------------------------------------------
-    def request(self, overwrite: bool | None = None) -> MergeRequest | None:
-        """The merge to run (None while the choices cannot be merged)."""
-        if overwrite is None:
-            overwrite = self._replace_confirmed == os.path.abspath(self.state.dest)
-        return self.state.request(overwrite)
-
-    def _on_ok(self) -> None:
-        if not self.ok_button.isEnabled():
-            return
-        dest = os.path.abspath(self.state.dest)
-        if os.path.exists(dest) and self._replace_confirmed != dest:
-            if not common.confirm(self, "Replace file?", f"{dest} already exists. Replace it with the merge?\n\n"
-                                  "It is replaced only once the new file is completely written and checked.",
-                                  "Replace"):
-                return
-            self._replace_confirmed = dest
-        self.accept()
-
-    def done(self, result: int) -> None:
-        self.runner.shutdown(wait=False)
-        super().done(result)
-
     @classmethod
     def ask(cls, parent: QWidget | None, paths: list[str]) -> MergeRequest | None:
         dlg = cls(parent, paths)

@@ -7,45 +7,28 @@ core's metrics). pyqtgraph is imported when a diff tab is first built, after the
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QVBoxLayout, QWidget
 
 from ...core.analyze.stats import Histogram
-from ..widgets.theme import is_dark
+from ..widgets.plots import pyqtgraph, style_plot
+from ..widgets.theme import is_dark, plain_label
 from .model import status_color
 from .work import PairHistograms
 
 # A and B in two colours that stay apart for the common kinds of colour blindness (blue / orange).
+_plain = partial(plain_label, wrap=False)   # labels here stay on one line unless asked
+
 COLORS = {"a": ("#1f6fd1", "#5aa2ff"), "b": ("#d9730d", "#ffa94d"), "diff": ("#7b3fb5", "#b48cff")}
 
 
 def side_color(which: str) -> QColor:
     light, dark = COLORS[which]
     return QColor(dark if is_dark() else light)
-
-
-def _pg():
-    import pyqtgraph as pg  # PySide6 is imported first (app.py sets PYQTGRAPH_QT_LIB)
-    pg.setConfigOptions(antialias=False)
-    return pg
-
-
-def _style_plot(plot, widget: QWidget) -> None:
-    pal = widget.palette()
-    plot.setBackground(pal.color(QPalette.ColorRole.Base))
-    fg = pal.color(QPalette.ColorRole.Text)
-    for ax in ("left", "bottom"):
-        plot.getAxis(ax).setTextPen(fg)
-        plot.getAxis(ax).setPen(fg)
-
-
-def _plain(text: str, parent: QWidget) -> QLabel:
-    lab = QLabel(text, parent)
-    lab.setTextFormat(Qt.TextFormat.PlainText)
-    return lab
 
 
 class PairHistogramPanel(QWidget):
@@ -56,7 +39,7 @@ class PairHistogramPanel(QWidget):
     def __init__(self, parent: QWidget | None = None, log_counts: bool = False):
         super().__init__(parent)
         self._pair: PairHistograms | None = None
-        pg = _pg()
+        pg = pyqtgraph()
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         head = QHBoxLayout()
@@ -174,8 +157,8 @@ class PairHistogramPanel(QWidget):
             curve.setBrush(fill)
         for lab, which in ((self.legend_a, "a"), (self.legend_b, "b")):
             lab.setStyleSheet(f"color: {side_color(which).name()}; font-weight: bold;")
-        _style_plot(self.plot, self)
-        _style_plot(self.diff_plot, self)
+        style_plot(self.plot, self.palette())
+        style_plot(self.diff_plot, self.palette())
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
         super().changeEvent(event)
@@ -226,7 +209,7 @@ class LayerChart(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        pg = _pg()
+        pg = pyqtgraph()
         self._pg = pg
         self._entries: list[int] = []       # entry index per x position
         self._pos: dict[int, int] = {}       # entry index -> x position
@@ -348,7 +331,7 @@ class LayerChart(QWidget):
             self.bars[kind].setOpts(x=xs, height=ys, width=0.8)
 
     def _apply_colors(self) -> None:
-        _style_plot(self.plot, self)
+        style_plot(self.plot, self.palette())
         grey = status_color("same")
         for kind, status in (("same", "same"), ("changed", "changed"), ("dtype", "dtype"), ("inf", "shape")):
             color = status_color(status)
@@ -409,7 +392,7 @@ class _KeyAxis:
     """Factory for a pyqtgraph AxisItem that labels integer positions with the chart's keys."""
 
     def __new__(cls, chart: LayerChart, orientation: str):
-        pg = _pg()
+        pg = pyqtgraph()
 
         class KeyAxis(pg.AxisItem):
             def tickValues(self, minVal, maxVal, size):  # noqa: N802,N803 - pyqtgraph override

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import partial
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, Signal
@@ -45,6 +46,7 @@ from ...core.util.textsafe import safe_text
 from ...core.util.units import human_bytes, shape_text
 from ..widgets.messages import error_text
 from ..widgets.settings import Settings
+from ..widgets.theme import plain_label
 from ..widgets.workers import TaskRunner, WorkerError
 from .charts import LayerChart, PairHistogramPanel
 from .model import DiffTreeModel, side_text, status_color
@@ -58,6 +60,8 @@ from .work import (
     pair_histogram_steps,
     prepare_steps,
 )
+
+_plain = partial(plain_label, wrap=False)   # labels here stay on one line unless asked
 
 AUTO_EXPAND_TOP = 12
 AUTO_EXPAND_LEAVES = 2_000
@@ -77,13 +81,6 @@ def ask_compare_paths(parent: QWidget, current: str | None, start: str = "") -> 
     b, _ = QFileDialog.getOpenFileName(parent, "Compare: choose the second checkpoint (B)",
                                        os.path.dirname(a), FILE_FILTER)
     return (a, b) if b else None
-
-
-def _plain(text: str, parent: QWidget, *, wrap: bool = False) -> QLabel:
-    lab = QLabel(text, parent)
-    lab.setTextFormat(Qt.TextFormat.PlainText)
-    lab.setWordWrap(wrap)
-    return lab
 
 
 def _num(x: float) -> str:

@@ -8,6 +8,7 @@ shown through ``safe_text`` in plain-text widgets only.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 import shiboken6
@@ -37,8 +38,9 @@ from ...core.model.values import value_text as small_value_text
 from ...core.util.progress import Progress
 from ...core.util.textsafe import key_text, path_text, safe_text
 from ...core.util.units import human_bytes, shape_text
-from ..widgets.theme import kind_label
+from ..widgets.theme import kind_label, plain_label
 
+_label = partial(plain_label, select=True)   # labels here can be selected and copied
 
 def _fmt(v: Any) -> str:
     if v is None:
@@ -46,16 +48,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     return safe_text(v, 80)
-
-
-def plain_label(text: str, parent: QWidget | None = None, *, wrap: bool = True, select: bool = True) -> QLabel:
-    lab = QLabel(parent)
-    lab.setTextFormat(Qt.TextFormat.PlainText)
-    lab.setText(text)
-    lab.setWordWrap(wrap)
-    if select:
-        lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    return lab
 
 
 class DetailsPanel(QScrollArea):
@@ -113,12 +105,12 @@ class DetailsPanel(QScrollArea):
     def show_message(self, text: str) -> None:
         self._node = None
         self._reset()
-        lab = plain_label(text, self._body, select=False)
+        lab = _label(text, self._body, select=False)
         lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._lay.addWidget(lab)
 
     def _heading(self, text: str) -> None:
-        lab = plain_label(text, self._body, select=False)
+        lab = _label(text, self._body, select=False)
         f = lab.font()
         f.setBold(True)
         lab.setFont(f)
@@ -130,14 +122,14 @@ class DetailsPanel(QScrollArea):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
         for name, value in rows:
             self.facts[name] = value
-            form.addRow(plain_label(name + ":", self._body, wrap=False, select=False), plain_label(value, self._body))
+            form.addRow(_label(name + ":", self._body, wrap=False, select=False), _label(value, self._body))
         self._lay.addLayout(form)
         return form
 
     def show_node(self, node: Node) -> None:
         self._reset()
         self._node = node
-        title = plain_label(path_text(node.path) if node.path else node.name, self._body)
+        title = _label(path_text(node.path) if node.path else node.name, self._body)
         f = title.font()
         f.setBold(True)
         f.setPointSizeF(f.pointSizeF() * 1.1)
@@ -147,11 +139,11 @@ class DetailsPanel(QScrollArea):
         sub = label if node.type_text == node.kind else f"{safe_text(node.type_text, 120)} — {label}"
         if node.note:
             sub += f" ({safe_text(node.note, 200)})"
-        self._lay.addWidget(plain_label(sub, self._body))
+        self._lay.addWidget(_label(sub, self._body))
         edited = self._note(node) if self._note is not None else ""
         if edited:
             self.facts["Edited"] = edited
-            lab = plain_label(f"Edited: {edited}", self._body)
+            lab = _label(f"Edited: {edited}", self._body)
             lab.setObjectName("details-edited")
             lab.setStyleSheet("background: rgba(230, 126, 34, 0.16); border-radius: 3px; padding: 2px;")
             self._lay.addWidget(lab)
@@ -198,7 +190,7 @@ class DetailsPanel(QScrollArea):
             known, value = node.small_value()
             rows.insert(0, ("Value", self._value_text(value) if known else "reading…"))
         form = self._form(rows)
-        self.integrity_label = plain_label("", self._body)
+        self.integrity_label = _label("", self._body)
         self.integrity_label.setObjectName("details-integrity")
         self.integrity_label.setStyleSheet("background: rgba(217, 83, 79, 0.18); border-radius: 3px; padding: 2px;")
         self.integrity_label.hide()
@@ -209,14 +201,14 @@ class DetailsPanel(QScrollArea):
             if t.numel == 1:
                 return                      # one value: no min/max/mean, no one-bin histogram
         self._heading("Statistics")
-        self.stats_status = plain_label("Waiting…" if t.readable else "Values cannot be read.", self._body,
+        self.stats_status = _label("Waiting…" if t.readable else "Values cannot be read.", self._body,
                                         select=False)
         self._lay.addWidget(self.stats_status)
         form = QFormLayout()
         for key, label in self.STAT_ROWS:
-            lab = plain_label("–", self._body)
+            lab = _label("–", self._body)
             self.stat_labels[key] = lab
-            form.addRow(plain_label(label + ":", self._body, wrap=False, select=False), lab)
+            form.addRow(_label(label + ":", self._body, wrap=False, select=False), lab)
         self._lay.addLayout(form)
 
     def set_integrity(self, error: str | None) -> None:
@@ -347,7 +339,7 @@ class DetailsPanel(QScrollArea):
         self._totals(node)
         name = node.info
         if not name:
-            self._lay.addWidget(plain_label("The parameter this state belongs to is not known.", self._body))
+            self._lay.addWidget(_label("The parameter this state belongs to is not known.", self._body))
             return
         opt_node = node.parent.parent if node.parent is not None else None
         button = QPushButton(f"Go to parameter {safe_text(name, 120)}", self._body)

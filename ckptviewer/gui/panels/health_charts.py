@@ -4,23 +4,22 @@ of the first selects its tensor. pyqtgraph is imported when a chart is first dra
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QVBoxLayout, QWidget
 
 from ...core.analyze.health import ModuleShare, TensorHealth
 from ...core.util.textsafe import path_text, safe_text
 from ...core.util.units import human_bytes
-from ..widgets.theme import is_dark
+from ..widgets.plots import pyqtgraph, style_plot
+from ..widgets.theme import is_dark, plain_label
+
+_plain = partial(plain_label, wrap=False)   # labels here stay on one line unless asked
 
 MAX_BARS = 16
-
-
-def _plain(text: str, parent: QWidget) -> QLabel:
-    lab = QLabel(text, parent)
-    lab.setTextFormat(Qt.TextFormat.PlainText)
-    return lab
 
 
 class LayerChart(QWidget):
@@ -46,8 +45,7 @@ class LayerChart(QWidget):
     def _ensure(self) -> None:
         if self._plot is not None:
             return
-        import pyqtgraph as pg
-
+        pg = pyqtgraph()
         plot = pg.PlotWidget(self)
         plot.setMenuEnabled(False)
         plot.hideButtons()
@@ -68,12 +66,7 @@ class LayerChart(QWidget):
         self._holder.removeWidget(self.placeholder)
         self.placeholder.hide()
         self._holder.addWidget(plot, 1)
-        pal = self.palette()
-        plot.setBackground(pal.color(QPalette.ColorRole.Base))
-        fg = pal.color(QPalette.ColorRole.Text)
-        for ax in ("left", "bottom"):
-            plot.getAxis(ax).setTextPen(fg)
-            plot.getAxis(ax).setPen(fg)
+        style_plot(plot, self.palette())
 
     def set_series(self, series: list[TensorHealth], flagged: set[tuple]) -> None:
         self._series = series
@@ -87,7 +80,10 @@ class LayerChart(QWidget):
             return
         self._ensure()
         x = np.arange(len(series), dtype=np.float64)
-        floor = 1e-30          # log axes need positive values: zero norms sit at the floor
+        # Log axes need positive values: a zero norm or std (an all-zero bias) sits a decade below the
+        # smallest positive one, so that it shows at the bottom without stretching the axis to 1e-30.
+        positive = [v for th in series for v in (th.norm, th.std) if v and v > 0]
+        floor = min(positive) / 10 if positive else 1.0
         norm = np.array([max(th.norm or 0.0, floor) for th in series])
         std = np.array([max(th.std or 0.0, floor) for th in series])
         self._norm.setData(x, norm)
@@ -159,8 +155,7 @@ class BreakdownChart(QWidget):
     def _ensure(self) -> None:
         if self._plot is not None:
             return
-        import pyqtgraph as pg
-
+        pg = pyqtgraph()
         plot = pg.PlotWidget(self)
         plot.setMenuEnabled(False)
         plot.hideButtons()
@@ -173,12 +168,7 @@ class BreakdownChart(QWidget):
         self._holder.removeWidget(self.placeholder)
         self.placeholder.hide()
         self._holder.addWidget(plot, 1)
-        pal = self.palette()
-        plot.setBackground(pal.color(QPalette.ColorRole.Base))
-        fg = pal.color(QPalette.ColorRole.Text)
-        for ax in ("left", "bottom"):
-            plot.getAxis(ax).setTextPen(fg)
-            plot.getAxis(ax).setPen(fg)
+        style_plot(plot, self.palette())
 
     def _redraw(self) -> None:
         shares = self.shown()

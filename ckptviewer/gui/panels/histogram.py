@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ...core.analyze.stats import Histogram
+from ..widgets.plots import pyqtgraph, style_plot
 from ..widgets.theme import is_dark
 
 
@@ -62,9 +63,7 @@ class HistogramPanel(QWidget):
     def ensure_plot(self) -> None:
         if self._plot is not None:
             return
-        import pyqtgraph as pg  # imported after PySide6 (PYQTGRAPH_QT_LIB or the binding already loaded)
-
-        pg.setConfigOptions(antialias=False)
+        pg = pyqtgraph()
         plot = pg.PlotWidget(self)
         plot.setMenuEnabled(False)
         plot.setMouseEnabled(x=True, y=False)
@@ -137,16 +136,12 @@ class HistogramPanel(QWidget):
             return
         dark = is_dark()
         pal = self.palette()
-        self._plot.setBackground(pal.color(QPalette.ColorRole.Base))
+        style_plot(self._plot, pal)
         line = QColor("#5aa2ff" if dark else "#1f6fd1")
         fill = QColor(line)
         fill.setAlpha(90)
         self._curve.setPen(line)
         self._curve.setBrush(fill)
-        fg = pal.color(QPalette.ColorRole.Text)
-        for ax in ("left", "bottom"):
-            self._plot.getAxis(ax).setTextPen(fg)
-            self._plot.getAxis(ax).setPen(fg)
 
     def changeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().changeEvent(event)

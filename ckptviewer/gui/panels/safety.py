@@ -7,6 +7,7 @@ escaped tooltips).
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QPersistentModelIndex, QSize, Qt, QTimer, Signal
@@ -25,22 +26,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..widgets.theme import is_dark, level_color, level_icon, plain_tooltip
+from ..widgets.theme import is_dark, level_color, level_icon, plain_label, plain_tooltip
 from .safety_report import BANNER_NAMES, CLEAN, DANGEROUS, INCOMPLETE, NOTHING_RUN, UNKNOWN, SafetyReport, SafetyRow
 from .torch_load import TorchLoadSection
+
+_plain_label = partial(plain_label, select=True)   # labels here can be selected and copied
 
 _RANK = {"dangerous": 0, "unknown": 1, "safe": 2}
 _CATEGORY_TEXT = {"dangerous": "Dangerous", "unknown": "Unknown", "safe": "Safe"}
 Index = QModelIndex | QPersistentModelIndex
-
-
-def _plain_label(text: str, parent: QWidget, *, wrap: bool = True) -> QLabel:
-    lab = QLabel(parent)
-    lab.setTextFormat(Qt.TextFormat.PlainText)
-    lab.setText(text)
-    lab.setWordWrap(wrap)
-    lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    return lab
 
 
 def _row_text(r: SafetyRow) -> str:

@@ -14,13 +14,12 @@ import math
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QGridLayout,
     QHBoxLayout,
-    QLabel,
     QSlider,
     QSpinBox,
     QStackedWidget,
@@ -31,20 +30,14 @@ from PySide6.QtWidgets import (
 
 from ...core.analyze.planes import FilterGrid, Line, Plane, ViewRequest, ViewResult
 from ...core.util.units import shape_text
-from ..widgets.theme import is_dark
+from ..widgets.plots import pyqtgraph, style_plot
+from ..widgets.theme import is_dark, plain_label
 from .value_table import ValuesTable, value_text
 
 DIVERGING = "CET-D1A"          # blue - white - red, centred on zero
 SEQUENTIAL = "viridis"
 BAR_LIMIT = 128                 # vectors up to this long are drawn as bars
 SLIDER_DELAY_MS = 40            # slider moves are gathered for this long before a new plane is asked for
-
-
-def _plain(text: str, parent: QWidget, wrap: bool = True) -> QLabel:
-    lab = QLabel(text, parent)
-    lab.setTextFormat(Qt.TextFormat.PlainText)
-    lab.setWordWrap(wrap)
-    return lab
 
 
 class ValuesPanel(QWidget):
@@ -67,7 +60,7 @@ class ValuesPanel(QWidget):
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        self.title = _plain("Values", self)
+        self.title = plain_label("Values", self)
         f = self.title.font()
         f.setBold(True)
         self.title.setFont(f)
@@ -76,8 +69,8 @@ class ValuesPanel(QWidget):
         row = QHBoxLayout()
         self.rows_box = QComboBox(self)
         self.cols_box = QComboBox(self)
-        self.rows_label = _plain("Rows", self, wrap=False)
-        self.cols_label = _plain("Columns", self, wrap=False)
+        self.rows_label = plain_label("Rows", self, wrap=False)
+        self.cols_label = plain_label("Columns", self, wrap=False)
         self.filters_box = QCheckBox("Filters", self)
         self.filters_box.setToolTip("Show a convolution weight as a grid of its filters, one per output channel")
         self.abs_box = QCheckBox("|x|", self)
@@ -99,11 +92,11 @@ class ValuesPanel(QWidget):
         self.tabs = QTabWidget(self)
         self.tabs.setDocumentMode(True)
         self.plot_stack = QStackedWidget(self.tabs)
-        self.placeholder = _plain("Select a tensor to see its values.", self.plot_stack)
+        self.placeholder = plain_label("Select a tensor to see its values.", self.plot_stack)
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setMinimumHeight(160)
         self.plot_stack.addWidget(self.placeholder)
-        self.number = _plain("", self.plot_stack)
+        self.number = plain_label("", self.plot_stack)
         self.number.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.number.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         nf = self.number.font()
@@ -114,8 +107,8 @@ class ValuesPanel(QWidget):
         self.table = ValuesTable(self.tabs)
         self.tabs.addTab(self.table, "Table")
         lay.addWidget(self.tabs, 1)
-        self.note = _plain("", self)
-        self.hover = _plain("", self, wrap=False)
+        self.note = plain_label("", self)
+        self.hover = plain_label("", self, wrap=False)
         self.hover.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.note)
         lay.addWidget(self.hover)
@@ -207,7 +200,7 @@ class ValuesPanel(QWidget):
             shown = (self.rows_box.currentData(), self.cols_box.currentData())
             dims = [d for d in range(len(shape)) if d not in shown]
         for row, d in enumerate(dims):
-            label = _plain("input channel" if grid else f"dim {d}", self.sliders_host, wrap=False)
+            label = plain_label("input channel" if grid else f"dim {d}", self.sliders_host, wrap=False)
             slider = QSlider(Qt.Orientation.Horizontal, self.sliders_host)
             slider.setRange(0, max(0, shape[d] - 1))
             spin = QSpinBox(self.sliders_host)
@@ -296,7 +289,7 @@ class ValuesPanel(QWidget):
     def luts(self) -> dict:
         """The colour maps as 256-entry RGBA tables (for the worker that colours heatmaps)."""
         if self._luts is None:
-            import pyqtgraph as pg  # imported after PySide6 (PYQTGRAPH_QT_LIB is set by the app)
+            pg = pyqtgraph()
             self._cmaps = {"diverging": pg.colormap.get(DIVERGING), "sequential": pg.colormap.get(SEQUENTIAL)}
             self._luts = {k: np.ascontiguousarray(m.getLookupTable(nPts=256, alpha=True), dtype=np.uint8)
                           for k, m in self._cmaps.items()}
@@ -305,8 +298,7 @@ class ValuesPanel(QWidget):
     def _ensure_plot(self) -> None:
         if self._plot is not None:
             return
-        import pyqtgraph as pg
-
+        pg = pyqtgraph()
         self.luts()
         widget = pg.GraphicsLayoutWidget(self.plot_stack)
         widget.setMinimumHeight(160)
@@ -335,7 +327,7 @@ class ValuesPanel(QWidget):
         if self._plot is None:
             return
         pal = self.palette()
-        self._plot["widget"].setBackground(pal.color(QPalette.ColorRole.Base))
+        style_plot(self._plot["widget"], pal, axes=self._plot["plot"])
         line = QColor("#5aa2ff" if is_dark() else "#1f6fd1")
         fill = QColor(line)
         fill.setAlpha(80)
@@ -343,10 +335,6 @@ class ValuesPanel(QWidget):
             self._plot[key].setPen(line)
         self._plot["fill"].setBrush(fill)
         self._plot["bars"].setOpts(brush=fill, pen=line)
-        fg = pal.color(QPalette.ColorRole.Text)
-        for ax in ("left", "bottom"):
-            self._plot["plot"].getAxis(ax).setTextPen(fg)
-            self._plot["plot"].getAxis(ax).setPen(fg)
 
     def changeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().changeEvent(event)

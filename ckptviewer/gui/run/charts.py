@@ -8,6 +8,7 @@ file's relative change, values not read yet) are left transparent, so the backgr
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
@@ -17,37 +18,19 @@ from PySide6.QtWidgets import (
     QComboBox,
     QGraphicsRectItem,
     QHBoxLayout,
-    QLabel,
     QVBoxLayout,
     QWidget,
 )
 
+from ..widgets.plots import pyqtgraph, style_plot
+from ..widgets.theme import plain_label
 from .work import LINE_METRICS, METRIC_TEXT
 
 # Colours for the line chart's curves: distinct for the common kinds of colour blindness (Okabe-Ito).
+_plain = partial(plain_label, wrap=False)   # labels here stay on one line unless asked
+
 CURVE_COLORS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#999999")
 MAX_CURVES = 12
-
-
-def _pg():
-    import pyqtgraph as pg  # PySide6 is imported first (app.py sets PYQTGRAPH_QT_LIB)
-    pg.setConfigOptions(antialias=False)
-    return pg
-
-
-def _style_plot(plot, widget: QWidget) -> None:
-    pal = widget.palette()
-    plot.setBackground(pal.color(QPalette.ColorRole.Base))
-    fg = pal.color(QPalette.ColorRole.Text)
-    for ax in ("left", "bottom"):
-        plot.getAxis(ax).setTextPen(fg)
-        plot.getAxis(ax).setPen(fg)
-
-
-def _plain(text: str, parent: QWidget) -> QLabel:
-    lab = QLabel(text, parent)
-    lab.setTextFormat(Qt.TextFormat.PlainText)
-    return lab
 
 
 def _short(text: str, n: int = 34) -> str:
@@ -59,7 +42,7 @@ class _LabelAxis:
     thinned out to what fits: one label per text height on the left axis, per label width at the bottom."""
 
     def __new__(cls, labels, orientation: str):
-        pg = _pg()
+        pg = pyqtgraph()
 
         class LabelAxis(pg.AxisItem):
             def tickValues(self, minVal, maxVal, size):  # noqa: N802,N803 - pyqtgraph override
@@ -97,7 +80,7 @@ class RunHeatmap(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        pg = _pg()
+        pg = pyqtgraph()
         self._pg = pg
         self.rows: list[int] = []
         self.row_labels: list[str] = []
@@ -236,7 +219,7 @@ class RunHeatmap(QWidget):
 
     # -- colours --------------------------------------------------------------------------------
     def _apply_colors(self) -> None:
-        _style_plot(self.plot, self)
+        style_plot(self.plot, self.palette())
         pen = QPen(self.palette().color(QPalette.ColorRole.Highlight))
         pen.setWidth(2)
         pen.setCosmetic(True)            # two pixels whatever the zoom
@@ -256,7 +239,7 @@ class LineChart(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        pg = _pg()
+        pg = pyqtgraph()
         self._pg = pg
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -333,7 +316,7 @@ class LineChart(QWidget):
         self.metric_changed.emit(self.current_metric)
 
     def _apply_colors(self) -> None:
-        _style_plot(self.plot, self)
+        style_plot(self.plot, self.palette())
         self.legend.setLabelTextColor(self.palette().color(QPalette.ColorRole.Text))
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
@@ -347,7 +330,7 @@ class TrainingChart(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        pg = _pg()
+        pg = pyqtgraph()
         self._pg = pg
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -391,7 +374,7 @@ class TrainingChart(QWidget):
 
     def _apply_colors(self) -> None:
         for p in self.plots.values():
-            _style_plot(p, self)
+            style_plot(p, self.palette())
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
         super().changeEvent(event)

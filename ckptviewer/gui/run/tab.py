@@ -13,6 +13,7 @@ Stop keeps what was read; closing the tab cancels both and releases the files.
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
@@ -22,7 +23,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -40,6 +40,7 @@ from ...core.util.progress import Progress
 from ...core.util.textsafe import safe_text
 from ..widgets.messages import error_text
 from ..widgets.settings import Settings
+from ..widgets.theme import plain_label
 from ..widgets.workers import TaskRunner, WorkerError
 from .charts import LineChart, RunHeatmap, TrainingChart
 from .model import RunFilesModel, RunLayersModel, entry_summary
@@ -56,15 +57,10 @@ from .work import (
     x_axis,
 )
 
+_plain = partial(plain_label, wrap=False)   # labels here stay on one line unless asked
+
 REDRAW_MS = 250
 AUTO_CHECK = 3
-
-
-def _plain(text: str, parent: QWidget, *, wrap: bool = False) -> QLabel:
-    lab = QLabel(text, parent)
-    lab.setTextFormat(Qt.TextFormat.PlainText)
-    lab.setWordWrap(wrap)
-    return lab
 
 
 def run_title(paths: list[str]) -> str:

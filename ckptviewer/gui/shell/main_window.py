@@ -49,6 +49,7 @@ from ..diff.tab import DiffTab, ask_compare_paths
 from ..diff.work import DiffSetup
 from ..panels.safety_report import SafetyReport
 from ..run.tab import RunTab
+from ..widgets.dispose import dispose
 from ..widgets.gc_pause import freeze_loaded_objects
 from ..widgets.messages import MessageBar, error_text
 from ..widgets.resources import icon_pixmap
@@ -538,7 +539,7 @@ class MainWindow(QMainWindow):
         index = self.tabs.indexOf(tab)
         if index >= 0:
             self.tabs.removeTab(index)
-        tab.deleteLater()
+        dispose(tab)
         self._sync_stack()
         self._update_actions()
 

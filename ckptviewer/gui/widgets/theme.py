@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QGuiApplication, QIcon, QPainter, QPalette, QPixmap, QPolygonF
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QLabel, QWidget
 
 # kind -> (letter, light colour, dark colour, label)
 _KINDS: dict[str, tuple[str, str, str, str]] = {
@@ -211,3 +211,16 @@ class ThemeWatcher(QObject):
 
     def _on_scheme_changed(self, _scheme) -> None:
         self.apply()
+
+
+def plain_label(text: str = "", parent: QWidget | None = None, *, wrap: bool = True, select: bool = False) -> QLabel:
+    """A label that shows ``text`` as plain text, never as rich text (file-provided names pass through
+    labels; a ``<b>`` in a key must stay two characters), word-wrapped unless ``wrap=False``, and
+    selectable with the mouse when ``select``."""
+    lab = QLabel(parent)
+    lab.setTextFormat(Qt.TextFormat.PlainText)
+    lab.setText(text)
+    lab.setWordWrap(wrap)
+    if select:
+        lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return lab
