@@ -94,23 +94,32 @@ def _json_key(k: Any) -> Any:
 
 
 def tensor_record(key: list, t: TensorRef, shared: dict[str, list]) -> dict:
+    # Runs once per tensor (100,000 times for a big state_dict): plain reads, no helper calls on the common path.
+    storage = t.storage
+    dtype = t.dtype
+    if type(t) is TensorRef:        # subclasses (sparse) compute these their own way
+        device = t.device_override or (storage.location if storage is not None else "meta")
+        nbytes = dtype.storage_bytes(t.numel)
+    else:
+        device, nbytes = t.device, t.nbytes
     rec = {
-        "key": [_json_key(k) for k in key],
-        "dtype": t.dtype.name,
+        "key": [k if type(k) is str else _json_key(k) for k in key],
+        "dtype": dtype.name,
         "shape": list(t.shape),
-        "device": t.device,
+        "device": device,
         "stride": list(t.stride),
         "storage_offset": t.offset,
         "numel": t.numel,
-        "nbytes": t.nbytes,
+        "nbytes": nbytes,
         "requires_grad": t.requires_grad,
         "kind": t.kind,
     }
-    if t.storage is not None:
-        rec["storage"] = t.storage.key
-        others = [k for k in shared.get(t.storage.key, []) if k != rec["key"]]
-        if others:
-            rec["shares_storage_with"] = others[:8]
+    if storage is not None:
+        rec["storage"] = storage.key
+        if shared and storage.key in shared:
+            others = [k for k in shared[storage.key] if k != rec["key"]]
+            if others:
+                rec["shares_storage_with"] = others[:8]
     if t.subclass:
         rec["subclass"] = t.subclass
     if t.extra is not None or t.kind not in ("tensor", "parameter") or t.dtype.lanes > 1:
