@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from .common import drain, err, internal_error
@@ -43,7 +42,7 @@ def _limits(args):
 
 
 def run(argv: list[str]) -> int:
-    from ..core.analyze.info import build_report, checksums_of, report_text
+    from ..core.analyze.info import checksums_of, report_text, write_report_json
     from ..core.read.open import checkpoint_paths, open_checkpoint
     from ..core.util.errors import CheckpointError
 
@@ -62,11 +61,17 @@ def run(argv: list[str]) -> int:
                     if not integrity.ok:
                         status = max(status, 1)
                 if args.json:
-                    report = build_report(ckpt, checksums=args.checksums)
-                    if integrity is not None:
-                        report["integrity"] = integrity.as_json()
-                    reports.append(report)
-                    failed = report["checksums_missing"]
+                    # The report's text in pieces, its tensor records encoded in batches as they are made (see
+                    # write_report_json): straight to stdout for one file (its text is never held whole), kept
+                    # until every file is done for several (one list of the files that could be read).
+                    pieces: list[str] = []
+                    failed = write_report_json(ckpt, sys.stdout.write if len(paths) == 1 else pieces.append,
+                                               checksums=args.checksums,
+                                               extra=None if integrity is None else {"integrity": integrity.as_json()})
+                    if len(paths) == 1:
+                        sys.stdout.write("\n")
+                    else:
+                        reports.append(pieces)
                 else:
                     failures = checksums_of(ckpt.tensor_entries())[1] if args.checksums else None
                     failed = len(failures or ())
@@ -89,7 +94,14 @@ def run(argv: list[str]) -> int:
             err(internal_error(path, e))
             status = 2
     if args.json and reports:
-        out = reports[0] if len(paths) == 1 else reports
-        # dumps (one shot, the C encoder) is several times faster than dump's incremental writes.
-        sys.stdout.write(json.dumps(out, default=repr) + "\n")
+        # As json.dumps would write the list of the reports.
+        write = sys.stdout.write
+        write("[")
+        for i, pieces in enumerate(reports):
+            if i:
+                write(", ")
+            for piece in pieces:
+                write(piece)
+            reports[i] = []
+        write("]\n")
     return status

@@ -6,6 +6,7 @@ The JSON follows the conformance contract (``format``, ``tensors`` with ``key``/
 from __future__ import annotations
 
 import json
+import secrets
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -93,23 +94,32 @@ def _json_key(k: Any) -> Any:
 
 
 def tensor_record(key: list, t: TensorRef, shared: dict[str, list]) -> dict:
+    # Runs once per tensor (100,000 times for a big state_dict): plain reads, no helper calls on the common path.
+    storage = t.storage
+    dtype = t.dtype
+    if type(t) is TensorRef:        # subclasses (sparse) compute these their own way
+        device = t.device_override or (storage.location if storage is not None else "meta")
+        nbytes = dtype.storage_bytes(t.numel)
+    else:
+        device, nbytes = t.device, t.nbytes
     rec = {
-        "key": [_json_key(k) for k in key],
-        "dtype": t.dtype.name,
+        "key": [k if type(k) is str else _json_key(k) for k in key],
+        "dtype": dtype.name,
         "shape": list(t.shape),
-        "device": t.device,
+        "device": device,
         "stride": list(t.stride),
         "storage_offset": t.offset,
         "numel": t.numel,
-        "nbytes": t.nbytes,
+        "nbytes": nbytes,
         "requires_grad": t.requires_grad,
         "kind": t.kind,
     }
-    if t.storage is not None:
-        rec["storage"] = t.storage.key
-        others = [k for k in shared.get(t.storage.key, []) if k != rec["key"]]
-        if others:
-            rec["shares_storage_with"] = others[:8]
+    if storage is not None:
+        rec["storage"] = storage.key
+        if shared and storage.key in shared:
+            others = [k for k in shared[storage.key] if k != rec["key"]]
+            if others:
+                rec["shares_storage_with"] = others[:8]
     if t.subclass:
         rec["subclass"] = t.subclass
     if t.extra is not None or t.kind not in ("tensor", "parameter") or t.dtype.lanes > 1:
@@ -225,12 +235,12 @@ def checksums_of(entries: list[tuple[list, TensorRef]],
 
 def build_report(ckpt: Checkpoint, *, checksums: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> dict:
+    """The JSON report (a dict for ``json.dumps(..., default=repr)``). ``write_report_json`` writes the same
+    text without holding every tensor record."""
     entries = ckpt.tensor_entries()
+    _validate(entries)
     an = analyze(ckpt.root)
-    shared: dict[str, list] = {}
-    for key, t in entries:
-        if t.storage is not None and len(t.storage.users) > 1:
-            shared.setdefault(t.storage.key, []).append([_json_key(k) for k in key])
+    shared = _shared_keys(entries)
     tensors = [tensor_record(key, t, shared) for key, t in entries]
     attribute_ids: set[int] = set()
     for (key, t), rec in zip(entries, tensors):
@@ -245,6 +255,28 @@ def build_report(ckpt: Checkpoint, *, checksums: bool = False,
             rec["sha256"] = cache[id(t)]
         warnings.extend(failures)
     integrity_warnings(entries, tensors, warnings)
+    attributes_only = len(attribute_ids - {id(t) for (k, t), r in zip(entries, tensors) if not r.get("attribute")})
+    checksums_missing = sum(1 for rec in tensors if rec.get("sha256", "") is None) if checksums else 0
+    return _report(ckpt, an, tensors, attributes_only, checksums_missing, warnings)
+
+
+def _validate(entries: list) -> None:
+    """Settle every tensor's ``problem`` before any record is made, so a record always shows it (a tensor
+    without a storage was validated only after its record, and the head of a streamed report validates all)."""
+    for _key, t in entries:
+        t.validate()
+
+
+def _shared_keys(entries: list) -> dict[str, list]:
+    shared: dict[str, list] = {}
+    for key, t in entries:
+        if t.storage is not None and len(t.storage.users) > 1:
+            shared.setdefault(t.storage.key, []).append([_json_key(k) for k in key])
+    return shared
+
+
+def _report(ckpt: Checkpoint, an: Analysis, tensors: Any, attributes_only: int, checksums_missing: int,
+            warnings: Any) -> dict:
     distinct = ckpt.all_tensors()
     by_dtype: Counter = Counter()
     for t in distinct:
@@ -262,8 +294,7 @@ def build_report(ckpt: Checkpoint, *, checksums: bool = False,
         "numel": sum(t.numel for t in distinct),
         "nbytes": sum(t.nbytes for t in distinct),
         "numel_by_dtype": dict(by_dtype),
-        "attribute_tensor_count": len(attribute_ids - {id(t) for (k, t), r in zip(entries, tensors)
-                                                       if not r.get("attribute")}),
+        "attribute_tensor_count": attributes_only,
         "state_dicts": [{"key": [_json_key(k) for k in sd.path], "kind": sd.kind, "class": sd.class_name,
                          "tensors": sd.n_tensors, "parameters": sd.n_parameters,
                          "prefix": sd.prefix[0] if sd.prefix else None,
@@ -276,9 +307,80 @@ def build_report(ckpt: Checkpoint, *, checksums: bool = False,
         "dangerous_globals": [name for name, _ in dangerous],
         "tensors": tensors,
         "values": value_records(ckpt.root),
-        "checksums_missing": sum(1 for rec in tensors if rec.get("sha256", "") is None) if checksums else 0,
+        "checksums_missing": checksums_missing,
         "warnings": warnings,
     }
+
+
+STREAM_BATCH = 2000
+
+
+def write_report_json(ckpt: Checkpoint, write: Callable[[str], Any], *, checksums: bool = False,
+                      extra: dict | None = None) -> int:
+    """Write ``json.dumps(build_report(ckpt) | extra, default=repr)`` through ``write``: the same text, without
+    holding every tensor record (a dict of ~1 KB each) or the whole text: the parts before the tensors are
+    written first, then the records, encoded in batches as they are made. Returns ``checksums_missing``.
+
+    With checksums the report is built whole (they are computed over every tensor before the records)."""
+    if checksums:
+        report = build_report(ckpt, checksums=True)
+        if extra:
+            report.update(extra)
+        write(json.dumps(report, default=repr))
+        return report["checksums_missing"]
+    entries = ckpt.tensor_entries()
+    _validate(entries)
+    root = ckpt.root
+    an = analyze(root)
+    shared = _shared_keys(entries)
+    # Which entries are module attributes, before any record (the count is written before the records).
+    flags = [is_attribute_path(root, key) for key, _t in entries]
+    attribute_ids = {id(t) for (_k, t), flag in zip(entries, flags) if flag}
+    if attribute_ids:
+        attribute_ids -= {id(t) for (_k, t), flag in zip(entries, flags) if not flag and id(t) in attribute_ids}
+    # The text around the records and the warnings, split at markers a file cannot guess.
+    marks = [f"@report-{secrets.token_hex(16)}-{i}@" for i in (0, 1)]
+    report = _report(ckpt, an, marks[0], len(attribute_ids), 0, marks[1])
+    if extra:
+        report.update(extra)
+    text = json.dumps(report, default=repr)
+    head, _, rest = text.partition(json.dumps(marks[0]))
+    middle, _, tail = rest.partition(json.dumps(marks[1]))
+    write(head)
+    write("[")
+    # The unstreamed path checks CRC-32 results after every record is made, and a record reads the value of
+    # a 0-d tensor (which may settle the CRC of a storage an earlier tensor shares): read those first, so
+    # each record's check below sees what the unstreamed one would.
+    for _key, t in entries:
+        if not t.shape and not t.problem and is_small(t):
+            small_value(t)
+    integrity: list[str] = []
+    batch: list[dict] = []
+    first = True
+    for (key, t), flag in zip(entries, flags):
+        rec = tensor_record(key, t, shared)
+        if flag:
+            rec["attribute"] = True
+        err = t.integrity_error
+        if err:
+            rec.setdefault("warnings", []).append(err)
+            integrity.append(f"tensor {path_text(key)}: {err}")
+        batch.append(rec)
+        if len(batch) >= STREAM_BATCH:
+            write(json.dumps(batch, default=repr)[1:-1] if first else ", " + json.dumps(batch, default=repr)[1:-1])
+            first = False
+            batch = []
+    if batch:
+        write(json.dumps(batch, default=repr)[1:-1] if first else ", " + json.dumps(batch, default=repr)[1:-1])
+    write("]")
+    write(middle)
+    warnings = collect_warnings(ckpt, entries)
+    for line in integrity:
+        if line not in warnings:
+            warnings.append(line)
+    write(json.dumps(warnings, default=repr))
+    write(tail)
+    return 0
 
 
 def _jsonable(v: Any, depth: int = 0) -> Any:

@@ -19,6 +19,10 @@ class ByteSource:
     ``verify()`` reads what has not been checked yet; ``verified`` says whether the check has run.
     """
 
+    # No instance dict here: a file of 300,000 tensors has 300,000 sources, and an empty __dict__ pointer
+    # made each one allocate twice. Subclasses that declare no __slots__ still get one.
+    __slots__ = ()
+
     size: int = 0
     crc_error: str | None = None
     verified: bool = True           # nothing to check: sources without a stored checksum

@@ -49,6 +49,15 @@ class StorageTable:
         self.text_globals: Counter = Counter()
 
     def load(self, pid: Any) -> Any:
+        # The common case first (one call per tensor of a state_dict): a torch storage record whose key was
+        # seen before (a tied tensor) or is new; everything else takes the general path below.
+        if type(pid) is tuple and len(pid) >= 5 and pid[0] == "storage":
+            key = pid[2]
+            if type(key) is str:
+                found = self.storages.get(key)
+                if found is not None:
+                    return found
+            return self.storage(pid[1], key, pid[3], pid[4])
         if isinstance(pid, str):
             # Protocol 0 writes a persistent id as text: PERSID holds str() of the tuple, e.g.
             # "('storage', <class 'torch.FloatStorage'>, '0', 'cpu', 2)". torch itself cannot load such a

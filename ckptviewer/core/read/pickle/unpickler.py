@@ -257,6 +257,31 @@ class SafeUnpickler:
             raise self._truncated(end)
         return bytes(data[pos:nl]), nl + 1
 
+    @staticmethod
+    def _memo_put(memo: list, sparse: dict, idx: int, value: Any) -> None:
+        """memo[idx] = value for a memo kept as a list (indices 0 .. len-1, all written) plus a dict of the
+        other indices. The dict never holds an index below the list's length, so the number of entries is
+        len(memo) + len(sparse); an index that extends the list pulls the dict's next ones in after it
+        (each moves once)."""
+        n = len(memo)
+        if 0 <= idx < n:
+            memo[idx] = value
+        elif idx == n:
+            memo.append(value)
+            sparse.pop(idx, None)
+            while sparse and len(memo) in sparse:
+                memo.append(sparse.pop(len(memo)))
+        else:
+            sparse[idx] = value
+
+    def _memo_get(self, memo: list, sparse: dict, idx: int, pos: int) -> Any:
+        if 0 <= idx < len(memo):
+            return memo[idx]
+        try:
+            return sparse[idx]
+        except KeyError:
+            raise self._corrupt(f"memo entry {idx} read before it was written", pos) from None
+
     def load(self) -> Any:
         """Interpret the stream. Hot opcodes are inline (this loop is the reader's hot path); the rest
         go to :meth:`_rare`. Every length is checked against ``end`` before it is used."""
@@ -265,7 +290,12 @@ class SafeUnpickler:
         end = self.end_limit
         stack: list = []
         metastack: list = []
-        memo: dict = {}
+        # The memo is a list while its indices come in order (torch's pickler and MEMOIZE number them 0, 1,
+        # 2, ...), and a dict for the others: a list costs 8 bytes an entry where a dict with int keys
+        # costs ~70, and 100,000 tensors memoize over a million objects. See _memo_put for the rule.
+        memo: list = []
+        sparse: dict = {}
+        memo_append = memo.append
         push = stack.append
         unpack_I, unpack_i, unpack_H = _unpack_I, _unpack_i, _unpack_H
         call = self._call
@@ -284,15 +314,17 @@ class SafeUnpickler:
                         raise self._truncated(end)
                     if not stack:
                         raise self._corrupt("LONG_BINPUT on an empty stack", pos)
-                    memo[unpack_I(data, pos)[0]] = stack[-1]
+                    idx = unpack_I(data, pos)[0]
+                    if idx == len(memo) and not sparse:
+                        memo_append(stack[-1])
+                    else:
+                        self._memo_put(memo, sparse, idx, stack[-1])
                     pos += 4
                 elif op == 0x68:  # BINGET
                     if pos >= end:
                         raise self._truncated(end)
-                    try:
-                        push(memo[data[pos]])
-                    except KeyError:
-                        raise self._corrupt(f"memo entry {data[pos]} read before it was written", pos) from None
+                    idx = data[pos]
+                    push(memo[idx] if idx < len(memo) else self._memo_get(memo, sparse, idx, pos))
                     pos += 1
                 elif op == 0x4B:  # BININT1
                     if pos >= end:
@@ -377,7 +409,11 @@ class SafeUnpickler:
                         raise self._truncated(end)
                     if not stack:
                         raise self._corrupt("BINPUT on an empty stack", pos)
-                    memo[data[pos]] = stack[-1]
+                    idx = data[pos]
+                    if idx == len(memo) and not sparse:
+                        memo_append(stack[-1])
+                    else:
+                        self._memo_put(memo, sparse, idx, stack[-1])
                     pos += 1
                 elif op == 0x4A:  # BININT
                     if pos + 4 > end:
@@ -393,10 +429,7 @@ class SafeUnpickler:
                     if pos + 4 > end:
                         raise self._truncated(end)
                     idx = unpack_I(data, pos)[0]
-                    try:
-                        push(memo[idx])
-                    except KeyError:
-                        raise self._corrupt(f"memo entry {idx} read before it was written", pos) from None
+                    push(memo[idx] if idx < len(memo) else self._memo_get(memo, sparse, idx, pos))
                     pos += 4
                 elif op == 0x94:  # MEMOIZE
                     memoized = True
@@ -405,7 +438,11 @@ class SafeUnpickler:
                     made += 1
                     if made > budget:
                         raise self._too_many()
-                    memo[len(memo)] = stack[-1]
+                    idx = len(memo) + len(sparse)       # the number of entries, as pickle counts them
+                    if idx == len(memo):
+                        memo_append(stack[-1])
+                    else:
+                        self._memo_put(memo, sparse, idx, stack[-1])
                 elif op == 0x8C:  # SHORT_BINUNICODE
                     short_unicode = True
                     if pos >= end:
@@ -473,7 +510,7 @@ class SafeUnpickler:
                     return stack[-1]
                 else:
                     self.made = made
-                    pos, stack = self._rare(op, data, pos, end, stack, metastack, memo)
+                    pos, stack = self._rare(op, data, pos, end, stack, metastack, memo, sparse)
                     made = self.made
                     push = stack.append
         except RecursionError:
@@ -486,7 +523,7 @@ class SafeUnpickler:
                     self.opcodes.add(code)
 
     def _rare(self, op: int, data, pos: int, end: int, stack: list, metastack: list,
-              memo: dict) -> tuple[int, list]:
+              memo: list, sparse: dict) -> tuple[int, list]:
         """The less frequent opcodes. Returns the new position and the (possibly new) current stack."""
         # No closures here: a closure over pos and stack made every rare opcode cost ~1 us.
         push = stack.append
@@ -644,14 +681,10 @@ class SafeUnpickler:
             line, pos = self._readline(data, pos, end)
             if not stack:
                 raise self._corrupt("PUT on an empty stack", pos)
-            memo[_int_line(line, self, pos)] = stack[-1]
+            self._memo_put(memo, sparse, _int_line(line, self, pos), stack[-1])
         elif op == 0x67:  # GET
             line, pos = self._readline(data, pos, end)
-            idx = _int_line(line, self, pos)
-            try:
-                push(memo[idx])
-            except KeyError:
-                raise self._corrupt(f"memo entry {idx} read before it was written", pos) from None
+            push(self._memo_get(memo, sparse, _int_line(line, self, pos), pos))
         elif op == 0x49:  # INT (also True/False in protocol 0)
             line, pos = self._readline(data, pos, end)
             if line == b"00":
