@@ -3,7 +3,7 @@
 Opening reads metadata only, and a tensor's bytes are checked against their CRC-32 when they are read
 (values, histogram, export, checksums). This is the explicit pass over everything: each member of each
 archive the checkpoint was read from (tensor records, pickles, code, JSON), in archive order, in big
-chunks with ``zlib.crc32``, so it runs at about the speed the disk delivers. Members that back tensors
+chunks with ``core.util.checksum.crc32`` (zlib, or ISA-L when installed), so it runs at about the speed the disk delivers. Members that back tensors
 record their verdict, so every view of those tensors shows a mismatch from then on.
 
 Formats without stored checksums (legacy torch files, safetensors) have nothing to compare; the report
@@ -20,6 +20,7 @@ from typing import Generator
 from ..model.checkpoint import Checkpoint
 from ..read.formats.torch_zip import VERIFY_CHUNK, InflatedMemberSource, ZipMemberSource
 from ..read.formats.zipreader import MAX_INFLATED, ZipArchive
+from ..util.checksum import crc32
 from ..util.errors import CheckpointError, CorruptFileError
 from ..util.progress import Progress
 
@@ -166,7 +167,7 @@ def _stored_crcs(archive: ZipArchive, members: list[tuple[int, int, str]], chunk
         for start, size, name in active:
             a, b = max(start, pos), min(start + size, end)
             if b > a:
-                crcs[name] = zlib.crc32(piece[a - pos:b - pos], crcs[name])
+                crcs[name] = crc32(piece[a - pos:b - pos], crcs[name])
                 covered += b - a
             if start + size > end:
                 still.append((start, size, name))
@@ -178,7 +179,7 @@ def _stored_crcs(archive: ZipArchive, members: list[tuple[int, int, str]], chunk
 
 def _pieces(archive: ZipArchive, start: int, size: int, chunk: int):
     """``(position, bytes)`` of ``[start, start + size)`` of the archive's buffer in pieces. A file on disk is
-    read with ``pread`` by a helper thread one piece ahead of the caller (``preadv`` and ``zlib.crc32`` both
+    read with ``pread`` by a helper thread one piece ahead of the caller (``preadv`` and ``crc32`` both
     release the GIL, so the pass runs at the slower of disk and CRC speed, not their sum; sequential reads
     also get the kernel's read-ahead, which page faults through the map do not). Bytes already in memory are
     used in place."""
@@ -244,8 +245,8 @@ def _inflated_crc(archive: ZipArchive, name: str, declared: int) -> int:
                 produced += len(piece)
                 if produced > limit:
                     raise CorruptFileError(f"inflates past its declared {declared:,} bytes")
-                crc = zlib.crc32(piece, crc)
-        crc = zlib.crc32(d.flush(), crc)
+                crc = crc32(piece, crc)
+        crc = crc32(d.flush(), crc)
     except zlib.error as e:
         raise CorruptFileError(f"does not inflate ({e})") from None
     return crc

@@ -9,16 +9,16 @@ archives add ``code/``, ``constants.pkl`` (tensors in ``constants/``) and ``.dat
 from __future__ import annotations
 
 import threading
-import zlib
 from typing import Callable
 
 from ...model.checkpoint import Checkpoint, PickleGlobals
 from ...source.regions import ByteSource, BytesRegion, DeferredRegion
+from ...util.checksum import crc32
 from ...util.errors import CheckpointError, CorruptFileError, NotACheckpointError, StorageError, TruncatedFileError
 from ..pickle.unpickle import StorageTable, unpickle
 from .zipreader import PICKLE_MAX_RATIO, ZipArchive, directory_anomalies, inflate
 
-# verify() reads a member in pieces of this size: big enough for zlib.crc32 to run at full speed.
+# verify() reads a member in pieces of this size: big enough for crc32 to run at full speed.
 VERIFY_CHUNK = 16 << 20
 # Running CRCs are updated under a lock (two threads may read one member); a few shared locks, not one
 # per member, keep a 100,000-tensor file's handles small.
@@ -82,7 +82,7 @@ class ZipMemberSource(ByteSource):
         with _LOCKS[id(self) % len(_LOCKS)]:
             if self.verified or offset != self._crc_pos:
                 return
-            self._crc = zlib.crc32(mv, self._crc)
+            self._crc = crc32(mv, self._crc)
             self._crc_pos += len(mv)
             if self._crc_pos >= self.size:
                 self._conclude()
@@ -107,7 +107,7 @@ class ZipMemberSource(ByteSource):
                     self._conclude()
                     break
                 start = self._begin() + pos
-                self._crc = zlib.crc32(self.archive.src.view(start, n), self._crc)
+                self._crc = crc32(self.archive.src.view(start, n), self._crc)
                 self._crc_pos += n
                 if self._crc_pos >= self.size:
                     self._conclude()
@@ -143,7 +143,7 @@ class InflatedMemberSource(DeferredRegion):
 
     def _inflate(self) -> bytes:
         data = inflate(self.archive.raw(self.member.name), self.member.size, self.member.name)
-        crc = zlib.crc32(data)
+        crc = crc32(data)
         self.verified = True
         if crc != self.member.crc:
             self.crc_error = (f"zip member {self.member.name} fails its CRC-32 check (the archive records "

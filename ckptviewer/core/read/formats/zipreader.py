@@ -13,6 +13,7 @@ import zlib
 from dataclasses import dataclass
 
 from ...source.filebytes import file_bytes
+from ...util.checksum import crc32
 from ...util.errors import CorruptFileError, LimitExceededError, TruncatedFileError, UnsupportedFormatError
 
 _EOCD = struct.Struct("<4sHHHHIIH")            # end of central directory (22 bytes)
@@ -289,7 +290,7 @@ class ZipArchive:
             data = inflate(raw, m.size, name, limit, max_ratio)
         else:
             raise UnsupportedFormatError(f"zip member {name!r} uses compression method {m.method}")
-        if check_crc and zlib.crc32(data) != m.crc:
+        if check_crc and crc32(data) != m.crc:
             raise CorruptFileError(f"zip member {name!r} fails its CRC-32 check")
         return data
 
