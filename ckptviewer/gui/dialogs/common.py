@@ -102,11 +102,15 @@ class StepDialog(QDialog):
 
 
 
+TORCH_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".ckpt")
+
+
 class WritingDialog(StepDialog):
     """A dialog whose OK writes a file to ``self.state.dest`` (Export, Merge): replacing an existing file
     is asked once per destination, and the request says whether it was allowed. Subclasses set
-    ``self.state`` (with ``dest`` and ``request(overwrite)``) and ``self.runner`` (their background work,
-    stopped when the dialog closes), and name what they write in ``WRITES`` ("the export")."""
+    ``self.state`` (with ``dest``, ``fmt`` and ``request(overwrite)``), ``self.runner`` (their background
+    work, stopped when the dialog closes), ``dest_edit``, ``format_combo`` (pt, pt-legacy, safetensors)
+    and ``_update_ok``, and name what they write in ``WRITES`` ("the export")."""
 
     WRITES = "the new file"
 
@@ -135,6 +139,23 @@ class WritingDialog(StepDialog):
     def done(self, result: int) -> None:
         self.runner.shutdown(wait=False)
         super().done(result)
+
+    def _set_dest(self, path: str, keep_default: bool = True) -> None:
+        self.dest_edit.blockSignals(True)
+        self.dest_edit.setText(path)
+        self.dest_edit.blockSignals(False)
+        self.state.dest = path
+        self._dest_is_default = keep_default
+        self._update_ok()
+
+    def _on_dest_changed(self, text: str) -> None:
+        self.state.dest = text
+        self._dest_is_default = False
+        if text.endswith(".safetensors") and self.state.fmt != "safetensors":
+            self.format_combo.setCurrentIndex(2)
+        elif text.endswith(TORCH_SUFFIXES) and self.state.fmt == "safetensors":
+            self.format_combo.setCurrentIndex(0)
+        self._update_ok()
 
 class RenamePreviewModel(QAbstractTableModel):
     """old -> new rows from ``ops.rename_preview``; collisions highlighted. Lazy, so 100,000 keys are fine."""

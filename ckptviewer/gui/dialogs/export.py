@@ -35,7 +35,7 @@ from ...core.write.destination import check_destination
 from ...core.write.export import ExportOptions
 from ..widgets.messages import error_text
 from ..widgets.workers import TaskRunner, WorkerError
-from .common import WritingDialog, error_line, plain_label
+from .common import TORCH_SUFFIXES, WritingDialog, error_line, plain_label
 from .export_work import ExportRequest, plan_task
 
 FORMATS = (("pt", "PyTorch (.pt, zip archive)"), ("pt-legacy", "PyTorch legacy format (before 1.6)"),
@@ -44,7 +44,6 @@ DTYPES = ((None, "Keep the dtypes"), ("float16", "Cast floating tensors to float
           ("bfloat16", "Cast floating tensors to bfloat16"), ("float32", "Cast floating tensors to float32"))
 NON_TENSORS = (("error", "Stop: name them"), ("drop", "Leave them out"),
                ("metadata", "Store simple values in the metadata"))
-TORCH_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".ckpt")
 
 
 @dataclass
@@ -287,23 +286,6 @@ class ExportDialog(WritingDialog):
     def _on_dtype_changed(self, index: int) -> None:
         self.state.dtype = self.dtype_combo.itemData(index)
         self._replan()
-
-    def _set_dest(self, path: str, keep_default: bool = True) -> None:
-        self.dest_edit.blockSignals(True)
-        self.dest_edit.setText(path)
-        self.dest_edit.blockSignals(False)
-        self.state.dest = path
-        self._dest_is_default = keep_default
-        self._update_ok()
-
-    def _on_dest_changed(self, text: str) -> None:
-        self.state.dest = text
-        self._dest_is_default = False
-        if text.endswith(".safetensors") and self.state.fmt != "safetensors":
-            self.format_combo.setCurrentIndex(2)
-        elif text.endswith(TORCH_SUFFIXES) and self.state.fmt == "safetensors":
-            self.format_combo.setCurrentIndex(0)
-        self._update_ok()
 
     def _on_browse(self) -> None:
         filters = "safetensors (*.safetensors)" if self.state.fmt == "safetensors" else \

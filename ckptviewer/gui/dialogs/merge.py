@@ -39,7 +39,7 @@ from ..widgets.messages import error_text
 from ..widgets.theme import plain_tooltip
 from ..widgets.workers import TaskRunner, WorkerError
 from .common import WritingDialog, error_line, plain_label
-from .export import DTYPES, FORMATS, TORCH_SUFFIXES, with_suffix_for
+from .export import DTYPES, FORMATS, with_suffix_for
 from .merge_work import MergeRequest, input_steps, preview_task
 
 _Index = QModelIndex | QPersistentModelIndex
@@ -273,23 +273,6 @@ class MergeDialog(WritingDialog):
         switched = with_suffix_for(self.state.dest, self.state.fmt)
         if switched != self.state.dest:
             self._set_dest(switched, keep_default=self._dest_is_default)
-        self._update_ok()
-
-    def _set_dest(self, path: str, keep_default: bool = True) -> None:
-        self.dest_edit.blockSignals(True)
-        self.dest_edit.setText(path)
-        self.dest_edit.blockSignals(False)
-        self.state.dest = path
-        self._dest_is_default = keep_default
-        self._update_ok()
-
-    def _on_dest_changed(self, text: str) -> None:
-        self.state.dest = text
-        self._dest_is_default = False
-        if text.endswith(".safetensors") and self.state.fmt != "safetensors":
-            self.format_combo.setCurrentIndex(2)
-        elif text.endswith(TORCH_SUFFIXES) and self.state.fmt == "safetensors":
-            self.format_combo.setCurrentIndex(0)
         self._update_ok()
 
     def _on_browse(self) -> None:
