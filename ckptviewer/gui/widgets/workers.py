@@ -24,7 +24,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Generator
 
-from PySide6.QtCore import QObject, QThreadPool, Signal
+from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
 from ...core.util.errors import CancelledError
 from ...core.util.progress import Progress
@@ -44,6 +44,85 @@ _NOTHING = object()
 # loading froze the window for over a second (50 hostile files opened at once: longest stall 1.3 s at
 # 5 ms, 0.56 s at 1 ms, 0.16 s at 0.25 ms, total time unchanged).
 GUI_SWITCH_INTERVAL_S = 0.00025
+
+
+class GuiGate:
+    """Workers make way for a GUI thread that has stopped turning its event loop.
+
+    A shorter switch interval is not enough on its own: every cell Qt paints calls back into Python
+    (a model's ``rowCount``, ``index``, ``data``), and each call has to win the GIL back from a busy worker,
+    a hand-over of ~0.3 ms on a small VM whatever the interval. Painting a table of numbers took over a
+    second that way while a Run tab read 100,000 small tensors (the window froze for up to 14 s in all).
+    So the GUI thread beats (a timer every ``BEAT_S`` while any worker runs), and a worker that finds the
+    last beat older than ``STALE_S`` between two steps sleeps, the GIL released, until the next beat:
+    the GUI's callbacks then find the GIL free. It waits at most ``CAP_S`` for a beat that does not come
+    (the GUI busy in C++ or blocked), and only once per missing beat, so a GUI that does not turn its
+    loop (a test calling code directly) slows a worker by ``CAP_S`` at most, not at every step."""
+
+    BEAT_S = 0.01
+    STALE_S = 0.025
+    CAP_S = 0.2
+
+    def __init__(self) -> None:
+        self._beat: float | None = None     # monotonic time of the last beat; None while nothing runs
+        self._given_up: float | None = None
+
+    def beat(self) -> None:
+        self._beat = time.monotonic()
+
+    def stop(self) -> None:
+        self._beat = None
+
+    def make_way(self, cancelled: Callable[[], bool]) -> None:
+        """Worker side, between steps: wait (sleeping) while the GUI thread's last beat is stale."""
+        beat = self._beat
+        if beat is None or beat == self._given_up:
+            return
+        now = time.monotonic()
+        if now - beat <= self.STALE_S:
+            return
+        deadline = now + self.CAP_S
+        while self._beat == beat and not cancelled():
+            if time.monotonic() >= deadline:
+                self._given_up = beat
+                return
+            time.sleep(0.001)
+
+
+GATE = GuiGate()
+
+
+class _Heartbeat(QObject):
+    """The GUI thread's beat for :data:`GATE`, running while any :class:`TaskRunner` has a task."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._timer = QTimer(self)
+        self._timer.setInterval(int(GuiGate.BEAT_S * 1000))
+        self._timer.timeout.connect(GATE.beat)
+        self._holders: set[int] = set()
+
+    def hold(self, runner: object) -> None:
+        if not self._holders:
+            GATE.beat()
+            self._timer.start()
+        self._holders.add(id(runner))
+
+    def release(self, runner: object) -> None:
+        self._holders.discard(id(runner))
+        if not self._holders:
+            self._timer.stop()
+            GATE.stop()
+
+
+_heartbeat: _Heartbeat | None = None
+
+
+def _the_heartbeat() -> _Heartbeat:
+    global _heartbeat
+    if _heartbeat is None:
+        _heartbeat = _Heartbeat()
+    return _heartbeat
 
 
 def keep_gui_responsive() -> None:
@@ -100,6 +179,7 @@ class GeneratorWorker:
             self._run()
 
     def _report_inside(self, step: Any) -> None:
+        GATE.make_way(self._cancel.is_set)
         now = time.monotonic()
         if self._cancel.is_set() or now - self._inside_last < PROGRESS_INTERVAL_S:
             return
@@ -130,6 +210,7 @@ class GeneratorWorker:
                     if self._cancel.is_set():
                         gen.close()
                         break
+                    GATE.make_way(self._cancel.is_set)
                     try:
                         step = next(gen)
                     except StopIteration as stop:
@@ -210,6 +291,8 @@ class TaskRunner(QObject):
         s.progressed.connect(self._on_worker_progressed)
         s.finished.connect(self._on_worker_finished)
         s.errored.connect(self._on_worker_errored)
+        if was_idle:
+            _the_heartbeat().hold(self)
         self._pool.start(worker.run)
         if was_idle:
             self.busy_changed.emit(True)
@@ -230,6 +313,7 @@ class TaskRunner(QObject):
         """Cancel everything; with ``wait``, block until running workers end (at their next yield)."""
         self._shut = True
         self.cancel()
+        _the_heartbeat().release(self)      # cancelled workers need no room; their late ends are dropped
         if wait:
             for task in list(self._tasks.values()):
                 task.worker.wait(timeout)
@@ -275,4 +359,5 @@ class TaskRunner(QObject):
         if task is not None:
             task.worker.signals.deleteLater()
             if not self._tasks:
+                _the_heartbeat().release(self)
                 self.busy_changed.emit(False)
