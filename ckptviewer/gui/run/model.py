@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from PySide6.QtCore import (
     QAbstractTableModel,
     QModelIndex,
@@ -21,7 +23,7 @@ from PySide6.QtCore import (
 from ...core.util.textsafe import safe_text
 from ...core.util.units import shape_text
 from ..widgets.theme import plain_tooltip
-from .work import METRIC_TEXT, RunView, metric_values
+from .work import METRIC_TEXT, NUMBER_COLUMNS, RunView, entry_numbers, metric_values
 
 _Index = QModelIndex | QPersistentModelIndex
 PENDING_TEXT = "…"
@@ -43,7 +45,7 @@ class RunLayersModel(QAbstractTableModel):
         super().__init__(parent)
         self.view = view
         self.rows: list[int] = []            # entry indices, in display order
-        self._row_of: dict[int, int] = {}
+        self._row_of = np.full(len(view.run.entries), -1, dtype=np.intp)   # entry -> row, -1 when hidden
         self.checked: list[int] = []         # entry indices, in the order they were checked
         self._texts = view.texts
         self._sort: tuple[int, Qt.SortOrder] | None = None
@@ -53,20 +55,26 @@ class RunLayersModel(QAbstractTableModel):
         self.beginResetModel()
         self.rows = list(rows)
         self._apply_sort()
-        self._row_of = {e: r for r, e in enumerate(self.rows)}
+        self._index_rows()
         self.endResetModel()
 
     def row_of(self, entry: int) -> int | None:
-        return self._row_of.get(entry)
+        r = int(self._row_of[entry]) if 0 <= entry < len(self._row_of) else -1
+        return r if r >= 0 else None
+
+    def _index_rows(self) -> None:
+        self._row_of.fill(-1)
+        self._row_of[np.asarray(self.rows, dtype=np.intp)] = np.arange(len(self.rows), dtype=np.intp)
 
     def entry_at(self, row: int) -> int | None:
         return self.rows[row] if 0 <= row < len(self.rows) else None
 
     def refresh(self, entries: list[int]) -> None:
         """Numbers arrived for ``entries``: repaint their rows (one signal over the span they cover)."""
-        rows = [r for r in (self._row_of.get(e) for e in entries) if r is not None]
-        if rows:
-            self.dataChanged.emit(self.index(min(rows), 1), self.index(max(rows), len(self.COLUMNS) - 1),
+        rows = self._row_of[np.asarray(entries, dtype=np.intp)] if entries else np.zeros(0, dtype=np.intp)
+        rows = rows[rows >= 0]
+        if rows.size:
+            self.dataChanged.emit(self.index(int(rows.min()), 1), self.index(int(rows.max()), len(self.COLUMNS) - 1),
                                   [Qt.ItemDataRole.DisplayRole])
 
     def set_checked(self, entry: int, on: bool) -> None:
@@ -76,7 +84,7 @@ class RunLayersModel(QAbstractTableModel):
             self.checked.append(entry)
         else:
             self.checked.remove(entry)
-        r = self._row_of.get(entry)
+        r = self.row_of(entry)
         if r is not None:
             idx = self.index(r, 0)
             self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.CheckStateRole])
@@ -137,15 +145,9 @@ class RunLayersModel(QAbstractTableModel):
 
     # -- sorting --------------------------------------------------------------------------------
     def sort_value(self, entry: int, column: int) -> float | None:
-        e = self.view.run.entries[entry]
-        if column == 3:
-            return next((x for x in reversed(e.norm) if x is not None), None)
-        rel = [x for x in e.rel_change if x is not None]
-        if column == 4:
-            return max(rel) if rel else None
-        if column == 5:
-            return e.rel_change[-1] if e.rel_change else None
-        return None
+        if column not in NUMBER_COLUMNS:
+            return None
+        return entry_numbers(self.view.run.entries[entry])[NUMBER_COLUMNS.index(column)]
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
         self.layoutAboutToBeChanged.emit()
@@ -153,9 +155,9 @@ class RunLayersModel(QAbstractTableModel):
         before = [self.rows[p.row()] if 0 <= p.row() < len(self.rows) else None for p in persistent]
         self._sort = (column, order)
         self._apply_sort()
-        self._row_of = {e: r for r, e in enumerate(self.rows)}
+        self._index_rows()
         self.changePersistentIndexList(persistent, [
-            self.index(self._row_of[e], p.column()) if e is not None else QModelIndex()
+            self.index(int(self._row_of[e]), p.column()) if e is not None else QModelIndex()
             for e, p in zip(before, persistent)])
         self.layoutChanged.emit()
 
@@ -171,11 +173,13 @@ class RunLayersModel(QAbstractTableModel):
             self.rows.sort(key=lambda i: math.prod(entries[i].shape), reverse=reverse)
         elif column == 2:
             self.rows.sort(key=lambda i: entries[i].dtype, reverse=reverse)
-        else:
-            def key(i: int) -> tuple:       # rows without a number (not read yet, undefined) go last
-                v = self.sort_value(i, column) if i in self.view.ready else None
-                return (v is None, 0.0 if v is None else (-v if reverse else v))
-            self.rows.sort(key=key)
+        elif column in NUMBER_COLUMNS:
+            # Rows without a number (not read yet, undefined) go last, whatever the order; ties keep key order.
+            rows = np.asarray(self.rows, dtype=np.intp)
+            values = self.view.numbers[rows, NUMBER_COLUMNS.index(column)] if rows.size else np.zeros(0)
+            missing = np.isnan(values)
+            keys = np.where(missing, 0.0, -values if reverse else values)
+            self.rows = rows[np.lexsort((keys, missing))].tolist()
 
 
 class RunFilesModel(QAbstractTableModel):

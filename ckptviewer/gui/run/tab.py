@@ -13,8 +13,11 @@ Stop keeps what was read; closing the tab cancels both and releases the files.
 from __future__ import annotations
 
 import os
+import threading
 from functools import partial
 from typing import Any
+
+import numpy as np
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -46,6 +49,7 @@ from .charts import LineChart, RunHeatmap, TrainingChart
 from .model import RunFilesModel, RunLayersModel, entry_summary
 from .work import (
     HEATMAP_METRICS,
+    NUMBER_COLUMNS,
     RunSetup,
     RunView,
     TrendBatch,
@@ -93,7 +97,9 @@ class RunTab(QWidget):
         self.current_entry: int | None = None
         self.current_file: int | None = None
         self.rows: list[int] = []                # the entries shown (filter applied), in key order
+        self._row_labels: list[str] = []         # their keys' texts (the heatmap's row labels)
         self.runner = TaskRunner(self)
+        self._batch_applied = threading.Event()     # replaced by each reading (see _start_reading)
         self._redraw = QTimer(self)
         self._redraw.setSingleShot(True)
         self._redraw.setInterval(REDRAW_MS)
@@ -300,15 +306,18 @@ class RunTab(QWidget):
         self.progress.setValue(0)
         self.progress.show()
         self.stop_button.show()
-        self.runner.submit("trend", trend_batches, self.view.run, self.setup.chunk_bytes,
-                           on_progress=self._on_trend_step, on_result=self._on_trend_done,
+        # The worker sends a batch only after the last one was applied here (see trend_batches).
+        self._batch_applied = threading.Event()
+        self._batch_applied.set()
+        self.runner.submit("trend", trend_batches, self.view.run, self.setup.chunk_bytes, None,
+                           self._batch_applied, on_progress=self._on_trend_step, on_result=self._on_trend_done,
                            on_error=self._on_trend_error)
 
     def _apply_batch(self, batch: TrendBatch) -> None:
         if self.view is None:
             return
         if batch.finished:
-            self.view.add_ready(batch.finished)
+            self.view.add_ready(batch.finished, batch.rows)
             self.layers.refresh(batch.finished)
             self._redraw.start()
             shown = set(self.layers.checked) | ({self.current_entry} if self.current_entry is not None else set())
@@ -320,8 +329,11 @@ class RunTab(QWidget):
 
     def _on_trend_step(self, step: Any) -> None:
         if isinstance(step, TrendBatch):
-            self._apply_batch(step)
-            self.trend_progressed.emit(step)
+            try:
+                self._apply_batch(step)
+                self.trend_progressed.emit(step)
+            finally:
+                self._batch_applied.set()
         elif isinstance(step, Progress) and step.total:
             self.progress.setValue(int(1000 * step.fraction))
 
@@ -350,10 +362,14 @@ class RunTab(QWidget):
 
     def _auto_check(self) -> None:
         """Plot the tensors that moved most, so the chart starts with something to look at."""
-        ranked = sorted((i for i in self.layers.rows if i in self.view.ready
-                         and (self.layers.sort_value(i, 4) or 0) > 0),
-                        key=lambda i: -self.layers.sort_value(i, 4))
-        for i in ranked[:AUTO_CHECK]:
+        rows = np.asarray(self.layers.rows, dtype=np.intp)
+        if not rows.size:
+            return
+        moved = self.view.numbers[rows, NUMBER_COLUMNS.index(4)]     # NaN until read
+        with np.errstate(invalid="ignore"):
+            keep = moved > 0
+        ranked = rows[keep][np.argsort(-moved[keep], kind="stable")]
+        for i in ranked[:AUTO_CHECK].tolist():
             self.layers.set_checked(i, True)
 
     # -- drawing --------------------------------------------------------------------------------
@@ -365,6 +381,8 @@ class RunTab(QWidget):
         if self.view is None:
             return
         self.rows = visible_entries(self.view, self.model_box.isChecked(), self.filter_edit.text())
+        texts = self.view.texts
+        self._row_labels = [texts[i] for i in self.rows]
         self.layers.set_rows(self.rows)
         self.redraw()
         if self.current_entry is not None:
@@ -375,9 +393,8 @@ class RunTab(QWidget):
         if self.view is None:
             return
         run = self.view.run
-        texts = self.view.texts
         matrix = heatmap_matrix(self.view, self.rows, self.heatmap_metric)
-        self.heatmap.set_matrix(matrix, self.rows, [texts[i] for i in self.rows],
+        self.heatmap.set_matrix(matrix, self.rows, self._row_labels,
                                 [safe_text(f.label, 80) for f in run.files], self.heatmap_metric)
 
     def _draw_lines(self) -> None:
