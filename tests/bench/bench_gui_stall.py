@@ -7,7 +7,8 @@ not repaint or react) during three jobs, one after the other: opening BIG (until
 computing the statistics and exact histogram of BIG's largest tensor (selected in the tree), and a
 diff tab comparing A with B (until every pair is compared); with --keys FILE, also opening FILE (a
 checkpoint of many small tensors, where the work is Python objects rather than bytes); with --keys-diff A
-B, also a diff tab of two such files. Prints one line
+B, also a diff tab of two such files; with --keys-run FILE..., also a Run tab over such files
+(until every tensor of every file is read). Prints one line
 per job, or one JSON object
 (job -> milliseconds) with --json. Issue 8's target: no stall over 100 ms.
 """
@@ -44,6 +45,8 @@ def main() -> int:
     ap.add_argument("--keys", help="also open this many-key checkpoint (e.g. 100,000 tensors)")
     ap.add_argument("--keys-diff", nargs=2, metavar=("A", "B"),
                     help="also diff two many-key checkpoints (prefixes stripped on both sides)")
+    ap.add_argument("--keys-run", nargs="+", metavar="FILE",
+                    help="also open a Run tab over these many-key checkpoints (until every tensor is read)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -98,6 +101,14 @@ def main() -> int:
         wait(app, lambda: kdiff.compare_done and not kdiff.has_pending_work())
         probe.stop()
         result[f"diffing two many-key files ({len(kdiff.session.run.entries):,} keys in all)"] = 1000 * probe.worst
+
+    if args.keys_run:
+        probe = StallProbe()
+        run = win.runs.open_run(args.keys_run)
+        wait(app, lambda: run.read_done and not run.has_pending_work())
+        probe.stop()
+        n = len(run.run.entries) if run.run is not None else 0
+        result[f"filling a Run tab over {len(args.keys_run)} files ({n:,} keys)"] = 1000 * probe.worst
 
     win.shutdown()
     win.close()

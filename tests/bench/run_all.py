@@ -20,8 +20,8 @@ of free disk. The cases:
 8. a valid safetensors header of 300,000 empty entries: ``ckptviewer info --json`` time and peak RSS (issue 17:
    <= 400 MB) against ``safetensors.safe_open(...).keys()``;
 7. GUI responsiveness: the longest event-loop stall (a 5 ms QTimer probe) while opening the big file,
-   computing the histogram of its largest tensor, opening the 100,000-key file and running a diff
-   (see bench_gui_stall.py).
+   computing the histogram of its largest tensor, opening the 100,000-key file, running a diff and filling a
+   Run tab over three 100,000-key checkpoints (see bench_gui_stall.py).
 """
 from __future__ import annotations
 
@@ -89,6 +89,13 @@ def make_files(folder: Path, big_gb: float, mid_mb: float, keys: int) -> dict[st
         print(f"making {files['hist'].name} ...", flush=True)
         torch.save({"embedding.weight": torch.randn(100_000, 1000, generator=torch.Generator().manual_seed(2))},
                    files["hist"])
+    # A run of three checkpoints of the many-key file's keys, whose values change from one to the next.
+    files["keys_run"] = [folder / f"keys_{keys}_step{i}.pt" for i in range(3)]
+    for i, path in enumerate(files["keys_run"]):
+        if not path.exists():
+            print(f"making {path.name} ...", flush=True)
+            torch.save({f"blocks.{j // 10}.sub{j % 10}.weight": torch.full((4,), 1.0 + i * (j % 7))
+                        for j in range(keys)}, path)
     return files
 
 
@@ -236,7 +243,8 @@ def case7(files, runs):
         print("  case 7 skipped: bench_gui_stall.py is missing")
         return
     r = subprocess.run([PY, str(script), "--big", str(files["big"]), "--a", str(files["mid"]),
-                        "--b", str(files["mid_b"]), "--keys", str(files["keys"]), "--json"], capture_output=True, text=True, timeout=1800)
+                        "--b", str(files["mid_b"]), "--keys", str(files["keys"]), "--json",
+                        "--keys-run", *map(str, files["keys_run"])], capture_output=True, text=True, timeout=1800)
     if r.returncode != 0:
         print(f"  case 7 failed: {r.stderr[-500:]}")
         return
@@ -286,7 +294,8 @@ def main() -> int:
               f"{' (' + extra + ')' if extra else ''} |")
     if not args.keep:
         for p in files.values():
-            p.unlink(missing_ok=True)
+            for one in (p if isinstance(p, list) else [p]):
+                one.unlink(missing_ok=True)
         folder.rmdir()
     return 0
 
