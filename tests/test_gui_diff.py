@@ -302,7 +302,7 @@ def test_closing_the_tab_cancels_the_comparison(qtbot, window, tmp_path, monkeyp
             while True:
                 batch = next(gen)
                 yield batch
-                if first and batch.finished:
+                if first and batch is not None and batch.finished:
                     first = False
                     released.wait(20)
         except StopIteration as stop:

@@ -229,3 +229,27 @@ def test_table_sorts_numbers_with_the_missing_last_and_ties_in_key_order(qtbot, 
                 if va == vb:
                     assert a < b
             assert [model.row_of(i) for i in model.rows] == list(range(len(model.rows)))
+
+
+def test_a_diff_gives_the_gate_a_point_per_pair_between_its_batches(tmp_path):
+    """The diff's worker sends a batch every 150 ms; between batches it must still pass a point where it
+    can stop or make way for the window (a yield), at least once per pair compared."""
+    from ckptviewer.gui.diff import work as diff_work
+
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save({f"w{k}": torch.full((8,), float(k)) for k in range(40)}, a)
+    torch.save({f"w{k}": torch.full((8,), float(k) + (k % 2)) for k in range(40)}, b)
+    session = drain(diff_work.prepare_steps(diff_work.DiffSetup(str(a), str(b))))
+    try:
+        gen = diff_work.compare_steps(session.run, interval=3600.0)      # no batch before the end
+        steps = []
+        try:
+            while True:
+                steps.append(next(gen))
+        except StopIteration as stop:
+            last = stop.value
+        assert sum(1 for s in steps if s is None) >= 40
+        assert not any(isinstance(s, diff_work.CompareBatch) and s.finished for s in steps)
+        assert sorted(last.finished) == list(range(len(session.run.entries)))
+    finally:
+        session.close()

@@ -325,14 +325,14 @@ class CompareBatch:
         return self.done / self.total if self.total else 1.0
 
 
-def compare_steps(run: DiffRun, interval: float | None = None) -> Generator[CompareBatch, None, CompareBatch]:
+def compare_steps(run: DiffRun, interval: float | None = None) -> Generator[CompareBatch | None, None, CompareBatch]:
     """``run.compare()`` in batches; the return value is the last batch (the rest of the finished).
     The collector is paused meanwhile: its passes over the two open files held the GIL for 0.1-0.7 s."""
     with gc_paused():
         return (yield from _compare_steps(run, interval))
 
 
-def _compare_steps(run: DiffRun, interval: float | None) -> Generator[CompareBatch, None, CompareBatch]:
+def _compare_steps(run: DiffRun, interval: float | None) -> Generator[CompareBatch | None, None, CompareBatch]:
     interval = BATCH_SECONDS if interval is None else interval
     gen = run.compare()
     finished: list[int] = []
@@ -351,6 +351,10 @@ def _compare_steps(run: DiffRun, interval: float | None) -> Generator[CompareBat
             elif now - last >= max(interval, 0.05):
                 yield CompareBatch([], done, total)      # progress (and a cancel point) inside big tensors
                 last = now
+            else:
+                # A cancel point, and one where the worker makes way for a busy window (workers.GuiGate):
+                # between batches it would otherwise hold on for 150 ms of comparing at a time.
+                yield None
     finally:
         gen.close()
     return CompareBatch(finished, total, total, run.layer_changes())
