@@ -299,3 +299,22 @@ def test_merge_inputs_model_edits(qtmodeltester, qtbot, tmp_path):
     model.remove(1)
     assert model.rowCount() == 2 and model.data(model.index(1, 0)) == "c.pt"
     assert model.rowCount(model.index(0, 0)) == 0 and model.index(5, 0) == QModelIndex()
+
+
+def test_the_tab_shows_before_its_charts_are_built_and_before_reading(qtbot, window, head_run):
+    """Opening a run returns before the page of charts is built and before the worker starts (each would
+    pause the window: building five plots, and building them while a worker holds the GIL); the next
+    passes of the event loop build the page, then read. Closing at once leaves nothing running."""
+    from ckptviewer.gui.run.tab import RunTab
+    folder, _saved = head_run
+    tab = window.open_paths([str(folder)], run=True)[0]
+    assert isinstance(tab, RunTab)
+    assert tab._page is None and not tab.runner.is_busy() and tab.has_pending_work()
+    assert tab.stack.currentIndex() == 0                      # the loading page
+    wait_read(qtbot, tab)
+    assert tab._page is not None and tab.stack.currentWidget() is tab._page
+    # A second run closed before its first event-loop pass starts nothing.
+    other = window.open_paths([str(p) for p in sorted(folder.iterdir())[:2]], run=True)[0]
+    window.close_diff_tab(other)
+    qtbot.wait(50)
+    assert not other.runner.is_busy()

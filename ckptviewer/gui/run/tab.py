@@ -104,7 +104,9 @@ class RunTab(QWidget):
         self._redraw.setSingleShot(True)
         self._redraw.setInterval(REDRAW_MS)
         self._redraw.timeout.connect(self.redraw)
+        self._page: QWidget | None = None
         self._build()
+        self._starting = False
 
     @property
     def title(self) -> str:
@@ -180,7 +182,12 @@ class RunTab(QWidget):
         ll.addWidget(self.loading_bar, 0, Qt.AlignmentFlag.AlignHCenter)
         ll.addStretch(2)
         self.stack.addWidget(loading)
+        lay.addWidget(self.stack, 1)
 
+    def _ensure_page(self) -> None:
+        """Build the page the run is shown on (heatmap, tables, charts), once."""
+        if self._page is not None:
+            return
         page = QWidget(self)
         pl = QVBoxLayout(page)
         pl.setContentsMargins(0, 0, 0, 0)
@@ -228,7 +235,6 @@ class RunTab(QWidget):
         pl.addWidget(self.h_split)
         self.stack.addWidget(page)
         self._page = page
-        lay.addWidget(self.stack, 1)
         for name, splitter, sizes in (("run-h", self.h_split, [700, 560]), ("run-v", self.v_split, [330, 420])):
             state = self.settings.splitter_state(name)
             if state is None or not splitter.restoreState(state):
@@ -236,9 +242,20 @@ class RunTab(QWidget):
 
     # -- preparing ------------------------------------------------------------------------------
     def start(self) -> None:
+        """Show the loading page and start opening the run. The page of charts and tables (five pyqtgraph
+        plots) is built first, in the next pass of the event loop: not with the tab (the tab and its loading
+        page paint first, two short pauses of the window instead of one long one), and before the worker
+        starts (whose pure-Python reading would make every Qt call of the building wait for the GIL)."""
         self.error = None
         self.error_label.hide()
         self.stack.setCurrentIndex(0)
+        if not self._starting:
+            self._starting = True
+            QTimer.singleShot(0, self, self._start_preparing)
+
+    def _start_preparing(self) -> None:
+        self._starting = False
+        self._ensure_page()
         self.runner.submit("prepare", prepare_steps, self.setup, on_progress=self._on_prepare_progress,
                            on_result=self._on_prepared, on_error=self._on_prepare_error)
 
@@ -261,6 +278,7 @@ class RunTab(QWidget):
     def _on_prepared(self, view: RunView | None) -> None:
         if view is None:
             return
+        self._ensure_page()
         run = view.run
         self.view = view
         self.layers = RunLayersModel(view, self)
@@ -485,7 +503,7 @@ class RunTab(QWidget):
 
     # -- work and shutdown ----------------------------------------------------------------------
     def has_pending_work(self) -> bool:
-        return self.runner.is_busy()
+        return self._starting or self.runner.is_busy()
 
     def cancel_work(self) -> None:
         """Stop reading; the tensors read so far keep their numbers."""
@@ -505,5 +523,7 @@ class RunTab(QWidget):
             self.view.run.close()
 
     def save_state(self) -> None:
+        if self._page is None:
+            return
         for name, splitter in (("run-h", self.h_split), ("run-v", self.v_split)):
             self.settings.set_splitter_state(name, splitter.saveState())
