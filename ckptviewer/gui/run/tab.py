@@ -65,6 +65,9 @@ _plain = partial(plain_label, wrap=False)   # labels here stay on one line unles
 
 REDRAW_MS = 250
 AUTO_CHECK = 3
+# The page of charts is built this long after the tab is shown (a timer, not a posted call: the loading page's
+# paint and the building then fall in different passes of the event loop, with input handled in between).
+PAGE_DELAY_MS = 15
 
 
 def run_title(paths: list[str]) -> str:
@@ -251,7 +254,7 @@ class RunTab(QWidget):
         self.stack.setCurrentIndex(0)
         if not self._starting:
             self._starting = True
-            QTimer.singleShot(0, self, self._start_preparing)
+            QTimer.singleShot(PAGE_DELAY_MS, self, self._start_preparing)
 
     def _start_preparing(self) -> None:
         self._starting = False
