@@ -77,6 +77,9 @@ def main() -> None:
     ap.add_argument("--file", type=Path)
     ap.add_argument("--keep", type=Path, help="make the checkpoint in this folder and keep it")
     args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_open import compile_package
+    print(f"{compile_package()} with its bytecode compiled (as installed)")
     with tempfile.TemporaryDirectory(prefix="ckptviewer-bench-") as tmp:
         scratch = Path(tmp)
         file = args.file

@@ -37,7 +37,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_open import run_once  # noqa: E402
+from bench_open import compile_package, run_once  # noqa: E402
 
 PY = sys.executable
 TORCH_MMAP = ("import torch, sys; sd = torch.load(sys.argv[1], mmap=True, weights_only=True, map_location='cpu'); "
@@ -281,7 +281,9 @@ def main() -> int:
     args = ap.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="ckptviewer-bench-"))
     files = make_files(folder, args.big_gb, args.mid_mb, args.keys)
-    print(f"python {sys.version.split()[0]}; {os.cpu_count()} CPUs; files in {folder}; {args.runs} runs per case")
+    package = compile_package()
+    print(f"python {sys.version.split()[0]}; {os.cpu_count()} CPUs; files in {folder}; {args.runs} runs per case; "
+          f"{package} with its bytecode compiled (as installed)")
     for n in (int(x) for x in args.only.split(",")):
         print(f"case {n}:", flush=True)
         CASES[n](files, args.runs)
