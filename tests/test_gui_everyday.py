@@ -3,6 +3,7 @@ diff labels and the export file name."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -65,7 +66,9 @@ def test_a_truncated_file_says_so_above_everything(qtbot, window, ckpts, tmp_pat
     wait_idle(qtbot, tab)
     banner = tab.summary.labels["missing"]
     assert banner.isVisibleTo(tab) and banner.text().startswith("⚠ Truncated: ")
-    assert "tensors have no bytes" in banner.text() and "download or copy the file again" in banner.text()
+    # legacy files order storages by memory address at save time, so how many a cut loses varies from file to file
+    assert re.search(r"\b[1-9]\d* of 10 tensors? (has|have) no bytes", banner.text()), banner.text()
+    assert "download or copy the file again" in banner.text()
     layout = tab.summary.layout()
     assert layout.indexOf(banner) < layout.indexOf(tab.summary.labels["roles"])      # said first
     assert tab.file.safety.level != CLEAN           # not a green "clean" over missing bytes
