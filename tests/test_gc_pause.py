@@ -7,13 +7,7 @@ import gc
 
 import pytest
 
-
-def _drain(gen):
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
+from steps import drain
 
 
 @pytest.fixture
@@ -37,7 +31,7 @@ def test_loading_pauses_the_collector_and_freezes_what_it_built(ckpts, monkeypat
 
     monkeypatch.setattr(loading, "build_tree", spy)
     frozen = gc.get_freeze_count()
-    loaded = _drain(loading.load_steps(str(ckpts["checkpoint.tar"])))
+    loaded = drain(loading.load_steps(str(ckpts["checkpoint.tar"])))
     try:
         assert seen == [False]                          # paused while the tree was built
         assert gc.isenabled()                           # and on again afterwards
@@ -71,13 +65,13 @@ def test_diff_preparation_and_comparison_pause_the_collector(ckpts, monkeypatch,
 
     monkeypatch.setattr(diff_work, "build_diff_tree", spy)
     path = str(ckpts["checkpoint.tar"])
-    session = _drain(diff_work.prepare_steps(diff_work.DiffSetup(path, path)))
+    session = drain(diff_work.prepare_steps(diff_work.DiffSetup(path, path)))
     try:
         assert seen == [False] and gc.isenabled()
         gen = diff_work.compare_steps(session.run, 0.0)
         next(gen)
         assert not gc.isenabled()
-        _drain(gen)
+        drain(gen)
         assert gc.isenabled() and session.run.equal
     finally:
         session.close()

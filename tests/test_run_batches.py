@@ -13,18 +13,11 @@ import pytest
 import torch
 
 from gui_support import no_workers_left  # noqa: F401
+from steps import collect, drain
 
 from ckptviewer.core.analyze.trend import open_run
 from ckptviewer.gui.run import work
 from ckptviewer.gui.widgets import workers
-
-
-def drain(gen):
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
 
 
 @pytest.fixture
@@ -242,12 +235,7 @@ def test_a_diff_gives_the_gate_a_point_per_pair_between_its_batches(tmp_path):
     session = drain(diff_work.prepare_steps(diff_work.DiffSetup(str(a), str(b))))
     try:
         gen = diff_work.compare_steps(session.run, interval=3600.0)      # no batch before the end
-        steps = []
-        try:
-            while True:
-                steps.append(next(gen))
-        except StopIteration as stop:
-            last = stop.value
+        steps, last = collect(gen)
         assert sum(1 for s in steps if s is None) >= 40
         assert not any(isinstance(s, diff_work.CompareBatch) and s.finished for s in steps)
         assert sorted(last.finished) == list(range(len(session.run.entries)))

@@ -25,6 +25,7 @@ from ckptviewer.core.edit.ops import StripPrefix, apply_steps
 from ckptviewer.core.write.shards import export_sharded_iter, parse_size, shard_file_names
 from ckptviewer.core.model.tensor import TensorRef
 from hostile import payloads
+from steps import collect
 
 CLI = [sys.executable, "-m", "ckptviewer"]
 
@@ -258,12 +259,7 @@ def test_bin_shards_to_safetensors_shards(made, tmp_path):
     with open_checkpoint(made["bin"]) as ck:
         root, _ = apply_steps(ck.root, [StripPrefix("model.")])
         gen = export_sharded_iter(root, str(out), ExportOptions(fmt="safetensors"), 1500, sources=[ck.path])
-        progress = []
-        try:
-            while True:
-                progress.append(next(gen))
-        except StopIteration as stop:
-            result = stop.value
+        progress, result = collect(gen)
     assert progress[-1].done == progress[-1].total and "shard" in progress[-1].stage
     names = shard_file_names(str(out), len(result.shards), "safetensors")
     assert [os.path.basename(p) for p in result.shards] == names and len(names) > 2
